@@ -1,1 +1,80 @@
-fn main() {}
+//! The `flowctl` binary: parse, set up logging, dispatch, map errors to exit codes.
+
+use clap::Parser;
+use flowctl::cli::{Cli, Command, LogFormat};
+use flowctl::commands::{self, exit};
+
+fn main() {
+    // `.env` first, so that clap sees its values as environment (flags > env > .env).
+    let dotenv = flowctl::config::load_dotenv();
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let code = match dotenv.map_err(anyhow::Error::from).and_then(|_| run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("flowctl: {}", one_line(&err));
+            exit_code(&err)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let db = cli.db.clone();
+    rt.block_on(async move {
+        match cli.command {
+            Command::Send(args) => commands::send::run(&db, args).await,
+            other => Err(
+                commands::UsageError(format!("{other:?} is not available in this build")).into(),
+            ),
+        }
+    })
+}
+
+fn init_tracing(cli: &Cli) {
+    let server = matches!(cli.command, Command::Serve(_) | Command::Sandbox(_));
+    let default = if server { "info" } else { "off" };
+    let filter = cli.log.clone().unwrap_or_else(|| default.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// The whole error chain on one line, without repeating a cause already in its parent.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out.replace('\n', " ")
+}
+
+fn exit_code(err: &anyhow::Error) -> i32 {
+    let usage = err.chain().any(|e| {
+        e.is::<flowctl::config::ConfigError>()
+            || e.is::<commands::UsageError>()
+            || e.is::<flowctl::phone::PhoneError>()
+    });
+    if usage {
+        exit::USAGE
+    } else {
+        exit::FAILED
+    }
+}

@@ -1,0 +1,371 @@
+//! Command-line definitions (clap). Every flag is declared and documented here, once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Send WhatsApp Flows and join every completion back to the recipient's phone number.
+#[derive(Debug, Parser)]
+#[command(name = "flowctl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// SQLite database file.
+    #[arg(
+        long,
+        env = "FLOWCTL_DB",
+        default_value = "flowctl.db",
+        global = true,
+        hide_env_values = true
+    )]
+    pub db: PathBuf,
+
+    /// Log filter (`info`, `debug`, `flowctl=trace`, …). Default: silent for commands,
+    /// `info` for `serve` and `sandbox`. Logs go to stderr.
+    #[arg(long, env = "FLOWCTL_LOG", global = true, hide_env_values = true)]
+    pub log: Option<String>,
+
+    /// Log line format.
+    #[arg(
+        long,
+        value_enum,
+        env = "FLOWCTL_LOG_FORMAT",
+        default_value = "text",
+        global = true,
+        hide_env_values = true
+    )]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send the Flow to one phone number.
+    Send(SendArgs),
+    /// Send the Flow to every row of a CSV file, rate-limited and resumable.
+    Bulk(BulkArgs),
+    /// Run the data endpoint, the message webhook and the CRM API.
+    Serve(ServeArgs),
+    /// Write the completed responses, with phone numbers.
+    Export(ExportArgs),
+    /// Show the funnel per campaign: issued, sent, delivered, read, completed.
+    Stats(StatsArgs),
+    /// Generate the RSA key pair of the data endpoint.
+    Keygen(KeygenArgs),
+    /// Register or check the data endpoint's public key with the Graph API.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Run a local stand-in of the Graph API (no real messages are sent).
+    Sandbox(SandboxArgs),
+}
+
+/// Where the Graph API is.
+#[derive(Debug, Clone, Args)]
+pub struct GraphArgs {
+    /// The business number's Graph id.
+    #[arg(long, env = "PHONE_NUMBER_ID", hide_env_values = true)]
+    pub phone_number_id: Option<String>,
+
+    /// Graph API base URL.
+    #[arg(
+        long = "graph-url",
+        env = "GRAPH_API_URL",
+        default_value = "https://graph.facebook.com",
+        hide_env_values = true
+    )]
+    pub graph_url: String,
+
+    /// Graph API version.
+    #[arg(
+        long = "graph-version",
+        env = "GRAPH_API_VERSION",
+        default_value = "v21.0",
+        hide_env_values = true
+    )]
+    pub graph_version: String,
+
+    /// Timeout of one Graph API request.
+    #[arg(
+        long = "graph-timeout",
+        env = "GRAPH_API_TIMEOUT",
+        default_value = "20s",
+        hide_env_values = true
+    )]
+    pub graph_timeout: String,
+}
+
+/// What is sent.
+#[derive(Debug, Clone, Args)]
+pub struct MessageArgs {
+    /// The published Flow to send.
+    #[arg(long, env = "FLOW_ID", hide_env_values = true)]
+    pub flow_id: Option<String>,
+
+    /// ISO region (e.g. MA) for numbers written without a country code.
+    #[arg(long, env = "DEFAULT_COUNTRY", hide_env_values = true)]
+    pub default_country: Option<String>,
+
+    /// `data_exchange` (the Flow opens with an INIT to `serve`) or `navigate`.
+    #[arg(
+        long,
+        env = "FLOW_ACTION",
+        default_value = "data_exchange",
+        hide_env_values = true
+    )]
+    pub flow_action: String,
+
+    /// First screen, required with `navigate`.
+    #[arg(long, env = "FLOW_SCREEN", hide_env_values = true)]
+    pub screen: Option<String>,
+
+    /// Button text, at most 30 characters.
+    #[arg(long, env = "FLOW_CTA", default_value = "Open", hide_env_values = true)]
+    pub cta: String,
+
+    /// Message text; `{name}` is replaced by the customer name.
+    #[arg(
+        long,
+        env = "FLOW_BODY",
+        default_value = "Hello {name}, please take a moment to answer.",
+        hide_env_values = true
+    )]
+    pub body: String,
+
+    /// Token lifetime (`30d`, `12h`).
+    #[arg(
+        long,
+        env = "FLOW_TOKEN_TTL",
+        default_value = "30d",
+        hide_env_values = true
+    )]
+    pub token_ttl: String,
+
+    /// Template mode: index of the Flow button among the template's buttons.
+    #[arg(long, default_value_t = 0)]
+    pub template_button_index: u32,
+
+    /// Template mode: put the customer name in the template body's {{1}}.
+    #[arg(long)]
+    pub template_name_param: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Recipient phone number (E.164, digits with country code, or national with DEFAULT_COUNTRY).
+    pub phone: String,
+
+    /// Customer name (stored, and put in the message text).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Initial Flow data, a JSON object.
+    #[arg(long)]
+    pub data: Option<String>,
+
+    /// Send as this approved template with a Flow button (works outside the 24-hour window).
+    #[arg(long, requires = "lang")]
+    pub template: Option<String>,
+
+    /// Template language code (e.g. `fr`).
+    #[arg(long, requires = "template")]
+    pub lang: Option<String>,
+
+    /// Campaign the token belongs to.
+    #[arg(long, default_value = "send")]
+    pub campaign: String,
+
+    #[command(flatten)]
+    pub graph: GraphArgs,
+
+    #[command(flatten)]
+    pub message: MessageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BulkArgs {
+    /// CSV file with a `phone_number` column (aliases: phone, phoneNumber) and optionally
+    /// `customer_name` (name, customerName); other columns become the Flow's initial data.
+    pub csv: PathBuf,
+
+    /// Messages per second (80 by default, the Cloud API's default per-number throughput).
+    #[arg(long, default_value_t = 80.0)]
+    pub rate: f64,
+
+    /// Requests in flight at most (default: sized from the rate).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+
+    /// Campaign name (default: the CSV file's stem). A phone is messaged once per campaign.
+    #[arg(long)]
+    pub campaign: Option<String>,
+
+    /// Validate and count every row; send nothing, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the final summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write the failed and invalid rows, with their reason, to this CSV.
+    #[arg(long)]
+    pub failures: Option<PathBuf>,
+
+    /// Also resend rows whose earlier outcome is unknown (the process died mid-request).
+    #[arg(long)]
+    pub resend_unknown: bool,
+
+    /// Send as this approved template with a Flow button.
+    #[arg(long, requires = "lang")]
+    pub template: Option<String>,
+
+    /// Template language code.
+    #[arg(long, requires = "template")]
+    pub lang: Option<String>,
+
+    #[command(flatten)]
+    pub graph: GraphArgs,
+
+    #[command(flatten)]
+    pub message: MessageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "FLOWCTL_LISTEN",
+        default_value = "127.0.0.1:8080",
+        hide_env_values = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Flow JSON whose routing_model drives the next screen.
+    #[arg(long, env = "FLOW_JSON", hide_env_values = true)]
+    pub flow_json: Option<PathBuf>,
+
+    /// RSA private key file (PEM). Or set PRIVATE_KEY to the PEM text.
+    #[arg(long, env = "PRIVATE_KEY_FILE", hide_env_values = true)]
+    pub private_key_file: Option<PathBuf>,
+
+    /// Run without APP_SECRET (requests are not authenticated: for local trials only).
+    #[arg(long)]
+    pub allow_unsigned: bool,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body: usize,
+
+    #[command(flatten)]
+    pub graph: GraphArgs,
+
+    #[command(flatten)]
+    pub message: MessageArgs,
+}
+
+/// Output format of `export`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+    Ndjson,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// CSV output (the default).
+    #[arg(long, group = "format")]
+    pub csv: bool,
+    /// A JSON array.
+    #[arg(long, group = "format")]
+    pub json: bool,
+    /// One JSON object per line.
+    #[arg(long, group = "format")]
+    pub ndjson: bool,
+    /// Write to this file (atomically) instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Only responses completed at or after this time (RFC 3339, a date, or `24h`/`7d` ago).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only this campaign.
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// Also export completions whose token is unknown.
+    #[arg(long)]
+    pub include_unmatched: bool,
+    /// Start the CSV with a UTF-8 byte-order mark (for Excel).
+    #[arg(long)]
+    pub bom: bool,
+    /// Flow JSON whose field order orders the answer columns.
+    #[arg(long, env = "FLOW_JSON", hide_env_values = true)]
+    pub flow_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only this campaign.
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Private key file to write (PKCS#8 PEM, mode 0600); the public key goes to FILE.pub.
+    #[arg(long, default_value = "private.pem")]
+    pub out: PathBuf,
+    /// Overwrite an existing key file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Register the public key of the local private key with the Graph API.
+    Upload(KeysArgs),
+    /// Check that the registered public key matches the local private key.
+    Check(KeysArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// RSA private key file (PEM). Or set PRIVATE_KEY to the PEM text.
+    #[arg(long, env = "PRIVATE_KEY_FILE", hide_env_values = true)]
+    pub private_key_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub graph: GraphArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Address to listen on (`127.0.0.1:0` picks a free port, printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+    /// Delay every answer by this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Inject a failure: `PHONE=CODE` (Graph error code, `http503`, `hang` or `reset`),
+    /// `*` for any phone, optional `xN` to fail only the first N requests. Repeatable.
+    #[arg(long = "fail", value_name = "PHONE=CODE")]
+    pub fail: Vec<String>,
+    /// Append every request received to this NDJSON file.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Check, for every message received, that its flow_token is already stored in this
+    /// database (proves tokens are stored before the request leaves).
+    #[arg(long)]
+    pub check_db: Option<PathBuf>,
+}

@@ -1,0 +1,260 @@
+//! The `/messages` request bodies, built exactly as the protocol reference (sections a and b).
+
+use serde_json::{json, Map, Value};
+
+use crate::phone::Phone;
+
+/// How the Flow opens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlowAction {
+    /// The client calls the data endpoint with `INIT`; `serve` answers the first screen.
+    DataExchange,
+    /// The client opens `screen` directly, with the recipient's data given at send time.
+    Navigate { screen: String },
+}
+
+/// A template with a Flow button (works outside the 24-hour window).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    pub name: String,
+    pub language: String,
+    /// Index of the Flow button among the template's buttons.
+    pub button_index: u32,
+    /// Put the customer name in the template body's `{{1}}`.
+    pub name_param: bool,
+}
+
+/// Everything about the message that is the same for every recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageSettings {
+    pub flow_id: String,
+    pub action: FlowAction,
+    pub cta: String,
+    /// Message text; `{name}` is replaced by the customer name.
+    pub body: String,
+    pub template: Option<Template>,
+}
+
+/// The per-recipient part of a message.
+#[derive(Clone, Copy, Debug)]
+pub struct Recipient<'a> {
+    pub phone: &'a Phone,
+    pub flow_token: &'a str,
+    pub customer_name: Option<&'a str>,
+    /// Initial Flow data (CSV columns, `--data`); sent only when non-empty.
+    pub data: Option<&'a Map<String, Value>>,
+}
+
+fn body_text(template: &str, name: Option<&str>) -> String {
+    let name = name.map(str::trim).unwrap_or("");
+    let text = template.replace("{name}", name);
+    // "Bonjour {name}, ..." without a name would read "Bonjour , ...".
+    text.replace(" ,", ",")
+        .replace("  ", " ")
+        .trim()
+        .to_string()
+}
+
+/// Builds the JSON body of `POST /{phone_number_id}/messages` for one recipient.
+pub fn flow_message(settings: &MessageSettings, r: &Recipient<'_>) -> Value {
+    let data = r.data.filter(|m| !m.is_empty());
+    match &settings.template {
+        None => interactive(settings, r, data),
+        Some(t) => template(t, r, data),
+    }
+}
+
+fn interactive(s: &MessageSettings, r: &Recipient<'_>, data: Option<&Map<String, Value>>) -> Value {
+    let mut parameters = json!({
+        "flow_message_version": "3",
+        "flow_token": r.flow_token,
+        "flow_id": s.flow_id,
+        "flow_cta": s.cta,
+    });
+    match &s.action {
+        FlowAction::DataExchange => {
+            parameters["flow_action"] = json!("data_exchange");
+        }
+        FlowAction::Navigate { screen } => {
+            parameters["flow_action"] = json!("navigate");
+            let mut payload = json!({ "screen": screen });
+            if let Some(d) = data {
+                payload["data"] = Value::Object(d.clone());
+            }
+            parameters["flow_action_payload"] = payload;
+        }
+    }
+    json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": r.phone.wa_digits(),
+        "type": "interactive",
+        "interactive": {
+            "type": "flow",
+            "body": { "text": body_text(&s.body, r.customer_name) },
+            "action": { "name": "flow", "parameters": parameters }
+        }
+    })
+}
+
+fn template(t: &Template, r: &Recipient<'_>, data: Option<&Map<String, Value>>) -> Value {
+    let mut action = json!({ "flow_token": r.flow_token });
+    if let Some(d) = data {
+        action["flow_action_data"] = Value::Object(d.clone());
+    }
+    let mut components = Vec::new();
+    if t.name_param {
+        let name = r
+            .customer_name
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .unwrap_or("-");
+        components
+            .push(json!({ "type": "body", "parameters": [ { "type": "text", "text": name } ] }));
+    }
+    components.push(json!({
+        "type": "button",
+        "sub_type": "flow",
+        "index": t.button_index.to_string(),
+        "parameters": [ { "type": "action", "action": action } ]
+    }));
+    json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": r.phone.wa_digits(),
+        "type": "template",
+        "template": {
+            "name": t.name,
+            "language": { "code": t.language },
+            "components": components
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(action: FlowAction, template: Option<Template>) -> MessageSettings {
+        MessageSettings {
+            flow_id: "1234567890123456".into(),
+            action,
+            cta: "Répondre".into(),
+            body: "Bonjour {name}, votre avis compte.".into(),
+            template,
+        }
+    }
+
+    fn phone() -> Phone {
+        Phone::parse("+33612345678", None).unwrap()
+    }
+
+    #[test]
+    fn interactive_data_exchange_has_no_payload() {
+        let p = phone();
+        let r = Recipient {
+            phone: &p,
+            flow_token: "flow_x",
+            customer_name: Some("Renée"),
+            data: None,
+        };
+        let m = flow_message(&settings(FlowAction::DataExchange, None), &r);
+        assert_eq!(m["to"], "33612345678");
+        assert_eq!(m["type"], "interactive");
+        assert_eq!(
+            m["interactive"]["body"]["text"],
+            "Bonjour Renée, votre avis compte."
+        );
+        let params = &m["interactive"]["action"]["parameters"];
+        assert_eq!(params["flow_message_version"], "3");
+        assert_eq!(params["flow_token"], "flow_x");
+        assert_eq!(params["flow_action"], "data_exchange");
+        assert!(params.get("flow_action_payload").is_none());
+    }
+
+    #[test]
+    fn interactive_navigate_carries_screen_and_data() {
+        let p = phone();
+        let data = json!({"title": "Votre avis"}).as_object().unwrap().clone();
+        let r = Recipient {
+            phone: &p,
+            flow_token: "flow_x",
+            customer_name: None,
+            data: Some(&data),
+        };
+        let m = flow_message(
+            &settings(
+                FlowAction::Navigate {
+                    screen: "Q1".into(),
+                },
+                None,
+            ),
+            &r,
+        );
+        let params = &m["interactive"]["action"]["parameters"];
+        assert_eq!(params["flow_action"], "navigate");
+        assert_eq!(
+            params["flow_action_payload"],
+            json!({"screen": "Q1", "data": {"title": "Votre avis"}})
+        );
+        assert_eq!(
+            m["interactive"]["body"]["text"],
+            "Bonjour, votre avis compte."
+        );
+    }
+
+    #[test]
+    fn empty_data_is_never_sent() {
+        let p = phone();
+        let data = Map::new();
+        let r = Recipient {
+            phone: &p,
+            flow_token: "flow_x",
+            customer_name: None,
+            data: Some(&data),
+        };
+        let m = flow_message(
+            &settings(
+                FlowAction::Navigate {
+                    screen: "Q1".into(),
+                },
+                None,
+            ),
+            &r,
+        );
+        assert!(
+            m["interactive"]["action"]["parameters"]["flow_action_payload"]
+                .get("data")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn template_has_flow_button_with_token_and_data() {
+        let p = phone();
+        let data = json!({"city": "Rabat"}).as_object().unwrap().clone();
+        let t = Template {
+            name: "enquete".into(),
+            language: "fr".into(),
+            button_index: 0,
+            name_param: true,
+        };
+        let r = Recipient {
+            phone: &p,
+            flow_token: "flow_x",
+            customer_name: Some("Camille"),
+            data: Some(&data),
+        };
+        let m = flow_message(&settings(FlowAction::DataExchange, Some(t)), &r);
+        assert_eq!(m["type"], "template");
+        assert_eq!(m["template"]["language"]["code"], "fr");
+        let comps = m["template"]["components"].as_array().unwrap();
+        assert_eq!(comps[0]["parameters"][0]["text"], "Camille");
+        assert_eq!(comps[1]["sub_type"], "flow");
+        assert_eq!(comps[1]["index"], "0");
+        assert_eq!(
+            comps[1]["parameters"][0]["action"],
+            json!({"flow_token": "flow_x", "flow_action_data": {"city": "Rabat"}})
+        );
+    }
+}

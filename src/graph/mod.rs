@@ -1,0 +1,385 @@
+//! `GraphClient`: every outbound call to the WhatsApp Cloud (Graph) API.
+//!
+//! The base URL and version come from configuration, so pointing flowctl at Meta or at the
+//! local sandbox is a change of URL and token only.
+
+mod error;
+mod message;
+
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::Value;
+
+pub use error::{classify, ErrorClass, GraphError};
+pub use message::{flow_message, FlowAction, MessageSettings, Recipient, Template};
+
+use crate::config::Secret;
+
+/// Where and how to reach the Graph API.
+#[derive(Clone, Debug)]
+pub struct GraphSettings {
+    /// e.g. `https://graph.facebook.com` or `http://127.0.0.1:9090`.
+    pub base_url: String,
+    /// e.g. `v21.0`.
+    pub version: String,
+    pub phone_number_id: String,
+    pub access_token: Secret,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+}
+
+/// An accepted message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// The wamid: the key of later statuses and of the completion's `context.id`.
+    pub message_id: String,
+    /// The recipient's WhatsApp id, as the API reported it.
+    pub wa_id: Option<String>,
+    /// `accepted`, `held_for_quality_assessment`, … when given.
+    pub message_status: Option<String>,
+}
+
+/// The business public key registered for the data endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisteredKey {
+    pub pem: String,
+    pub signature_status: Option<String>,
+}
+
+/// How often and how patiently to retry retryable failures.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// First backoff step; doubled per attempt, with full jitter.
+    pub base_delay: Duration,
+    /// Cap of one wait.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1` after `err` (exponential backoff, full jitter,
+    /// never shorter than what the error itself asks for).
+    pub fn delay(&self, attempt: u32, err: &GraphError) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let capped = exp.min(self.max_delay);
+        let jittered =
+            Duration::from_secs_f64(capped.as_secs_f64() * rand::rng().random_range(0.5..=1.0));
+        jittered
+            .max(err.min_retry_delay(attempt))
+            .min(self.max_delay.max(err.min_retry_delay(attempt)))
+    }
+}
+
+/// The Graph API client (cheap to clone; connections are pooled).
+#[derive(Clone, Debug)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    settings: GraphSettings,
+}
+
+impl GraphClient {
+    /// A client for these settings.
+    pub fn new(settings: GraphSettings) -> Result<GraphClient, GraphError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(Duration::from_secs(5).min(settings.timeout))
+            .pool_max_idle_per_host(1024)
+            .user_agent(concat!("flowctl/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GraphError::Connect(e.to_string()))?;
+        Ok(GraphClient { http, settings })
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &GraphSettings {
+        &self.settings
+    }
+
+    fn url(&self, edge: &str) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.settings.base_url.trim_end_matches('/'),
+            self.settings.version.trim_matches('/'),
+            self.settings.phone_number_id,
+            edge
+        )
+    }
+
+    /// Sends one message body once (no retry).
+    pub async fn send_message(&self, body: &Value) -> Result<Sent, GraphError> {
+        let req = self
+            .http
+            .post(self.url("messages"))
+            .bearer_auth(self.settings.access_token.expose())
+            .json(body);
+        let (status, text) = self.execute(req).await?;
+        if !(200..300).contains(&status) {
+            return Err(parse_error(status, &text));
+        }
+        parse_sent(&text)
+    }
+
+    /// Sends with retries for rate-limit and transient failures, per `policy`.
+    /// `before_attempt(n)` runs before each attempt (1-based), e.g. to count attempts.
+    pub async fn send_message_with_retry(
+        &self,
+        body: &Value,
+        policy: RetryPolicy,
+        mut before_attempt: impl FnMut(u32),
+    ) -> (Result<Sent, GraphError>, u32) {
+        let mut attempt = 1;
+        loop {
+            before_attempt(attempt);
+            match self.send_message(body).await {
+                Err(e) if e.is_retryable() && attempt < policy.max_attempts => {
+                    let wait = policy.delay(attempt, &e);
+                    tracing::debug!(
+                        attempt,
+                        code = e.code(),
+                        wait_ms = wait.as_millis() as u64,
+                        "retrying send"
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                other => return (other, attempt),
+            }
+        }
+    }
+
+    /// Registers the business public key for the data endpoint (form-urlencoded, as Meta wants).
+    pub async fn upload_public_key(&self, public_pem: &str) -> Result<(), GraphError> {
+        let form: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("business_public_key", public_pem)
+            .finish();
+        let req = self
+            .http
+            .post(self.url("whatsapp_business_encryption"))
+            .bearer_auth(self.settings.access_token.expose())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form);
+        let (status, text) = self.execute(req).await?;
+        if !(200..300).contains(&status) {
+            return Err(parse_error(status, &text));
+        }
+        let v: Value =
+            serde_json::from_str(&text).map_err(|_| GraphError::InvalidResponse(snippet(&text)))?;
+        if v.get("success").and_then(Value::as_bool) == Some(true) {
+            Ok(())
+        } else {
+            Err(GraphError::InvalidResponse(snippet(&text)))
+        }
+    }
+
+    /// Fetches the registered business public key, if any.
+    pub async fn registered_public_key(&self) -> Result<Option<RegisteredKey>, GraphError> {
+        let req = self
+            .http
+            .get(self.url("whatsapp_business_encryption"))
+            .bearer_auth(self.settings.access_token.expose());
+        let (status, text) = self.execute(req).await?;
+        if !(200..300).contains(&status) {
+            return Err(parse_error(status, &text));
+        }
+        let v: Value =
+            serde_json::from_str(&text).map_err(|_| GraphError::InvalidResponse(snippet(&text)))?;
+        // The guide shows a flat object, the API reference a `data[]` wrapper: accept both.
+        let obj = match v.get("data") {
+            Some(Value::Array(items)) => items.first().cloned().unwrap_or(Value::Null),
+            _ => v,
+        };
+        Ok(obj
+            .get("business_public_key")
+            .and_then(Value::as_str)
+            .map(|pem| RegisteredKey {
+                pem: pem.to_string(),
+                signature_status: obj
+                    .get("business_public_key_signature_status")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            }))
+    }
+
+    async fn execute(&self, req: reqwest::RequestBuilder) -> Result<(u16, String), GraphError> {
+        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| self.transport_error(e))?;
+        Ok((status, text))
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> GraphError {
+        if e.is_timeout() {
+            GraphError::Timeout(self.settings.timeout)
+        } else if e.is_connect() {
+            GraphError::Connect(root_cause(&e))
+        } else {
+            GraphError::Network(root_cause(&e))
+        }
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+fn snippet(text: &str) -> String {
+    let t: String = text.chars().take(200).collect();
+    if t.is_empty() {
+        "(empty body)".to_string()
+    } else {
+        t
+    }
+}
+
+/// Parses a non-2xx answer: the error envelope (`code` as a number or a string), else a
+/// bare HTTP failure.
+pub fn parse_error(status: u16, text: &str) -> GraphError {
+    let v: Option<Value> = serde_json::from_str(text).ok();
+    let err = v.as_ref().and_then(|v| v.get("error"));
+    let code = err.and_then(|e| e.get("code")).and_then(|c| match c {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    });
+    match (err, code) {
+        (Some(e), Some(code)) => GraphError::Api {
+            status,
+            code,
+            message: e
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            details: e
+                .get("error_data")
+                .and_then(|d| d.get("details"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            fbtrace_id: e
+                .get("fbtrace_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        },
+        _ => GraphError::Http {
+            status,
+            snippet: snippet(text),
+        },
+    }
+}
+
+/// Parses the success reply of `/messages`.
+pub fn parse_sent(text: &str) -> Result<Sent, GraphError> {
+    let v: Value =
+        serde_json::from_str(text).map_err(|_| GraphError::InvalidResponse(snippet(text)))?;
+    let msg = v.get("messages").and_then(|m| m.get(0));
+    let id = msg
+        .and_then(|m| m.get("id"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    match id {
+        Some(id) => Ok(Sent {
+            message_id: id.to_string(),
+            wa_id: v
+                .get("contacts")
+                .and_then(|c| c.get(0))
+                .and_then(|c| c.get("wa_id"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            message_status: msg
+                .and_then(|m| m.get("message_status"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        }),
+        None => Err(GraphError::InvalidResponse(snippet(text))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_reply_is_parsed() {
+        let s = parse_sent(r#"{"messaging_product":"whatsapp","contacts":[{"input":"33612345678","wa_id":"33612345678"}],"messages":[{"id":"wamid.X","message_status":"accepted"}]}"#).unwrap();
+        assert_eq!(s.message_id, "wamid.X");
+        assert_eq!(s.wa_id.as_deref(), Some("33612345678"));
+        assert_eq!(s.message_status.as_deref(), Some("accepted"));
+        assert!(parse_sent(r#"{"messages":[]}"#).is_err());
+        assert!(parse_sent("<html>").is_err());
+    }
+
+    #[test]
+    fn error_envelope_is_parsed_with_numeric_or_string_code() {
+        let body = r#"{"error":{"message":"(#131056) pair rate limit hit","type":"OAuthException","code":131056,"error_data":{"messaging_product":"whatsapp","details":"too many"},"fbtrace_id":"Ab"}}"#;
+        match parse_error(400, body) {
+            GraphError::Api {
+                code,
+                details,
+                fbtrace_id,
+                ..
+            } => {
+                assert_eq!(code, 131056);
+                assert_eq!(details.as_deref(), Some("too many"));
+                assert_eq!(fbtrace_id.as_deref(), Some("Ab"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_error(400, r#"{"error":{"code":"130429","message":"x"}}"#).code(),
+            Some(130429)
+        );
+        assert!(matches!(
+            parse_error(502, "Bad gateway"),
+            GraphError::Http { status: 502, .. }
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_respects_the_error() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+        };
+        let transient = GraphError::Http {
+            status: 503,
+            snippet: String::new(),
+        };
+        for attempt in 1..10 {
+            let d = p.delay(attempt, &transient);
+            let full = Duration::from_millis(100)
+                .saturating_mul(1 << (attempt - 1))
+                .min(Duration::from_secs(2));
+            assert!(d <= full && d >= full / 2, "attempt {attempt}: {d:?}");
+        }
+        let rate = GraphError::Api {
+            status: 400,
+            code: 130429,
+            message: String::new(),
+            details: None,
+            fbtrace_id: None,
+        };
+        assert!(p.delay(1, &rate) >= Duration::from_secs(1));
+    }
+}
