@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod flow_json;
 pub mod graph;
 pub mod phone;
 pub mod store;
