@@ -1,1 +1,4 @@
 //! flowctl library.
+
+pub mod commands;
+pub mod crypto;

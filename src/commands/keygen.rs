@@ -1,0 +1,1 @@
+//! `flowctl keygen`: creates the data endpoint's RSA key pair.
