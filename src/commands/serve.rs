@@ -20,15 +20,21 @@ pub fn load_private_key(file: Option<&Path>) -> anyhow::Result<PrivateKey> {
     let passphrase = config::secret("PRIVATE_KEY_PASSPHRASE");
     let (pem, origin) = match (file, config::secret("PRIVATE_KEY")) {
         (Some(path), _) => (
-            Secret::new(
-                std::fs::read_to_string(path)
-                    .map_err(|e| UsageError(format!("cannot read private key file {}: {e}", path.display())))?,
-            ),
+            Secret::new(std::fs::read_to_string(path).map_err(|e| {
+                UsageError(format!(
+                    "cannot read private key file {}: {e}",
+                    path.display()
+                ))
+            })?),
             path.display().to_string(),
         ),
         (None, Some(pem)) => (pem, "PRIVATE_KEY".to_string()),
         (None, None) => {
-            return Err(ConfigError::Missing { var: "PRIVATE_KEY_FILE", flag: "--private-key-file (or set PRIVATE_KEY)" }.into())
+            return Err(ConfigError::Missing {
+                var: "PRIVATE_KEY_FILE",
+                flag: "--private-key-file (or set PRIVATE_KEY)",
+            }
+            .into())
         }
     };
     // PEM text pasted into an env var often has literal "\n".
@@ -39,7 +45,10 @@ pub fn load_private_key(file: Option<&Path>) -> anyhow::Result<PrivateKey> {
 
 /// The app secrets: `APP_SECRET`, plus `APP_SECRET_PREVIOUS` during a rotation.
 pub fn app_secrets(allow_unsigned: bool) -> Result<Vec<Secret>, ConfigError> {
-    let secrets: Vec<Secret> = ["APP_SECRET", "APP_SECRET_PREVIOUS"].into_iter().filter_map(config::secret).collect();
+    let secrets: Vec<Secret> = ["APP_SECRET", "APP_SECRET_PREVIOUS"]
+        .into_iter()
+        .filter_map(config::secret)
+        .collect();
     if secrets.is_empty() && !allow_unsigned {
         return Err(ConfigError::MissingSecret { var: "APP_SECRET" });
     }
@@ -50,24 +59,33 @@ pub fn app_secrets(allow_unsigned: bool) -> Result<Vec<Secret>, ConfigError> {
 pub async fn run(db: &Path, args: ServeArgs) -> anyhow::Result<i32> {
     let app_secrets = app_secrets(args.allow_unsigned)?;
     if app_secrets.is_empty() {
-        tracing::warn!("APP_SECRET is not set and --allow-unsigned was given: requests are NOT authenticated");
+        tracing::warn!(
+            "APP_SECRET is not set and --allow-unsigned was given: requests are NOT authenticated"
+        );
     }
     let key = load_private_key(args.private_key_file.as_deref())?;
     let flow = match &args.flow_json {
-        Some(path) => Some(Arc::new(
-            FlowJson::load(path).map_err(|e| UsageError(format!("--flow-json {}: {e}", path.display())))?,
-        )),
+        Some(path) => {
+            Some(Arc::new(FlowJson::load(path).map_err(|e| {
+                UsageError(format!("--flow-json {}: {e}", path.display()))
+            })?))
+        }
         None => None,
     };
     let store = Store::open(db).with_context(|| format!("opening {}", db.display()))?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let state = Arc::new(AppState {
         store: SharedStore::new(store),
         key: Some(Arc::new(key)),
         app_secrets,
         flow,
         first_screen: args.message.screen.clone(),
-        limits: Limits { max_body: args.max_body, ..Limits::default() },
+        limits: Limits {
+            max_body: args.max_body,
+            ..Limits::default()
+        },
         metrics: Metrics::default(),
         rsa_slots: tokio::sync::Semaphore::new(cores),
     });
@@ -88,13 +106,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

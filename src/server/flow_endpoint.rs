@@ -45,56 +45,92 @@ pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Resp {
         .get(crypto::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = match tokio::time::timeout(state.limits.body_timeout, http::read_body(req, state.limits.max_body)).await {
+    let body = match tokio::time::timeout(
+        state.limits.body_timeout,
+        http::read_body(req, state.limits.max_body),
+    )
+    .await
+    {
         Ok(Ok(b)) => b,
-        Ok(Err(http::BodyError::TooLarge)) => return http::text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
-        Ok(Err(http::BodyError::Read(_))) | Err(_) => return http::text(StatusCode::BAD_REQUEST, "incomplete request body"),
+        Ok(Err(http::BodyError::TooLarge)) => {
+            return http::text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        }
+        Ok(Err(http::BodyError::Read(_))) | Err(_) => {
+            return http::text(StatusCode::BAD_REQUEST, "incomplete request body")
+        }
     };
     if !state.app_secrets.is_empty() {
-        if let Err(e) = crypto::verify_signature(&state.secret_bytes(), &body, signature.as_deref()) {
-            state.metrics.inc("flowctl_signature_failures_total", "route=\"/api/flow\"".into());
+        if let Err(e) = crypto::verify_signature(&state.secret_bytes(), &body, signature.as_deref())
+        {
+            state.metrics.inc(
+                "flowctl_signature_failures_total",
+                "route=\"/api/flow\"".into(),
+            );
             tracing::warn!(reason = %e, "data endpoint: signature refused");
-            return http::text(StatusCode::from_u16(432).unwrap_or(StatusCode::FORBIDDEN), "invalid signature");
+            return http::text(
+                StatusCode::from_u16(432).unwrap_or(StatusCode::FORBIDDEN),
+                "invalid signature",
+            );
         }
     }
     let envelope = match EncryptedRequest::from_json(&body) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(reason = %e, "data endpoint: not an encrypted envelope");
-            return http::text(StatusCode::BAD_REQUEST, "body is not an encrypted Flow request");
+            return http::text(
+                StatusCode::BAD_REQUEST,
+                "body is not an encrypted Flow request",
+            );
         }
     };
     let decrypted = match decrypt(state, envelope).await {
         Ok(d) => d,
         Err(stage) => {
-            state.metrics.inc("flowctl_decrypt_failures_total", format!("stage=\"{stage}\""));
+            state.metrics.inc(
+                "flowctl_decrypt_failures_total",
+                format!("stage=\"{stage}\""),
+            );
             tracing::warn!(stage, "data endpoint: cannot decrypt");
             return http::text(StatusCode::MISDIRECTED_REQUEST, "cannot decrypt request");
         }
     };
     let reply = match serde_json::from_slice::<FlowRequest>(&decrypted.plaintext) {
         Ok(request) => answer(state, request).await,
-        Err(_) => Reply::Plain(StatusCode::BAD_REQUEST, "decrypted payload is not a Flow request"),
+        Err(_) => Reply::Plain(
+            StatusCode::BAD_REQUEST,
+            "decrypted payload is not a Flow request",
+        ),
     };
     render(&decrypted.key, reply)
 }
 
 /// Runs the RSA work on the blocking pool, at most one operation per core at a time.
-async fn decrypt(state: &Arc<AppState>, envelope: EncryptedRequest) -> Result<Decrypted, &'static str> {
+async fn decrypt(
+    state: &Arc<AppState>,
+    envelope: EncryptedRequest,
+) -> Result<Decrypted, &'static str> {
     let Some(key) = state.key.clone() else {
         return Err("no_private_key");
     };
-    let _slot = state.rsa_slots.acquire().await.map_err(|_| "shutting_down")?;
-    tokio::task::spawn_blocking(move || crypto::decrypt_request(&key, &envelope).map_err(|e| e.stage()))
+    let _slot = state
+        .rsa_slots
+        .acquire()
         .await
-        .unwrap_or(Err("task_failed"))
+        .map_err(|_| "shutting_down")?;
+    tokio::task::spawn_blocking(move || {
+        crypto::decrypt_request(&key, &envelope).map_err(|e| e.stage())
+    })
+    .await
+    .unwrap_or(Err("task_failed"))
 }
 
 fn render(key: &ResponseKey, reply: Reply) -> Resp {
     match reply {
-        Reply::Encrypted(status, value) => {
-            http::with_body(status, "text/plain", crypto::encrypt_response(key, value.to_string().as_bytes()))
-        }
+        Reply::Encrypted(status, value) => http::with_body(
+            status,
+            "text/plain",
+            crypto::encrypt_response(key, value.to_string().as_bytes()),
+        ),
         Reply::Plain(status, text) => http::text(status, text),
     }
 }
@@ -116,13 +152,23 @@ async fn answer(state: &Arc<AppState>, req: FlowRequest) -> Reply {
     if req.action == "ping" {
         return Reply::Encrypted(StatusCode::OK, json!({"data": {"status": "active"}}));
     }
-    if let Some(data) = req.data.as_ref().filter(|d| d.contains_key("error") || d.contains_key("error_key")) {
+    if let Some(data) = req
+        .data
+        .as_ref()
+        .filter(|d| d.contains_key("error") || d.contains_key("error_key"))
+    {
         let detail = json!({ "action": req.action, "screen": req.screen, "data": data });
         let token = req.flow_token.clone();
-        if let Err(e) = state.store.call(move |s| s.record_event("error_notification", token.as_deref(), None, &detail)).await {
+        if let Err(e) = state
+            .store
+            .call(move |s| s.record_event("error_notification", token.as_deref(), None, &detail))
+            .await
+        {
             tracing::error!(error = %e, "cannot store an error notification");
         }
-        state.metrics.inc("flowctl_error_notifications_total", String::new());
+        state
+            .metrics
+            .inc("flowctl_error_notifications_total", String::new());
         return Reply::Encrypted(StatusCode::OK, json!({"data": {"acknowledged": true}}));
     }
     let Some(token) = req.flow_token.clone().filter(|t| !t.is_empty()) else {
@@ -146,10 +192,13 @@ async fn answer(state: &Arc<AppState>, req: FlowRequest) -> Reply {
     match req.action.as_str() {
         "INIT" => first_screen(state, &record),
         "BACK" => {
-            let previous = req
-                .screen
-                .as_deref()
-                .and_then(|s| state.flow.as_ref().and_then(|f| f.previous_screen(s)).map(|p| p.id.clone()));
+            let previous = req.screen.as_deref().and_then(|s| {
+                state
+                    .flow
+                    .as_ref()
+                    .and_then(|f| f.previous_screen(s))
+                    .map(|p| p.id.clone())
+            });
             match previous {
                 Some(id) => screen_reply(state, &id, &record),
                 None => first_screen(state, &record),
@@ -185,22 +234,39 @@ fn screen_reply(state: &AppState, id: &str, record: &TokenRecord) -> Reply {
 fn personal_data(record: &TokenRecord) -> Map<String, Value> {
     let mut data = record.initial_data.clone().unwrap_or_default();
     if let Some(name) = &record.customer_name {
-        data.entry("customer_name").or_insert_with(|| Value::String(name.clone()));
+        data.entry("customer_name")
+            .or_insert_with(|| Value::String(name.clone()));
     }
     data
 }
 
-async fn submit(state: &Arc<AppState>, record: TokenRecord, screen: Option<String>, data: Map<String, Value>) -> Reply {
+async fn submit(
+    state: &Arc<AppState>,
+    record: TokenRecord,
+    screen: Option<String>,
+    data: Map<String, Value>,
+) -> Reply {
     let next = match (&state.flow, screen.as_deref()) {
         (Some(flow), Some(current)) => match flow.next_screen(current, &data) {
             Ok(next) => next.map(|s| s.id.clone()),
-            Err(_) => return Reply::Plain(StatusCode::BAD_REQUEST, "screen not in the Flow's routing model"),
+            Err(_) => {
+                return Reply::Plain(
+                    StatusCode::BAD_REQUEST,
+                    "screen not in the Flow's routing model",
+                )
+            }
         },
-        (Some(_), None) => return Reply::Plain(StatusCode::BAD_REQUEST, "data_exchange without screen"),
+        (Some(_), None) => {
+            return Reply::Plain(StatusCode::BAD_REQUEST, "data_exchange without screen")
+        }
         (None, _) => None,
     };
     let token = record.token.clone();
-    let merged = match state.store.call(move |s| s.merge_screen_answers(&token, screen.as_deref(), &data)).await {
+    let merged = match state
+        .store
+        .call(move |s| s.merge_screen_answers(&token, screen.as_deref(), &data))
+        .await
+    {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(error = %e, "data endpoint: cannot store answers");
@@ -213,7 +279,11 @@ async fn submit(state: &Arc<AppState>, record: TokenRecord, screen: Option<Strin
     complete(state, record, merged).await
 }
 
-async fn complete(state: &Arc<AppState>, record: TokenRecord, answers: Map<String, Value>) -> Reply {
+async fn complete(
+    state: &Arc<AppState>,
+    record: TokenRecord,
+    answers: Map<String, Value>,
+) -> Reply {
     let token = record.token.clone();
     let stored_answers = answers.clone();
     let outcome = state
@@ -231,7 +301,9 @@ async fn complete(state: &Arc<AppState>, record: TokenRecord, answers: Map<Strin
         .await;
     match outcome {
         Ok(Completion::Stored(_)) => {
-            state.metrics.inc("flowctl_completions_total", "source=\"endpoint\"".into());
+            state
+                .metrics
+                .inc("flowctl_completions_total", "source=\"endpoint\"".into());
             let mut params = Map::new();
             params.insert("flow_token".into(), Value::String(record.token.clone()));
             for (k, v) in answers {

@@ -19,7 +19,10 @@ impl Metrics {
 
     /// One request answered.
     pub fn request(&self, route: &str, status: u16) {
-        self.inc("flowctl_http_requests_total", format!("route=\"{route}\",status=\"{status}\""));
+        self.inc(
+            "flowctl_http_requests_total",
+            format!("route=\"{route}\",status=\"{status}\""),
+        );
     }
 
     /// The current value of a counter (tests, health output).
@@ -62,6 +65,12 @@ mod tests {
         assert!(text.contains("# TYPE flowctl_http_requests_total counter"));
         assert!(text.contains("flowctl_http_requests_total{route=\"/api/flow\",status=\"200\"} 2"));
         assert!(text.contains("flowctl_decrypt_failures_total 1"));
-        assert_eq!(m.get("flowctl_http_requests_total", "route=\"/api/flow\",status=\"200\""), 2);
+        assert_eq!(
+            m.get(
+                "flowctl_http_requests_total",
+                "route=\"/api/flow\",status=\"200\""
+            ),
+            2
+        );
     }
 }

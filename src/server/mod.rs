@@ -71,7 +71,10 @@ pub struct AppState {
 impl AppState {
     /// The secrets as byte slices, for signature checks.
     pub fn secret_bytes(&self) -> Vec<&[u8]> {
-        self.app_secrets.iter().map(|s| s.expose().as_bytes()).collect()
+        self.app_secrets
+            .iter()
+            .map(|s| s.expose().as_bytes())
+            .collect()
     }
 }
 
@@ -104,6 +107,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let header_timeout = state.limits.header_timeout;
         let state = state.clone();
         let service = service_fn(move |req| {
             let state = state.clone();
@@ -111,7 +115,7 @@ pub async fn serve(
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(state.limits.header_timeout)
+            .header_read_timeout(header_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -135,9 +139,17 @@ async fn route(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -
     let (label, resp) = match (&method, path.as_str()) {
         (&Method::POST, "/api/flow") => ("/api/flow", flow_endpoint::handle(&state, req).await),
         (&Method::GET, "/healthz") => ("/healthz", health(&state).await),
-        (&Method::GET, "/metrics") => ("/metrics", http::text(StatusCode::OK, state.metrics.render())),
-        (_, "/api/flow" | "/healthz" | "/metrics") => ("other", http::empty(StatusCode::METHOD_NOT_ALLOWED)),
-        _ => ("other", http::json_error(StatusCode::NOT_FOUND, "no such route")),
+        (&Method::GET, "/metrics") => (
+            "/metrics",
+            http::text(StatusCode::OK, state.metrics.render()),
+        ),
+        (_, "/api/flow" | "/healthz" | "/metrics") => {
+            ("other", http::empty(StatusCode::METHOD_NOT_ALLOWED))
+        }
+        _ => (
+            "other",
+            http::json_error(StatusCode::NOT_FOUND, "no such route"),
+        ),
     };
     let status = resp.status().as_u16();
     state.metrics.request(label, status);
@@ -157,7 +169,10 @@ async fn health(state: &AppState) -> Resp {
         Ok(()) => http::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         Err(e) => {
             tracing::error!(error = %e, "health check: database does not answer");
-            http::json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "status": "database unavailable" }))
+            http::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({ "status": "database unavailable" }),
+            )
         }
     }
 }

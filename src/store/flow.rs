@@ -132,7 +132,13 @@ impl Store {
     }
 
     /// Records something that is not an answer (error notification, alert, unmatched event).
-    pub fn record_event(&mut self, kind: &str, token: Option<&str>, reference: Option<&str>, detail: &Value) -> Result<i64> {
+    pub fn record_event(
+        &mut self,
+        kind: &str,
+        token: Option<&str>,
+        reference: Option<&str>,
+        detail: &Value,
+    ) -> Result<i64> {
         let now = crate::time::now();
         self.write(|tx| {
             tx.execute(
@@ -150,7 +156,9 @@ impl Store {
             .prepare("SELECT token, detail FROM events WHERE kind = ?1 ORDER BY id")
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([kind], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?)))
+            .query_map([kind], |r| {
+                Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
@@ -200,12 +208,20 @@ mod tests {
     fn answers_merge_screen_by_screen_and_replay_is_idempotent() {
         let (_d, mut s) = temp_store();
         let t = token(&mut s);
-        s.merge_screen_answers(&t, Some("A"), &obj(serde_json::json!({"q1": "5"}))).unwrap();
-        let m = s.merge_screen_answers(&t, Some("B"), &obj(serde_json::json!({"q2": "4"}))).unwrap();
-        let again = s.merge_screen_answers(&t, Some("B"), &obj(serde_json::json!({"q2": "4"}))).unwrap();
+        s.merge_screen_answers(&t, Some("A"), &obj(serde_json::json!({"q1": "5"})))
+            .unwrap();
+        let m = s
+            .merge_screen_answers(&t, Some("B"), &obj(serde_json::json!({"q2": "4"})))
+            .unwrap();
+        let again = s
+            .merge_screen_answers(&t, Some("B"), &obj(serde_json::json!({"q2": "4"})))
+            .unwrap();
         assert_eq!(m, again);
         assert_eq!(m, obj(serde_json::json!({"q1": "5", "q2": "4"})));
-        assert_eq!(s.find_token(&t).unwrap().unwrap().flow_screen.as_deref(), Some("B"));
+        assert_eq!(
+            s.find_token(&t).unwrap().unwrap().flow_screen.as_deref(),
+            Some("B")
+        );
     }
 
     #[test]
@@ -214,16 +230,35 @@ mod tests {
         let t = token(&mut s);
         let answers = obj(serde_json::json!({"q1": "5"}));
         let input = CompletionInput {
-            token: &t, answers: &answers, source: "endpoint", sender: None, event_id: None, completed_at: "2026-01-01T00:00:00.000Z",
+            token: &t,
+            answers: &answers,
+            source: "endpoint",
+            sender: None,
+            event_id: None,
+            completed_at: "2026-01-01T00:00:00.000Z",
         };
         assert!(matches!(s.complete(&input).unwrap(), Completion::Stored(_)));
         assert_eq!(s.complete(&input).unwrap(), Completion::AlreadyCompleted);
-        let hook = CompletionInput { source: "webhook", sender: Some("212610059159"), event_id: Some("wamid.1"), ..input };
+        let hook = CompletionInput {
+            source: "webhook",
+            sender: Some("212610059159"),
+            event_id: Some("wamid.1"),
+            ..input
+        };
         assert_eq!(s.complete(&hook).unwrap(), Completion::AlreadyCompleted);
         assert_eq!(s.complete(&hook).unwrap(), Completion::AlreadyCompleted);
-        let n: i64 = s.conn.query_row("SELECT COUNT(*) FROM responses", [], |r| r.get(0)).unwrap();
-        let primaries: i64 =
-            s.conn.query_row("SELECT COUNT(*) FROM responses WHERE duplicate_of IS NULL", [], |r| r.get(0)).unwrap();
+        let n: i64 = s
+            .conn
+            .query_row("SELECT COUNT(*) FROM responses", [], |r| r.get(0))
+            .unwrap();
+        let primaries: i64 = s
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM responses WHERE duplicate_of IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         assert_eq!((n, primaries), (2, 1));
         assert!(s.find_token(&t).unwrap().unwrap().completed_at.is_some());
     }
@@ -233,7 +268,12 @@ mod tests {
         let (_d, mut s) = temp_store();
         let answers = Map::new();
         let input = CompletionInput {
-            token: "flow_nope", answers: &answers, source: "endpoint", sender: None, event_id: None, completed_at: "x",
+            token: "flow_nope",
+            answers: &answers,
+            source: "endpoint",
+            sender: None,
+            event_id: None,
+            completed_at: "x",
         };
         assert_eq!(s.complete(&input).unwrap(), Completion::UnknownToken);
     }
