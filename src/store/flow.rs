@@ -169,6 +169,65 @@ impl Store {
     }
 }
 
+/// A stored response, as read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredResponse {
+    pub id: i64,
+    pub token: Option<String>,
+    pub phone: Option<String>,
+    pub sender: Option<String>,
+    pub customer_name: Option<String>,
+    pub campaign: Option<String>,
+    pub source: String,
+    pub answers: Map<String, Value>,
+    pub matched: bool,
+    pub sender_mismatch: bool,
+    pub duplicate_of: Option<i64>,
+    pub completed_at: String,
+}
+
+pub(crate) const RESPONSE_COLUMNS: &str =
+    "id, token, phone, sender, customer_name, campaign, source, answers, \
+     matched, sender_mismatch, duplicate_of, completed_at";
+
+pub(crate) fn response_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResponse> {
+    let answers: String = r.get(7)?;
+    Ok(StoredResponse {
+        id: r.get(0)?,
+        token: r.get(1)?,
+        phone: r.get(2)?,
+        sender: r.get(3)?,
+        customer_name: r.get(4)?,
+        campaign: r.get(5)?,
+        source: r.get(6)?,
+        answers: match serde_json::from_str(&answers) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        },
+        matched: r.get(8)?,
+        sender_mismatch: r.get(9)?,
+        duplicate_of: r.get(10)?,
+        completed_at: r.get(11)?,
+    })
+}
+
+impl Store {
+    /// Every response stored for a token (the primary first, then duplicates).
+    pub fn responses_for_token(&self, token: &str) -> Result<Vec<StoredResponse>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {RESPONSE_COLUMNS} FROM responses WHERE token = ?1 ORDER BY duplicate_of IS NOT NULL, id"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([token], response_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+}
+
 /// True when a webhook sender id designates the stored E.164 phone. Business-scoped ids
 /// (not digits) cannot be compared and are not flagged.
 fn sender_matches(sender: &str, phone: &str) -> bool {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-pub use flow::{Completion, CompletionInput};
+pub use flow::{Completion, CompletionInput, StoredResponse};
 pub use shared::SharedStore;
 pub use tokens::{Failure, NewToken, Origin, SendState, TokenRecord};
 
