@@ -1,1 +1,3 @@
 //! flowctl library.
+
+pub mod sandbox;
