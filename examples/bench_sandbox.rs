@@ -20,8 +20,14 @@ use tokio::net::TcpStream;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let connections: usize = args.next().map_or(Ok(32), |a| a.parse()).context("CONNECTIONS")?;
-    let seconds: u64 = args.next().map_or(Ok(5), |a| a.parse()).context("SECONDS")?;
+    let connections: usize = args
+        .next()
+        .map_or(Ok(32), |a| a.parse())
+        .context("CONNECTIONS")?;
+    let seconds: u64 = args
+        .next()
+        .map_or(Ok(5), |a| a.parse())
+        .context("SECONDS")?;
 
     let sandbox = start(SandboxOptions::default()).await?;
     let addr = sandbox.addr();
@@ -87,7 +93,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     println!(
         "{} requests in {elapsed:.2} s: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, non-2xx {errors}",
         all.len(),

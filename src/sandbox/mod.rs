@@ -126,7 +126,9 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
     let listener = TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
-    let addr = listener.local_addr().context("cannot read the bound address")?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
     let (recorder, writer) = record::Recorder::new(opts.record.as_deref())?;
     let (stop, stopped) = watch::channel(false);
     let state = Arc::new(server::State {
@@ -222,7 +224,9 @@ async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!("sandbox: in-flight requests still running after {DRAIN_TIMEOUT:?}; dropping them");
+        tracing::warn!(
+            "sandbox: in-flight requests still running after {DRAIN_TIMEOUT:?}; dropping them"
+        );
     }
     state.recorder.close();
     if let Some(writer) = writer {

@@ -57,18 +57,15 @@ impl FromStr for FailRule {
             input: s.to_owned(),
             reason,
         };
-        let (phone, action) = s
-            .split_once('=')
-            .ok_or_else(|| err("missing '='".into()))?;
+        let (phone, action) = s.split_once('=').ok_or_else(|| err("missing '='".into()))?;
         let recipient = parse_recipient(phone.trim()).map_err(err)?;
         let action = action.trim();
         let (code, times) = match action.rsplit_once(['x', 'X']) {
             Some((code, n)) => {
-                let n = n
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| err(format!("repeat count {n:?} must be a positive integer")))?;
+                let n =
+                    n.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        err(format!("repeat count {n:?} must be a positive integer"))
+                    })?;
                 (code, Some(n))
             }
             None => (action, None),
@@ -104,10 +101,9 @@ fn parse_fault(code: &str) -> Result<Fault, String> {
         "hang" => Ok(Fault::Hang),
         "reset" => Ok(Fault::Reset),
         "" => Err("missing CODE".into()),
-        other => other
-            .parse::<u32>()
-            .map(Fault::GraphError)
-            .map_err(|_| format!("code {code:?} is not a Graph error code, http503, hang or reset")),
+        other => other.parse::<u32>().map(Fault::GraphError).map_err(|_| {
+            format!("code {code:?} is not a Graph error code, http503, hang or reset")
+        }),
     }
 }
 
@@ -156,7 +152,9 @@ impl ActiveRules {
                 None => true,
                 // Compare-and-increment so concurrent requests never fire a rule more than N times.
                 Some(n) => fired
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| (c < n).then_some(c + 1))
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                        (c < n).then_some(c + 1)
+                    })
                     .is_ok(),
             };
             consumed.then_some(rule.fault)
@@ -176,14 +174,32 @@ mod tests {
         assert_eq!(r.times, Some(2));
         assert_eq!(r.to_string(), "+212610059159=130429x2");
         let r: FailRule = "*=http503".parse().unwrap();
-        assert_eq!((r.recipient, r.fault, r.times), (Recipient::Any, Fault::Http503, None));
-        assert_eq!("33612345678=hang".parse::<FailRule>().unwrap().fault, Fault::Hang);
-        assert_eq!("33612345678=RESETx1".parse::<FailRule>().unwrap().fault, Fault::Reset);
+        assert_eq!(
+            (r.recipient, r.fault, r.times),
+            (Recipient::Any, Fault::Http503, None)
+        );
+        assert_eq!(
+            "33612345678=hang".parse::<FailRule>().unwrap().fault,
+            Fault::Hang
+        );
+        assert_eq!(
+            "33612345678=RESETx1".parse::<FailRule>().unwrap().fault,
+            Fault::Reset
+        );
     }
 
     #[test]
     fn rejects_bad_rules_with_a_clear_error() {
-        for bad in ["", "131026", "abc=131026", "+12=131026", "*=", "*=boom", "*=131026x0", "*=131026xz"] {
+        for bad in [
+            "",
+            "131026",
+            "abc=131026",
+            "+12=131026",
+            "*=",
+            "*=boom",
+            "*=131026x0",
+            "*=131026xz",
+        ] {
             let e = bad.parse::<FailRule>().unwrap_err().to_string();
             assert!(e.contains("PHONE=CODE"), "{bad}: {e}");
         }

@@ -71,7 +71,10 @@ struct LogFields {
 }
 
 /// The service function: one request in, one answer (or a dropped connection) out.
-pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, DropConnection> {
+pub(crate) async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Resp, DropConnection> {
     let started = Instant::now();
     let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let method = req.method().clone();
@@ -80,9 +83,12 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<
 
     // Control-plane routes: not Graph answers, so neither delayed nor logged.
     match (&method, segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => return Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        (&Method::GET, ["healthz"]) => {
+            return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+        }
         (&Method::GET, ["_sandbox", "requests"]) => {
-            let body = serde_json::to_vec(&state.recorder.snapshot()).unwrap_or_else(|_| b"[]".to_vec());
+            let body =
+                serde_json::to_vec(&state.recorder.snapshot()).unwrap_or_else(|_| b"[]".to_vec());
             return Ok(bytes_response(StatusCode::OK, "application/json", body));
         }
         _ => {}
@@ -212,7 +218,10 @@ fn message_answer(
         }
         Some(Fault::GraphError(code)) => {
             log.error_code = Some(code);
-            Answer::Reply(json_response(errors::status_for(code), &errors::envelope(code)))
+            Answer::Reply(json_response(
+                errors::status_for(code),
+                &errors::envelope(code),
+            ))
         }
         Some(Fault::Http503) => {
             log.fault = Some("http503");
@@ -261,7 +270,9 @@ fn encryption(
     if method == Method::GET {
         let keys = state.keys.lock().unwrap_or_else(PoisonError::into_inner);
         let data = match keys.get(phone_number_id) {
-            Some(pem) => json!([{ "business_public_key": pem, "business_public_key_signature_status": "VALID" }]),
+            Some(pem) => {
+                json!([{ "business_public_key": pem, "business_public_key_signature_status": "VALID" }])
+            }
             None => json!([]),
         };
         return Answer::Reply(json_response(StatusCode::OK, &json!({ "data": data })));
@@ -315,7 +326,10 @@ fn has_bearer<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .is_some_and(|token| !token.trim().is_empty())
 }
 
@@ -339,7 +353,11 @@ fn body_value(bytes: &Option<Bytes>) -> Value {
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Resp {
-    bytes_response(status, "application/json", serde_json::to_vec(v).unwrap_or_default())
+    bytes_response(
+        status,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 fn bytes_response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Resp {
@@ -359,7 +377,10 @@ pub(crate) fn next_wamid() -> String {
     let mut raw = [0u8; 18];
     raw[..10].copy_from_slice(prefix);
     raw[10..].copy_from_slice(&n.to_be_bytes());
-    format!("wamid.HBgL{}", base64::engine::general_purpose::STANDARD.encode(raw))
+    format!(
+        "wamid.HBgL{}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 #[cfg(test)]

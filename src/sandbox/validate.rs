@@ -103,14 +103,20 @@ fn one_of(o: &Obj, key: &str, path: &str, allowed: &[&str]) -> Check<Option<Stri
 
 fn only_keys(o: &Obj, allowed: &[&str], path: &str) -> Check {
     match o.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(Invalid::param(&join(path, k), "is not a supported parameter")),
+        Some(k) => Err(Invalid::param(
+            &join(path, k),
+            "is not a supported parameter",
+        )),
         None => Ok(()),
     }
 }
 
 fn max_chars(s: &str, max: usize, path: &str) -> Check {
     if s.chars().count() > max {
-        return Err(Invalid::value(path, &format!("must be at most {max} characters")));
+        return Err(Invalid::value(
+            path,
+            &format!("must be at most {max} characters"),
+        ));
     }
     Ok(())
 }
@@ -122,7 +128,10 @@ fn non_empty_object(o: &Obj, key: &str, path: &str) -> Check {
         Some(v) => {
             let p = join(path, key);
             if obj(v, &p)?.is_empty() {
-                return Err(Invalid::value(&p, "must be a non-empty object when present"));
+                return Err(Invalid::value(
+                    &p,
+                    "must be a non-empty object when present",
+                ));
             }
             Ok(())
         }
@@ -168,17 +177,28 @@ pub(crate) fn validate_message(body: &Value) -> Check<Accepted> {
     match req_str(root, "type", "")? {
         "interactive" => {
             if root.contains_key("template") {
-                return Err(Invalid::param("template", "is not allowed when type is \"interactive\""));
+                return Err(Invalid::param(
+                    "template",
+                    "is not allowed when type is \"interactive\"",
+                ));
             }
             interactive(req(root, "interactive", "")?)?;
         }
         "template" => {
             if root.contains_key("interactive") {
-                return Err(Invalid::param("interactive", "is not allowed when type is \"template\""));
+                return Err(Invalid::param(
+                    "interactive",
+                    "is not allowed when type is \"template\"",
+                ));
             }
             template(req(root, "template", "")?)?;
         }
-        _ => return Err(Invalid::param("type", "must be \"interactive\" or \"template\"")),
+        _ => {
+            return Err(Invalid::param(
+                "type",
+                "must be \"interactive\" or \"template\"",
+            ))
+        }
     }
     Ok(Accepted { to: to.to_owned() })
 }
@@ -201,7 +221,10 @@ fn interactive(v: &Value) -> Check {
     let a = obj(req(i, "action", "interactive")?, p)?;
     only_keys(a, &["name", "parameters"], p)?;
     if req_str(a, "name", p)? != "flow" {
-        return Err(Invalid::param("interactive.action.name", "must be \"flow\""));
+        return Err(Invalid::param(
+            "interactive.action.name",
+            "must be \"flow\"",
+        ));
     }
     let p = "interactive.action.parameters";
     flow_parameters(obj(req(a, "parameters", "interactive.action")?, p)?, p)
@@ -271,7 +294,9 @@ fn flow_parameters(p: &Obj, path: &str) -> Check {
         (false, false) => {
             return Err(Invalid {
                 code: 131008,
-                message: format!("(#131008) Required parameter is missing: {path}.flow_id (or {path}.flow_name)"),
+                message: format!(
+                    "(#131008) Required parameter is missing: {path}.flow_id (or {path}.flow_name)"
+                ),
             })
         }
         (true, false) => req_str(p, "flow_id", path)?,
@@ -364,7 +389,10 @@ fn button(c: &Obj, path: &str) -> Check<bool> {
         .as_str()
         .ok_or_else(|| Invalid::param(&ip, "must be a string of digits, e.g. \"0\""))?;
     if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Invalid::value(&ip, "must be a string of digits, e.g. \"0\""));
+        return Err(Invalid::value(
+            &ip,
+            "must be a string of digits, e.g. \"0\"",
+        ));
     }
     match sub_type {
         "flow" => {}
@@ -381,7 +409,10 @@ fn button(c: &Obj, path: &str) -> Check<bool> {
         .as_array()
         .ok_or_else(|| Invalid::param(&pp, "must be an array"))?;
     if params.len() != 1 {
-        return Err(Invalid::param(&pp, "must hold exactly one {\"type\":\"action\"} parameter"));
+        return Err(Invalid::param(
+            &pp,
+            "must hold exactly one {\"type\":\"action\"} parameter",
+        ));
     }
     let ap = format!("{pp}[0]");
     let param = obj(&params[0], &ap)?;
@@ -447,8 +478,14 @@ mod tests {
 
     #[test]
     fn accepts_reference_interactive_message() {
-        assert_eq!(validate_message(&interactive_msg()).unwrap().to, "33612345678");
-        assert_eq!(flow_token_of(&interactive_msg()).as_deref(), Some("flow_abc"));
+        assert_eq!(
+            validate_message(&interactive_msg()).unwrap().to,
+            "33612345678"
+        );
+        assert_eq!(
+            flow_token_of(&interactive_msg()).as_deref(),
+            Some("flow_abc")
+        );
     }
 
     #[test]
@@ -468,7 +505,9 @@ mod tests {
 
         let mut m = interactive_msg();
         m["interactive"]["action"]["parameters"]["flow_name"] = json!("survey");
-        assert!(err(&m).message.contains("exactly one of flow_id and flow_name"));
+        assert!(err(&m)
+            .message
+            .contains("exactly one of flow_id and flow_name"));
 
         let mut m = interactive_msg();
         m["interactive"]["action"]["parameters"]["flow_action_payload"]["data"] = json!({});
