@@ -32,6 +32,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::Send(args) => commands::send::run(&db, args).await,
             Command::Serve(args) => commands::serve::run(&db, args).await,
             Command::Sandbox(args) => commands::sandbox::run(args).await,
+            Command::Demo(args) => commands::demo::run(args).await,
             Command::Keys(KeysCommand::Upload(args)) => commands::keys::run_upload(&args).await,
             Command::Keys(KeysCommand::Check(args)) => commands::keys::run_check(&args).await,
             other => Err(
