@@ -76,6 +76,12 @@ pub fn run(db: &Path, args: &ExportArgs) -> anyhow::Result<i32> {
     let store = Store::open(db)?;
     // Open the destination before reading, so a bad --out fails fast.
     let sink = match &args.out {
+        Some(path) if is_special(path) => Sink::Writer(Box::new(BufWriter::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| UsageError(format!("cannot write --out {}: {e}", path.display())))?,
+        ))),
         Some(path) => Sink::File(AtomicFile::create(path)?),
         None => Sink::Stdout(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
     };
@@ -92,6 +98,12 @@ pub fn run(db: &Path, args: &ExportArgs) -> anyhow::Result<i32> {
         Err(e) => Err(e),
         Ok(()) => Ok(exit::OK),
     }
+}
+
+/// A destination that exists and is not a regular file (`/dev/null`, `/dev/stdout`, a FIFO):
+/// written in place, since renaming a file over it would replace the device.
+fn is_special(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
 fn format_of(args: &ExportArgs) -> ExportFormat {
@@ -516,6 +528,24 @@ mod tests {
         assert_eq!(rec[3], "'-c");
         assert_eq!(rec[6], "'+33612345678");
         assert_eq!(rec[7], "");
+    }
+
+    #[test]
+    fn an_unfinished_atomic_file_leaves_the_previous_file_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.csv");
+        std::fs::write(&dest, "previous").unwrap();
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.out.write_all(b"partial").unwrap();
+        f.out.flush().unwrap();
+        drop(f); // an error mid-export drops the sink without committing
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "previous");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.out.write_all(b"new").unwrap();
+        f.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     proptest! {
