@@ -59,27 +59,37 @@ impl Store {
 
 impl ExportSnapshot<'_> {
     /// Every answer key of the selected responses, once, in order of first appearance (rows
-    /// in export order, keys in the order they were stored). Computed by SQLite, which spills
-    /// to temporary files, so memory does not grow with the number of responses.
+    /// in export order, keys in the order they were stored). SQLite extracts the keys while
+    /// walking the completion index (no sort); only the distinct keys are held, so memory
+    /// does not grow with the number of responses.
     pub fn answer_keys(&self, filter: &ExportFilter) -> Result<Vec<String>> {
         // Answers are always stored as JSON objects; the guard keeps one corrupt row from
         // failing the whole export (json_each raises on malformed JSON).
         let sql = format!(
-            "SELECT key FROM (
-                 SELECT j.key AS key, ROW_NUMBER() OVER (ORDER BY {ORDER}, j.id) AS pos
-                 FROM responses r,
-                      json_each(CASE WHEN json_valid(r.answers) AND json_type(r.answers) = 'object'
-                                     THEN r.answers ELSE '{{}}' END) j
-                 WHERE {FILTER})
-             GROUP BY key ORDER BY MIN(pos)"
+            "SELECT j.key
+             FROM responses r,
+                  json_each(CASE WHEN json_valid(r.answers) AND json_type(r.answers) = 'object'
+                                 THEN r.answers ELSE '{{}}' END) j
+             WHERE {FILTER}
+             ORDER BY {ORDER}"
         );
+        // No `j.id` in the ORDER BY: it would make SQLite sort every (row, key) pair in a
+        // temporary b-tree. The responses are walked in index order and, as the inner loop
+        // of the join, json_each yields each object's keys in document order.
         let store = self.store;
         let mut stmt = store.conn.prepare(&sql).map_err(|e| store.err(e))?;
-        let rows = stmt
-            .query_map(&filter.params()[..], |r| r.get::<_, String>(0))
-            .map_err(|e| store.err(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| store.err(e))
+        let mut rows = stmt.query(&filter.params()[..]).map_err(|e| store.err(e))?;
+        let mut seen = std::collections::HashSet::new();
+        let mut keys = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| store.err(e))? {
+            let key = row.get_ref(0).map_err(|e| store.err(e))?;
+            let key = key.as_str().map_err(|e| store.err(e.into()))?;
+            if !seen.contains(key) {
+                seen.insert(key.to_string());
+                keys.push(key.to_string());
+            }
+        }
+        Ok(keys)
     }
 
     /// Calls `each` with every selected response, in export order, one at a time: memory
