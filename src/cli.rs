@@ -309,11 +309,13 @@ pub struct ExportArgs {
     /// Only this campaign.
     #[arg(long)]
     pub campaign: Option<String>,
-    /// Also export completions whose token is unknown.
+    /// Also export completions whose token is unknown (adds a `matched` column; their
+    /// phone_number is the sender's number).
     #[arg(long)]
     pub include_unmatched: bool,
-    /// Start the CSV with a UTF-8 byte-order mark (for Excel).
-    #[arg(long)]
+    /// Start the CSV with a UTF-8 byte-order mark (for Excel). CSV only: JSON must not
+    /// carry one.
+    #[arg(long, conflicts_with_all = ["json", "ndjson"])]
     pub bom: bool,
     /// Flow JSON whose field order orders the answer columns.
     #[arg(long, env = "FLOW_JSON", hide_env_values = true)]

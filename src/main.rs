@@ -20,8 +20,12 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    if let Command::Keygen(args) = &cli.command {
-        return commands::keys::run_keygen(args);
+    // Synchronous commands run without a runtime: they only read SQLite and write files.
+    match &cli.command {
+        Command::Keygen(args) => return commands::keys::run_keygen(args),
+        Command::Export(args) => return commands::export::run(&cli.db, args),
+        Command::Stats(args) => return commands::stats::run(&cli.db, args),
+        _ => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
