@@ -10,7 +10,8 @@ use support::*;
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn json_out(o: &std::process::Output) -> Value {
-    serde_json::from_str(stdout(o).trim()).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(o)))
+    serde_json::from_str(stdout(o).trim())
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(o)))
 }
 
 #[test]
@@ -18,7 +19,14 @@ fn success_prints_the_outcome_and_stores_the_token() {
     let env = Env::new();
     let sb = env.sandbox(&[]);
     let mut c = env.graph_cmd(&sb.url);
-    c.args(["send", "+212610059159", "--name", "Ahmed", "--data", r#"{"city":"Rabat"}"#]);
+    c.args([
+        "send",
+        "+212610059159",
+        "--name",
+        "Ahmed",
+        "--data",
+        r#"{"city":"Rabat"}"#,
+    ]);
     let out = run(c, LIMIT);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stderr(&out), "", "stderr is silent on success");
@@ -34,8 +42,14 @@ fn success_prints_the_outcome_and_stores_the_token() {
     assert_eq!(msgs.len(), 1);
     let body = &msgs[0]["body"];
     assert_eq!(body["to"], "212610059159");
-    assert_eq!(body["interactive"]["action"]["parameters"]["flow_token"], token);
-    assert_eq!(body["interactive"]["action"]["parameters"]["flow_id"], "1234567890123456");
+    assert_eq!(
+        body["interactive"]["action"]["parameters"]["flow_token"],
+        token
+    );
+    assert_eq!(
+        body["interactive"]["action"]["parameters"]["flow_id"],
+        "1234567890123456"
+    );
 
     let store = flowctl::store::Store::open(&env.db()).unwrap();
     let t = store.find_token(token).unwrap().unwrap();
@@ -51,7 +65,8 @@ fn a_national_number_is_normalised_with_the_default_country() {
     let env = Env::new();
     let sb = env.sandbox(&[]);
     let mut c = env.graph_cmd(&sb.url);
-    c.env("DEFAULT_COUNTRY", "MA").args(["send", "06 10 05 91 59"]);
+    c.env("DEFAULT_COUNTRY", "MA")
+        .args(["send", "06 10 05 91 59"]);
     let out = run(c, LIMIT);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(json_out(&out)["phoneNumber"], "+212610059159");
@@ -67,7 +82,10 @@ fn an_invalid_number_exits_2_without_any_request() {
     let out = run(c, LIMIT);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("\"12ab\"") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("\"12ab\"") && err.lines().count() == 1,
+        "{err}"
+    );
     assert!(sandbox_messages(&sb.url).is_empty());
 }
 
@@ -76,10 +94,15 @@ fn a_missing_access_token_exits_2_naming_it() {
     let env = Env::new();
     let sb = env.sandbox(&[]);
     let mut c = env.graph_cmd(&sb.url);
-    c.env_remove("WHATSAPP_ACCESS_TOKEN").args(["send", "+212610059159"]);
+    c.env_remove("WHATSAPP_ACCESS_TOKEN")
+        .args(["send", "+212610059159"]);
     let out = run(c, LIMIT);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("WHATSAPP_ACCESS_TOKEN"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("WHATSAPP_ACCESS_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
     assert!(sandbox_messages(&sb.url).is_empty());
 }
 
@@ -90,7 +113,10 @@ fn a_missing_setting_names_the_variable_and_the_flag() {
     c.env_remove("FLOW_ID").args(["send", "+212610059159"]);
     let out = run(c, LIMIT);
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(stderr(&out).trim(), "flowctl: missing FLOW_ID (set FLOW_ID or pass --flow-id)");
+    assert_eq!(
+        stderr(&out).trim(),
+        "flowctl: missing FLOW_ID (set FLOW_ID or pass --flow-id)"
+    );
 }
 
 #[test]
@@ -102,11 +128,17 @@ fn dotenv_is_read_and_the_environment_wins_over_it() {
     c.env_remove("FLOW_ID").args(["send", "0610059159"]);
     let out = run(c, LIMIT);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(sandbox_messages(&sb.url)[0]["body"]["interactive"]["action"]["parameters"]["flow_id"], "from-dotenv");
+    assert_eq!(
+        sandbox_messages(&sb.url)[0]["body"]["interactive"]["action"]["parameters"]["flow_id"],
+        "from-dotenv"
+    );
     let mut c = env.graph_cmd(&sb.url);
     c.args(["send", "0610059159", "--flow-id", "from-flag"]);
     assert_eq!(run(c, LIMIT).status.code(), Some(0));
-    assert_eq!(sandbox_messages(&sb.url)[1]["body"]["interactive"]["action"]["parameters"]["flow_id"], "from-flag");
+    assert_eq!(
+        sandbox_messages(&sb.url)[1]["body"]["interactive"]["action"]["parameters"]["flow_id"],
+        "from-flag"
+    );
 }
 
 #[test]
@@ -125,8 +157,14 @@ fn a_permanent_error_fails_once_without_retry() {
     assert!(stderr(&out).contains("131026"));
     assert_eq!(sandbox_messages(&sb.url).len(), 1, "exactly one request");
     let store = flowctl::store::Store::open(&env.db()).unwrap();
-    let t = store.find_token(j["flowToken"].as_str().unwrap()).unwrap().unwrap();
-    assert_eq!((t.state, t.error_code), (flowctl::store::SendState::Failed, Some(131026)));
+    let t = store
+        .find_token(j["flowToken"].as_str().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (t.state, t.error_code),
+        (flowctl::store::SendState::Failed, Some(131026))
+    );
 }
 
 #[test]
@@ -155,8 +193,21 @@ fn template_mode_sends_a_template_with_a_flow_button() {
     let env = Env::new();
     let sb = env.sandbox(&[]);
     let mut c = env.graph_cmd(&sb.url);
-    c.args(["send", "+33612345678", "--name", "Camille", "--template", "enquete_v1", "--lang", "fr"])
-        .args(["--template-name-param", "--data", r#"{"title":"Votre avis"}"#]);
+    c.args([
+        "send",
+        "+33612345678",
+        "--name",
+        "Camille",
+        "--template",
+        "enquete_v1",
+        "--lang",
+        "fr",
+    ])
+    .args([
+        "--template-name-param",
+        "--data",
+        r#"{"title":"Votre avis"}"#,
+    ]);
     let out = run(c, LIMIT);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let body = &sandbox_messages(&sb.url)[0]["body"];
@@ -193,7 +244,8 @@ fn a_graph_api_that_never_answers_times_out_cleanly() {
     let env = Env::new();
     let sb = env.sandbox(&["--fail", "*=hang"]);
     let mut c = env.graph_cmd(&sb.url);
-    c.env("GRAPH_API_TIMEOUT", "1s").args(["send", "+212610059159"]);
+    c.env("GRAPH_API_TIMEOUT", "1s")
+        .args(["send", "+212610059159"]);
     let started = Instant::now();
     let out = run(c, Duration::from_secs(30));
     assert!(started.elapsed() < Duration::from_secs(10), "no hang");
@@ -202,9 +254,16 @@ fn a_graph_api_that_never_answers_times_out_cleanly() {
     assert_eq!(j["success"], false);
     assert_eq!(j["error"]["outcomeUnknown"], true);
     assert!(stderr(&out).contains("no answer"), "{}", stderr(&out));
-    assert_eq!(sandbox_messages(&sb.url).len(), 1, "an ambiguous send is not repeated");
+    assert_eq!(
+        sandbox_messages(&sb.url).len(),
+        1,
+        "an ambiguous send is not repeated"
+    );
     let store = flowctl::store::Store::open(&env.db()).unwrap();
-    let t = store.find_token(j["flowToken"].as_str().unwrap()).unwrap().unwrap();
+    let t = store
+        .find_token(j["flowToken"].as_str().unwrap())
+        .unwrap()
+        .unwrap();
     assert_eq!(t.state, flowctl::store::SendState::Unknown);
 }
 
@@ -216,7 +275,11 @@ fn an_unreachable_graph_api_is_a_clear_failure() {
     c.args(["send", "+212610059159"]);
     let out = run(c, LIMIT);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("cannot reach the Graph API"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach the Graph API"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(json_out(&out)["error"]["retryable"], true);
 }
 
@@ -239,6 +302,12 @@ fn the_sandbox_rejects_a_malformed_message_naming_the_field() {
     });
     assert_eq!(status, 400);
     let j: Value = serde_json::from_str(&text).unwrap();
-    assert!(j["error"]["message"].as_str().unwrap().contains("flow_message_version"), "{text}");
+    assert!(
+        j["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("flow_message_version"),
+        "{text}"
+    );
     assert!(j["error"]["code"].is_i64());
 }

@@ -25,7 +25,10 @@ struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -39,7 +42,8 @@ impl Drop for Proc {
 }
 
 fn spawn_listening(mut cmd: Command, what: &str, log: &Path) -> anyhow::Result<Proc> {
-    let errlog = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let errlog =
+        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(errlog)
@@ -50,7 +54,10 @@ fn spawn_listening(mut cmd: Command, what: &str, log: &Path) -> anyhow::Result<P
         BufReader::new(out).read_line(&mut line)?;
     }
     match line.split("listening on ").nth(1) {
-        Some(url) => Ok(Proc { child, url: url.trim().to_string() }),
+        Some(url) => Ok(Proc {
+            child,
+            url: url.trim().to_string(),
+        }),
         None => {
             let _ = child.kill();
             bail!("{what} did not start; see {}", log.display())
@@ -71,7 +78,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
             d.clone()
         }
-        None => tempfile::Builder::new().prefix("flowctl-demo-").tempdir()?.keep(),
+        None => tempfile::Builder::new()
+            .prefix("flowctl-demo-")
+            .tempdir()?
+            .keep(),
     };
     let exe = std::env::current_exe().context("locating the flowctl binary")?;
     let db = dir.join("flowctl.db");
@@ -88,7 +98,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
 
     eprintln!("flowctl demo: working in {}", dir.display());
     let base = |c: &mut Command| {
-        c.env("FLOWCTL_DB", &db).env("APP_SECRET", &app_secret).current_dir(&dir);
+        c.env("FLOWCTL_DB", &db)
+            .env("APP_SECRET", &app_secret)
+            .current_dir(&dir);
     };
 
     let mut serve = Command::new(&exe);
@@ -105,7 +117,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let mut sandbox = Command::new(&exe);
     base(&mut sandbox);
     sandbox
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--latency-ms", "30", "--complete-via", "both"])
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--latency-ms",
+            "30",
+            "--complete-via",
+            "both",
+        ])
         .arg("--endpoint")
         .arg(format!("{}/api/flow", serve.url))
         .arg("--webhook")
@@ -117,7 +137,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         .arg("--record")
         .arg(dir.join("graph-requests.ndjson"));
     let sandbox = spawn_listening(sandbox, "flowctl sandbox", &dir.join("sandbox.log"))?;
-    eprintln!("  sandbox  {} (Graph API stand-in; its simulated people answer the survey)\n", sandbox.url);
+    eprintln!(
+        "  sandbox  {} (Graph API stand-in; its simulated people answer the survey)\n",
+        sandbox.url
+    );
 
     let status = Command::new(&exe)
         .env("FLOWCTL_DB", &db)
@@ -126,7 +149,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         .env("FLOW_ID", "1234567890123456")
         .env("GRAPH_API_URL", &sandbox.url)
         .env("DEFAULT_COUNTRY", "MA")
-        .env("FLOW_BODY", "Bonjour {name}, votre avis compte : deux minutes pour notre enquête ?")
+        .env(
+            "FLOW_BODY",
+            "Bonjour {name}, votre avis compte : deux minutes pour notre enquête ?",
+        )
         .env("FLOW_CTA", "Répondre")
         .current_dir(&dir)
         .args(["bulk", "--rate", "20", "--campaign", "demo"])
@@ -134,14 +160,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         .stdout(Stdio::null())
         .status()
         .context("running flowctl bulk")?;
-    eprintln!("  (bulk exited {}; the invalid sample row is expected)\n", status.code().unwrap_or(-1));
+    eprintln!(
+        "  (bulk exited {}; the invalid sample row is expected)\n",
+        status.code().unwrap_or(-1)
+    );
 
     wait_for_people(&sandbox.url).await?;
     // The webhook answers 200 first and stores asynchronously: give the inbox a moment.
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     println!("== flowctl stats ==");
-    let stats = Command::new(&exe).env("FLOWCTL_DB", &db).arg("stats").output()?;
+    let stats = Command::new(&exe)
+        .env("FLOWCTL_DB", &db)
+        .arg("stats")
+        .output()?;
     print!("{}", String::from_utf8_lossy(&stats.stdout));
     println!("\n== flowctl export --csv (first rows) ==");
     let export = Command::new(&exe)
@@ -159,7 +191,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     );
     drop(sandbox);
     drop(serve);
-    Ok(if export.status.success() && stats.status.success() { exit::OK } else { exit::FAILED })
+    Ok(if export.status.success() && stats.status.success() {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
 }
 
 /// Waits until every simulated person has finished (or 30 s).
@@ -176,7 +212,11 @@ async fn wait_for_people(sandbox_url: &str) -> anyhow::Result<()> {
             .unwrap_or_default();
         let n = |k: &str| stats[k].as_u64().unwrap_or(0);
         if n("started") > 0 && n("completed") + n("failed") >= n("started") {
-            eprintln!("  {} people answered the survey, {} could not\n", n("completed"), n("failed"));
+            eprintln!(
+                "  {} people answered the survey, {} could not\n",
+                n("completed"),
+                n("failed")
+            );
             return Ok(());
         }
         if Instant::now() > deadline {

@@ -45,23 +45,32 @@ fn user_options(args: &SandboxArgs) -> anyhow::Result<Option<UserOptions>> {
     let complete_via: CompleteVia = via.parse().map_err(UsageError)?;
     let needs_endpoint = matches!(complete_via, CompleteVia::Endpoint | CompleteVia::Both);
     if needs_endpoint && (args.endpoint.is_none() || args.public_key.is_none()) {
-        return Err(UsageError("--complete-via endpoint|both needs --endpoint URL and --public-key FILE".into()).into());
+        return Err(UsageError(
+            "--complete-via endpoint|both needs --endpoint URL and --public-key FILE".into(),
+        )
+        .into());
     }
     if !needs_endpoint && args.webhook.is_none() {
         return Err(UsageError("--complete-via webhook needs --webhook URL".into()).into());
     }
     let public_key = match &args.public_key {
         Some(path) => {
-            let pem = std::fs::read_to_string(path)
-                .map_err(|e| UsageError(format!("cannot read --public-key {}: {e}", path.display())))?;
-            Some(PublicKey::from_pem(&pem).map_err(|e| UsageError(format!("--public-key {}: {e}", path.display())))?)
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                UsageError(format!("cannot read --public-key {}: {e}", path.display()))
+            })?;
+            Some(
+                PublicKey::from_pem(&pem)
+                    .map_err(|e| UsageError(format!("--public-key {}: {e}", path.display())))?,
+            )
         }
         None => None,
     };
     let flow = match &args.flow_json {
-        Some(path) => Some(Arc::new(
-            FlowJson::load(path).map_err(|e| UsageError(format!("--flow-json {}: {e}", path.display())))?,
-        )),
+        Some(path) => {
+            Some(Arc::new(FlowJson::load(path).map_err(|e| {
+                UsageError(format!("--flow-json {}: {e}", path.display()))
+            })?))
+        }
         None => None,
     };
     Ok(Some(UserOptions {
@@ -101,7 +110,9 @@ fn token_probe(db: &Path) -> anyhow::Result<Probe> {
         };
         let guard = store.lock().unwrap_or_else(|p| p.into_inner());
         match guard.find_token(token) {
-            Ok(Some(t)) => json!({ "token_stored": true, "phone": t.phone, "state": t.state.as_str() }),
+            Ok(Some(t)) => {
+                json!({ "token_stored": true, "phone": t.phone, "state": t.state.as_str() })
+            }
             Ok(None) => json!({ "token_stored": false }),
             Err(e) => json!({ "token_stored": false, "error": e.to_string() }),
         }

@@ -15,9 +15,9 @@ mod errors;
 mod record;
 mod rules;
 mod server;
-pub mod user;
 #[cfg(test)]
 mod tests;
+pub mod user;
 mod validate;
 
 use std::fmt;

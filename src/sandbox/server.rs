@@ -89,7 +89,11 @@ pub(crate) async fn handle(
             return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
         }
         (&Method::GET, ["_sandbox", "users"]) => {
-            let stats = state.users.as_ref().map(|u| u.stats.to_json()).unwrap_or(Value::Null);
+            let stats = state
+                .users
+                .as_ref()
+                .map(|u| u.stats.to_json())
+                .unwrap_or(Value::Null);
             return Ok(json_response(StatusCode::OK, &stats));
         }
         (&Method::GET, ["_sandbox", "requests"]) => {

@@ -32,7 +32,9 @@ impl std::str::FromStr for CompleteVia {
             "endpoint" => Ok(CompleteVia::Endpoint),
             "webhook" => Ok(CompleteVia::Webhook),
             "both" => Ok(CompleteVia::Both),
-            other => Err(format!("invalid --complete-via {other:?}: expected endpoint, webhook or both")),
+            other => Err(format!(
+                "invalid --complete-via {other:?}: expected endpoint, webhook or both"
+            )),
         }
     }
 }
@@ -96,8 +98,15 @@ pub struct Delivered {
 
 impl Users {
     pub fn new(opts: UserOptions) -> Users {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap_or_default();
-        Users { opts, http, stats: UserStats::default() }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .unwrap_or_default();
+        Users {
+            opts,
+            http,
+            stats: UserStats::default(),
+        }
     }
 
     /// Starts acting on a delivered message in the background.
@@ -143,16 +152,25 @@ impl Users {
                     answers
                 }
             };
-            self.post_webhook(&self.completion_event(msg, &params)).await?;
+            self.post_webhook(&self.completion_event(msg, &params))
+                .await?;
         }
         Ok(())
     }
 
     /// INIT, then every screen with plausible answers until SUCCESS; returns the SUCCESS params.
     async fn fill_through_endpoint(&self, msg: &Delivered) -> Result<Map<String, Value>, String> {
-        let mut reply = self.call_endpoint(json!({"version": "3.0", "action": "INIT", "flow_token": msg.flow_token})).await?;
+        let mut reply = self
+            .call_endpoint(
+                json!({"version": "3.0", "action": "INIT", "flow_token": msg.flow_token}),
+            )
+            .await?;
         for _ in 0..32 {
-            let screen = reply.get("screen").and_then(Value::as_str).unwrap_or_default().to_string();
+            let screen = reply
+                .get("screen")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             if screen == "SUCCESS" {
                 return reply
                     .pointer("/data/extension_message_response/params")
@@ -162,8 +180,10 @@ impl Users {
             }
             let answers = self.screen_answers(msg, &screen);
             reply = self
-                .call_endpoint(json!({"version": "3.0", "action": "data_exchange", "screen": screen,
-                                      "data": answers, "flow_token": msg.flow_token}))
+                .call_endpoint(
+                    json!({"version": "3.0", "action": "data_exchange", "screen": screen,
+                                      "data": answers, "flow_token": msg.flow_token}),
+                )
                 .await?;
         }
         Err("the Flow did not end after 32 screens".into())
@@ -176,17 +196,31 @@ impl Users {
         };
         let (envelope, rkey) = crypto::encrypt_request(key, request.to_string().as_bytes());
         let body = envelope.to_json();
-        let mut req = self.http.post(url).header("content-type", "application/json");
+        let mut req = self
+            .http
+            .post(url)
+            .header("content-type", "application/json");
         if let Some(secret) = &self.opts.app_secret {
-            req = req.header(crypto::SIGNATURE_HEADER, crypto::sign(secret.as_bytes(), body.as_bytes()));
+            req = req.header(
+                crypto::SIGNATURE_HEADER,
+                crypto::sign(secret.as_bytes(), body.as_bytes()),
+            );
         }
-        let resp = req.body(body).send().await.map_err(|e| format!("data endpoint: {e}"))?;
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("data endpoint: {e}"))?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| format!("data endpoint: {e}"))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| format!("data endpoint: {e}"))?;
         if status != 200 {
             return Err(format!("data endpoint answered {status}"));
         }
-        let plain = crypto::decrypt_response(&rkey, &text).map_err(|e| format!("cannot decrypt the answer: {e}"))?;
+        let plain = crypto::decrypt_response(&rkey, &text)
+            .map_err(|e| format!("cannot decrypt the answer: {e}"))?;
         serde_json::from_slice(&plain).map_err(|e| format!("answer is not JSON: {e}"))
     }
 
@@ -195,11 +229,21 @@ impl Users {
             return Err("--complete-via webhook needs --webhook".into());
         };
         let body = event.to_string();
-        let mut req = self.http.post(url).header("content-type", "application/json");
+        let mut req = self
+            .http
+            .post(url)
+            .header("content-type", "application/json");
         if let Some(secret) = &self.opts.app_secret {
-            req = req.header(crypto::SIGNATURE_HEADER, crypto::sign(secret.as_bytes(), body.as_bytes()));
+            req = req.header(
+                crypto::SIGNATURE_HEADER,
+                crypto::sign(secret.as_bytes(), body.as_bytes()),
+            );
         }
-        let resp = req.body(body).send().await.map_err(|e| format!("webhook: {e}"))?;
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("webhook: {e}"))?;
         if !resp.status().is_success() {
             return Err(format!("webhook answered {}", resp.status().as_u16()));
         }
@@ -223,7 +267,11 @@ impl Users {
                 Some(opts) if !opts.is_empty() => {
                     // Mostly the best ratings, some lower ones: varied but deterministic.
                     let h = hash(&(msg.flow_token.as_str(), field));
-                    let idx = if h % 10 < 6 { 0 } else { (h as usize / 10) % opts.len() };
+                    let idx = if h % 10 < 6 {
+                        0
+                    } else {
+                        (h as usize / 10) % opts.len()
+                    };
                     json!(opts[idx])
                 }
                 _ => json!(COMMENTS[(hash(&msg.flow_token) as usize) % COMMENTS.len()]),
@@ -283,7 +331,12 @@ impl Users {
     }
 }
 
-const COMMENTS: &[&str] = &["Très bien ⭐", "Accueil parfait, merci !", "RAS", "Un peu d'attente mais bon service"];
+const COMMENTS: &[&str] = &[
+    "Très bien ⭐",
+    "Accueil parfait, merci !",
+    "RAS",
+    "Un peu d'attente mais bon service",
+];
 
 fn hash<T: Hash + ?Sized>(v: &T) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
