@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod flow_json;
 pub mod graph;
 pub mod phone;
+pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod time;
