@@ -3,71 +3,14 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use flowctl::sandbox::{SandboxHandle, SandboxOptions};
 use flowctl::store::CompletionInput;
 use serde_json::{json, Map, Value};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DAY: Duration = Duration::from_secs(86_400);
-
-/// A stand-in Graph API that gives every request the same answer and counts requests.
-struct FakeGraph {
-    url: String,
-    hits: Arc<AtomicUsize>,
-}
-
-impl FakeGraph {
-    async fn start(status: u16, body: Value) -> FakeGraph {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = hits.clone();
-        let body = body.to_string();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let counter = counter.clone();
-                let body = body.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    // Read the head, then Content-Length bytes of body.
-                    loop {
-                        let n = sock.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        let text = String::from_utf8_lossy(&buf).to_string();
-                        if let Some(end) = text.find("\r\n\r\n") {
-                            let len = text[..end]
-                                .lines()
-                                .find_map(|l| {
-                                    let (k, v) = l.split_once(':')?;
-                                    k.eq_ignore_ascii_case("content-length")
-                                        .then(|| v.trim().parse::<usize>().ok())?
-                                })
-                                .unwrap_or(0);
-                            if buf.len() >= end + 4 + len {
-                                break;
-                            }
-                        }
-                    }
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    let reply = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = sock.write_all(reply.as_bytes()).await;
-                });
-            }
-        });
-        FakeGraph { url, hits }
-    }
-}
 
 /// `serve` with the API key and, when given, Graph settings pointing at `graph_url`.
 fn api_server(env: &Env, graph_url: Option<&str>) -> Running {
@@ -108,7 +51,7 @@ async fn responses(server: &Running, query: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crm_routes_do_not_exist_without_an_api_key() {
     let env = Env::new();
     let server = env.serve(&[]);
@@ -120,7 +63,7 @@ async fn crm_routes_do_not_exist_without_an_api_key() {
     assert_eq!(r.status().as_u16(), 404);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crm_routes_refuse_a_missing_or_wrong_key_with_401() {
     let env = Env::new();
     let server = api_server(&env, None);
@@ -138,7 +81,7 @@ async fn crm_routes_refuse_a_missing_or_wrong_key_with_401() {
     assert_eq!(r.status().as_u16(), 401);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_flow_answers_503_when_sending_is_not_configured() {
     let env = Env::new();
     let server = api_server(&env, None);
@@ -151,11 +94,11 @@ async fn send_flow_answers_503_when_sending_is_not_configured() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_flow_rejects_bad_input_with_400_naming_the_problem() {
     let env = Env::new();
-    let graph = FakeGraph::start(200, json!({})).await;
-    let server = api_server(&env, Some(&graph.url));
+    let (sandbox, url) = sandbox(&[]).await;
+    let server = api_server(&env, Some(&url));
     for (body, needle) in [
         ("not json", "not valid JSON"),
         (r#"{"customerName":"Ahmed"}"#, "missing phoneNumber"),
@@ -170,18 +113,26 @@ async fn send_flow_rejects_bad_input_with_400_naming_the_problem() {
         let message = answer["error"].as_str().unwrap();
         assert!(message.contains(needle), "{body}: {message}");
     }
-    assert_eq!(graph.hits.load(Ordering::SeqCst), 0);
+    assert!(sandbox.requests().is_empty());
 }
 
-#[tokio::test]
+/// An in-process Graph API sandbox with the given failure rules (`PHONE=CODE`).
+async fn sandbox(failures: &[&str]) -> (SandboxHandle, String) {
+    let handle = flowctl::sandbox::start(SandboxOptions {
+        failures: failures.iter().map(|f| f.parse().unwrap()).collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}", handle.addr());
+    (handle, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_flow_sends_like_the_send_command() {
     let env = Env::new();
-    let graph = FakeGraph::start(
-        200,
-        json!({"messaging_product": "whatsapp", "contacts": [{"input": "33612345678", "wa_id": "33612345678"}], "messages": [{"id": "wamid.API1"}]}),
-    )
-    .await;
-    let server = api_server(&env, Some(&graph.url));
+    let (sandbox, url) = sandbox(&[]).await;
+    let server = api_server(&env, Some(&url));
     let (status, body) = send_flow(
         &server,
         Some(API_KEY),
@@ -190,15 +141,20 @@ async fn send_flow_sends_like_the_send_command() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["success"], true);
-    assert_eq!(body["messageId"], "wamid.API1");
     assert_eq!(body["phoneNumber"], "+33612345678");
+    let wamid = body["messageId"].as_str().unwrap();
+    assert!(wamid.starts_with("wamid."), "{body}");
     let token = body["flowToken"].as_str().unwrap();
     assert!(token.starts_with("flow_"));
     let record = env.store().find_token(token).unwrap().unwrap();
     assert_eq!(record.origin, "api");
     assert_eq!(record.campaign, "crm");
-    assert_eq!(record.message_id.as_deref(), Some("wamid.API1"));
+    assert_eq!(record.message_id.as_deref(), Some(wamid));
     assert_eq!(record.customer_name.as_deref(), Some("Renée"));
+    let requests = sandbox.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].to.as_deref(), Some("33612345678"));
+    assert_eq!(requests[0].flow_token.as_deref(), Some(token));
     let metrics = reqwest::get(format!("{}/metrics", server.url))
         .await
         .unwrap()
@@ -211,22 +167,64 @@ async fn send_flow_sends_like_the_send_command() {
     );
 }
 
-#[tokio::test]
-async fn send_flow_answers_502_with_the_outcome_when_the_graph_api_refuses() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_sent_by_the_api_is_tracked_and_joined_through_the_webhook() {
     let env = Env::new();
-    let graph = FakeGraph::start(
-        400,
-        json!({"error": {"message": "(#100) Invalid parameter", "type": "OAuthException", "code": 100}}),
+    let (_sandbox, url) = sandbox(&[]).await;
+    let server = env.serve_with_env(
+        &[
+            ("FLOWCTL_API_KEY", API_KEY),
+            ("WHATSAPP_ACCESS_TOKEN", ACCESS_TOKEN),
+            ("PHONE_NUMBER_ID", "106540352242922"),
+            ("FLOW_ID", "1234567890123456"),
+            ("GRAPH_API_URL", &url),
+        ],
+        &[],
+    );
+    let (status, body) =
+        send_flow(&server, Some(API_KEY), r#"{"phoneNumber":"+33612345678"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let wamid = body["messageId"].as_str().unwrap();
+    let token = body["flowToken"].as_str().unwrap();
+    post_webhook(
+        &server.url,
+        &status_body(wamid, "delivered", None),
+        Some(APP_SECRET),
     )
     .await;
-    let server = api_server(&env, Some(&graph.url));
+    // A client that leaves the token out: joined through context.id.
+    let reply = nfm_reply(
+        "wamid.REPLY",
+        "33612345678",
+        Some(wamid),
+        json!({"q": "ok"}),
+    );
+    post_webhook(&server.url, &reply, Some(APP_SECRET)).await;
+    env.wait_inbox_drained();
+    let store = env.store();
+    assert_eq!(
+        store.delivery(token).unwrap().unwrap().delivery.as_deref(),
+        Some("delivered")
+    );
+    let rows = store.responses_for_token(token).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].phone.as_deref(), Some("+33612345678"));
+    let (_, listed) = responses(&server, "?campaign=api").await;
+    assert_eq!(listed["responses"][0]["flow_token"], token);
+    assert_eq!(listed["responses"][0]["source"], "webhook");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_flow_answers_502_with_the_outcome_when_the_graph_api_refuses() {
+    let env = Env::new();
+    let (_sandbox, url) = sandbox(&["33612345678=131026"]).await;
+    let server = api_server(&env, Some(&url));
     let (status, body) =
         send_flow(&server, Some(API_KEY), r#"{"phoneNumber":"+33612345678"}"#).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["success"], false);
-    assert_eq!(body["error"]["code"], 100);
+    assert_eq!(body["error"]["code"], 131026);
     assert_eq!(body["error"]["retryable"], false);
-    assert_eq!(graph.hits.load(Ordering::SeqCst), 1);
     let token = body["flowToken"].as_str().unwrap();
     assert_eq!(
         env.store().find_token(token).unwrap().unwrap().state,
@@ -269,7 +267,7 @@ fn completed(env: &Env, phone: &str, campaign: &str, at: &str, answers: Value) -
     token.as_str().to_string()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_are_listed_newest_first_with_phone_numbers() {
     let env = Env::new();
     completed(
@@ -301,7 +299,7 @@ async fn responses_are_listed_newest_first_with_phone_numbers() {
     assert_eq!(body["next_cursor"], Value::Null);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_page_with_cursor_limit_since_and_campaign() {
     let env = Env::new();
     let mut tokens = Vec::new();
