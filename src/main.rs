@@ -31,6 +31,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         match cli.command {
             Command::Send(args) => commands::send::run(&db, args).await,
             Command::Serve(args) => commands::serve::run(&db, args).await,
+            Command::Sandbox(args) => commands::sandbox::run(args).await,
             Command::Keys(KeysCommand::Upload(args)) => commands::keys::run_upload(&args).await,
             Command::Keys(KeysCommand::Check(args)) => commands::keys::run_check(&args).await,
             other => Err(

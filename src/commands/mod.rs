@@ -2,6 +2,7 @@
 
 pub mod keygen;
 pub mod keys;
+pub mod sandbox;
 pub mod send;
 pub mod serve;
 
