@@ -11,7 +11,8 @@ use crate::cli::ServeArgs;
 use crate::config::{self, ConfigError, Secret};
 use crate::crypto::PrivateKey;
 use crate::flow_json::FlowJson;
-use crate::server::{AppState, Limits, Metrics};
+use crate::graph::{GraphClient, RetryPolicy};
+use crate::server::{AppState, Limits, Metrics, Sender};
 use crate::store::{SharedStore, Store};
 
 /// Loads the data endpoint's private key from `--private-key-file`/`PRIVATE_KEY_FILE` or the
@@ -55,6 +56,19 @@ pub fn app_secrets(allow_unsigned: bool) -> Result<Vec<Secret>, ConfigError> {
     Ok(secrets)
 }
 
+/// The Graph settings for `/api/send-flow`. They are optional for `serve`: when they are
+/// missing or invalid the server still starts and the route answers 503 with this reason.
+pub fn resolve_sender(args: &ServeArgs) -> Result<Arc<Sender>, String> {
+    let graph = args.graph.resolve().map_err(|e| e.to_string())?;
+    let settings = args.message.resolve(None).map_err(|e| e.to_string())?;
+    let graph = GraphClient::new(graph).map_err(|e| e.to_string())?;
+    Ok(Arc::new(Sender {
+        graph,
+        settings,
+        policy: RetryPolicy::default(),
+    }))
+}
+
 /// Resolves settings, binds, serves until a signal, drains.
 pub async fn run(db: &Path, args: ServeArgs) -> anyhow::Result<i32> {
     let app_secrets = app_secrets(args.allow_unsigned)?;
@@ -72,6 +86,19 @@ pub async fn run(db: &Path, args: ServeArgs) -> anyhow::Result<i32> {
         }
         None => None,
     };
+    let verify_token = config::secret("WEBHOOK_VERIFY_TOKEN");
+    if verify_token.is_none() {
+        tracing::warn!("WEBHOOK_VERIFY_TOKEN is not set: the webhook verification GET answers 403");
+    }
+    let api_key = config::secret("FLOWCTL_API_KEY");
+    let sender = resolve_sender(&args);
+    match (&api_key, &sender) {
+        (None, _) => {
+            tracing::info!("FLOWCTL_API_KEY is not set: /api/send-flow and /api/responses are off")
+        }
+        (Some(_), Err(reason)) => tracing::warn!(%reason, "/api/send-flow will answer 503"),
+        (Some(_), Ok(_)) => {}
+    }
     let store = Store::open(db).with_context(|| format!("opening {}", db.display()))?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -88,6 +115,10 @@ pub async fn run(db: &Path, args: ServeArgs) -> anyhow::Result<i32> {
         },
         metrics: Metrics::default(),
         rsa_slots: tokio::sync::Semaphore::new(cores),
+        verify_token,
+        api_key,
+        sender,
+        inbox: tokio::sync::Notify::new(),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

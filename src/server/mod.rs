@@ -1,9 +1,12 @@
 //! `flowctl serve`: the only inbound HTTP. A hyper 1.x server whose router is a `match` on
 //! (method, path); each route's handler lives in its own module.
 
+pub mod api;
 mod flow_endpoint;
 pub mod http;
+pub mod inbox;
 pub mod metrics;
+pub mod webhook;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,12 +19,13 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::config::Secret;
 use crate::crypto::PrivateKey;
 use crate::flow_json::FlowJson;
 use crate::store::SharedStore;
+pub use api::Sender;
 use http::Resp;
 pub use metrics::Metrics;
 
@@ -66,6 +70,14 @@ pub struct AppState {
     /// Bounds concurrent RSA private-key operations to the number of cores, so that a flood
     /// of encrypted requests queues instead of starving everything else.
     pub rsa_slots: Semaphore,
+    /// `WEBHOOK_VERIFY_TOKEN` (`None`: the verification GET always answers 403).
+    pub verify_token: Option<Secret>,
+    /// `FLOWCTL_API_KEY` (`None`: the CRM routes answer 404).
+    pub api_key: Option<Secret>,
+    /// What `/api/send-flow` sends with, or why sending is not configured (503).
+    pub sender: Result<Arc<Sender>, String>,
+    /// Wakes the inbox worker when the webhook stored a body.
+    pub inbox: Notify,
 }
 
 impl AppState {
@@ -79,13 +91,16 @@ impl AppState {
 }
 
 /// Serves `listener` until `shutdown` resolves, then drains in-flight requests (at most
-/// `drain` long).
+/// `drain` long). The webhook inbox worker runs beside the listener (it first processes
+/// what a previous run left) and stops after the connections, finishing its current row.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
+    let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(inbox::run(state.clone(), worker_stop));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let conn_slots = Arc::new(Semaphore::new(state.limits.max_connections));
     tokio::pin!(shutdown);
@@ -128,6 +143,11 @@ pub async fn serve(
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(drain) => tracing::warn!("shutdown: gave up waiting for open connections"),
     }
+    let _ = stop_worker.send(true);
+    if tokio::time::timeout(drain, worker).await.is_err() {
+        // Rows not finished stay in the inbox and are processed at the next start.
+        tracing::warn!("shutdown: the webhook inbox worker did not stop in time");
+    }
     Ok(())
 }
 
@@ -138,14 +158,29 @@ async fn route(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -
     let path = req.uri().path().to_string();
     let (label, resp) = match (&method, path.as_str()) {
         (&Method::POST, "/api/flow") => ("/api/flow", flow_endpoint::handle(&state, req).await),
+        (&Method::GET, "/api/message-webhook") => (
+            "/api/message-webhook",
+            webhook::verify(&state, req.uri().query()),
+        ),
+        (&Method::POST, "/api/message-webhook") => {
+            ("/api/message-webhook", webhook::receive(&state, req).await)
+        }
+        (&Method::POST, "/api/send-flow") => ("/api/send-flow", api::send_flow(&state, req).await),
+        (&Method::GET, "/api/responses") => ("/api/responses", api::responses(&state, req).await),
         (&Method::GET, "/healthz") => ("/healthz", health(&state).await),
         (&Method::GET, "/metrics") => (
             "/metrics",
             http::text(StatusCode::OK, state.metrics.render()),
         ),
-        (_, "/api/flow" | "/healthz" | "/metrics") => {
-            ("other", http::empty(StatusCode::METHOD_NOT_ALLOWED))
-        }
+        (
+            _,
+            "/api/flow"
+            | "/api/message-webhook"
+            | "/api/send-flow"
+            | "/api/responses"
+            | "/healthz"
+            | "/metrics",
+        ) => ("other", http::empty(StatusCode::METHOD_NOT_ALLOWED)),
         _ => (
             "other",
             http::json_error(StatusCode::NOT_FOUND, "no such route"),

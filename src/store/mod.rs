@@ -7,23 +7,30 @@
 //!
 //! Queries are grouped by area in submodules, each adding an `impl Store` block.
 
+mod api;
 mod export;
 mod flow;
 mod schema;
 mod shared;
 mod stats;
 mod tokens;
+mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+pub use api::{ApiResponse, ResponsesPage, ResponsesQuery};
 pub use export::{ExportFilter, ExportSnapshot, UnmatchedCompletion};
 pub use flow::{Completion, CompletionInput, StoredResponse};
 pub use shared::SharedStore;
 pub use stats::{Funnel, FunnelReport};
 pub use tokens::{Failure, NewToken, Origin, SendState, TokenRecord};
+pub use webhook::{
+    delivery_rank, Delivery, InboxRow, StatusInput, StatusOutcome, StatusRecord, WebhookCompletion,
+    WebhookCompletionOutcome,
+};
 
 /// How long a writer waits for another process's transaction before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -382,3 +382,119 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// Verify token and API key of the tests' servers that need them.
+pub const VERIFY_TOKEN: &str = "test-verify-token-77a1";
+pub const API_KEY: &str = "test-api-key-0c4b";
+
+impl Env {
+    /// Starts `serve` like [`Env::serve`], with extra environment variables.
+    pub fn serve_with_env(&self, vars: &[(&str, &str)], args: &[&str]) -> Running {
+        let key = self.key_file();
+        let mut c = self.cmd();
+        c.env("APP_SECRET", APP_SECRET).env("FLOWCTL_LOG", "info");
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c.args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
+            .arg(key)
+            .args(args);
+        Running::start(c)
+    }
+
+    /// Waits until the inbox worker has processed every stored webhook body.
+    pub fn wait_inbox_drained(&self) {
+        let start = Instant::now();
+        loop {
+            let store = flowctl::store::Store::open(&self.db()).expect("open store");
+            let rows = store.inbox_rows().expect("inbox rows");
+            if !rows.is_empty() && rows.iter().all(|r| r.1) {
+                return;
+            }
+            drop(store);
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "webhook inbox not processed: {rows:?}"
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+
+    /// The store, for reading results.
+    pub fn store(&self) -> flowctl::store::Store {
+        flowctl::store::Store::open(&self.db()).expect("open store")
+    }
+}
+
+/// Posts a webhook body to `serve`, signed with `secret` (None: no signature header).
+pub async fn post_webhook(
+    server_url: &str,
+    body: &[u8],
+    secret: Option<&str>,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("{server_url}/api/message-webhook"))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(secret) = secret {
+        req = req.header(
+            "x-hub-signature-256",
+            flowctl::crypto::sign(secret.as_bytes(), body),
+        );
+    }
+    req.send().await.expect("post webhook")
+}
+
+/// A Meta envelope around one `messages` change value.
+pub fn messages_envelope(value: Value) -> Vec<u8> {
+    serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A Flow completion (`nfm_reply`) as the webhook carries it.
+pub fn nfm_reply(
+    message_id: &str,
+    from: &str,
+    context_id: Option<&str>,
+    response: Value,
+) -> Vec<u8> {
+    let mut message = serde_json::json!({
+        "from": from,
+        "id": message_id,
+        "timestamp": "1767225600",
+        "type": "interactive",
+        "interactive": {"type": "nfm_reply", "nfm_reply": {
+            "name": "flow", "body": "Sent", "response_json": response.to_string()
+        }}
+    });
+    if let Some(ctx) = context_id {
+        message["context"] = serde_json::json!({"from": "15550783881", "id": ctx});
+    }
+    messages_envelope(serde_json::json!({
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+        "contacts": [{"profile": {"name": "Renée"}, "wa_id": from}],
+        "messages": [message]
+    }))
+}
+
+/// A delivery status as the webhook carries it.
+pub fn status_body(message_id: &str, status: &str, error: Option<(i64, &str)>) -> Vec<u8> {
+    let mut s = serde_json::json!({
+        "id": message_id, "status": status, "timestamp": "1767225700", "recipient_id": "33612345678"
+    });
+    if let Some((code, title)) = error {
+        s["errors"] = serde_json::json!([{"code": code, "title": title, "message": title}]);
+    }
+    messages_envelope(serde_json::json!({"messaging_product": "whatsapp", "statuses": [s]}))
+}
+
+/// The webhook signature vectors shipped in tests/vectors.
+pub fn webhook_vectors() -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/webhook-signatures.json");
+    serde_json::from_str(&std::fs::read_to_string(p).expect("vectors")).expect("vectors json")
+}

@@ -1,0 +1,87 @@
+//! `GET|POST /api/message-webhook`: Meta's verification handshake and the signed message
+//! events (Flow completions, delivery statuses, Flow alerts).
+//!
+//! A POST is checked (signature over the raw bytes), stored in `webhook_inbox` with one
+//! INSERT and answered 200; the inbox worker ([`super::inbox`]) does the work afterwards.
+//! So Meta gets its 200 in the time of one small write, and nothing that was acknowledged
+//! can be lost: a crash before processing leaves the row for the next start.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use subtle::ConstantTimeEq;
+
+use super::http::{self, Resp};
+use super::AppState;
+use crate::crypto;
+
+/// Meta's payloads are at most 3 MB; a little headroom for the envelope.
+pub const MAX_WEBHOOK_BODY: usize = 4 << 20;
+
+/// Answers the verification GET: the `hub.challenge` as plain text when `hub.mode` is
+/// `subscribe` and `hub.verify_token` is ours; 403 otherwise, and always 403 when no
+/// `WEBHOOK_VERIFY_TOKEN` is configured.
+pub fn verify(state: &AppState, query: Option<&str>) -> Resp {
+    let forbidden = || http::text(StatusCode::FORBIDDEN, "verification failed");
+    let Some(expected) = &state.verify_token else {
+        tracing::warn!("webhook verification refused: WEBHOOK_VERIFY_TOKEN is not set");
+        return forbidden();
+    };
+    let mode = http::query_param(query, "hub.mode");
+    let given = http::query_param(query, "hub.verify_token").unwrap_or_default();
+    let challenge = http::query_param(query, "hub.challenge");
+    let token_ok: bool = given.as_bytes().ct_eq(expected.expose().as_bytes()).into();
+    match (mode.as_deref(), token_ok, challenge) {
+        (Some("subscribe"), true, Some(challenge)) => http::text(StatusCode::OK, challenge),
+        _ => {
+            tracing::warn!("webhook verification refused: wrong mode, token or no challenge");
+            forbidden()
+        }
+    }
+}
+
+/// Receives one signed notification: 403 (nothing stored) for a missing or wrong
+/// signature, otherwise stored in the inbox and 200.
+pub async fn receive(state: &Arc<AppState>, req: Request<Incoming>) -> Resp {
+    let signature = req
+        .headers()
+        .get(crypto::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let limit = state.limits.max_body.max(MAX_WEBHOOK_BODY);
+    let body =
+        match tokio::time::timeout(state.limits.body_timeout, http::read_body(req, limit)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(http::BodyError::TooLarge)) => {
+                return http::json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+            }
+            Ok(Err(http::BodyError::Read(_))) | Err(_) => {
+                return http::json_error(StatusCode::BAD_REQUEST, "incomplete request body")
+            }
+        };
+    if !state.app_secrets.is_empty() {
+        if let Err(e) = crypto::verify_signature(&state.secret_bytes(), &body, signature.as_deref())
+        {
+            state.metrics.inc(
+                "flowctl_signature_failures_total",
+                "route=\"/api/message-webhook\"".into(),
+            );
+            tracing::warn!(reason = %e, "message webhook: signature refused");
+            return http::json_error(StatusCode::FORBIDDEN, "invalid signature");
+        }
+    }
+    let bytes = body.to_vec();
+    match state.store.call(move |s| s.insert_inbox(&bytes)).await {
+        Ok(id) => {
+            state.inbox.notify_one();
+            tracing::debug!(inbox_id = id, "message webhook: stored");
+            http::json(StatusCode::OK, &serde_json::json!({ "status": "received" }))
+        }
+        Err(e) => {
+            // Not acknowledged, so Meta retries later: nothing is lost.
+            tracing::error!(error = %e, "message webhook: cannot store the notification");
+            http::json_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable")
+        }
+    }
+}
