@@ -83,14 +83,7 @@ impl Env {
 
     /// Starts `serve` with the vectors' key and [`APP_SECRET`], plus extra arguments.
     pub fn serve(&self, args: &[&str]) -> Running {
-        let key = self.key_file();
-        let mut c = self.cmd();
-        c.env("APP_SECRET", APP_SECRET)
-            .env("FLOWCTL_LOG", "info")
-            .args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
-            .arg(key)
-            .args(args);
-        Running::start(c)
+        self.serve_with_env(&[], args)
     }
 }
 
