@@ -27,6 +27,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     rt.block_on(async move {
         match cli.command {
             Command::Send(args) => commands::send::run(&db, args).await,
+            Command::Bulk(args) => commands::bulk::run(&db, args).await,
             other => Err(
                 commands::UsageError(format!("{other:?} is not available in this build")).into(),
             ),

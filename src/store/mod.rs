@@ -7,6 +7,7 @@
 //!
 //! Queries are grouped by area in submodules, each adding an `impl Store` block.
 
+mod bulk;
 mod schema;
 mod shared;
 mod tokens;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+pub use bulk::{BulkMember, BulkOutcome, Issued};
 pub use shared::SharedStore;
 pub use tokens::{Failure, NewToken, Origin, SendState, TokenRecord};
 
