@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod graph;
 pub mod phone;
+pub mod sandbox;
 pub mod store;
 pub mod time;
 pub mod token;

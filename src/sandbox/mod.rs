@@ -1,0 +1,239 @@
+//! `flowctl sandbox`: a local stand-in for the WhatsApp Cloud (Graph) API.
+//!
+//! It validates `/messages` bodies strictly against the reference (interactive Flow messages and
+//! templates with a Flow button), answers like Graph (wamids, error envelopes), stores uploaded
+//! business public keys, injects failures on demand ([`FailRule`]), adds latency, and records
+//! every Graph request in memory (`GET /_sandbox/requests`) and optionally as NDJSON.
+//!
+//! Routes (`{v}` is any `vNN.N`, `{id}` a numeric phone number id):
+//! - `POST /{v}/{id}/messages`
+//! - `POST|GET /{v}/{id}/whatsapp_business_encryption`
+//! - `GET /_sandbox/requests`, `GET /healthz` (control plane: not delayed, not recorded)
+//! - anything else: 404 with a Graph envelope, code 100.
+
+mod errors;
+mod record;
+mod rules;
+mod server;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::fmt;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use record::{RecordedRequest, MAX_IN_MEMORY};
+pub use rules::{FailRule, FailRuleError, Fault, Recipient};
+
+/// Callback run on each `/messages` body (accepted or rejected) before the answer is sent;
+/// its result is stored in the request's record under `"probe"`. It runs on a blocking thread,
+/// so it may query a database.
+pub type Probe = Arc<dyn Fn(&serde_json::Value) -> serde_json::Value + Send + Sync>;
+
+/// How long shutdown waits for in-flight requests before dropping their connections.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settings of a sandbox instance (the CLI flags of `flowctl sandbox`).
+#[derive(Clone)]
+pub struct SandboxOptions {
+    /// Address to bind; port 0 picks a free port (see [`SandboxHandle::addr`]).
+    pub listen: SocketAddr,
+    /// Delay added to every Graph answer (`--latency-ms`), without blocking other requests.
+    pub latency: Duration,
+    /// Failure rules (`--fail PHONE=CODE[xN]`), checked in order for each valid message.
+    pub failures: Vec<FailRule>,
+    /// NDJSON file to append one line per Graph request to (`--record FILE`).
+    pub record: Option<PathBuf>,
+    /// Optional check run on each message body before answering; see [`Probe`].
+    pub probe: Option<Probe>,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            latency: Duration::ZERO,
+            failures: Vec::new(),
+            record: None,
+            probe: None,
+        }
+    }
+}
+
+impl fmt::Debug for SandboxOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxOptions")
+            .field("listen", &self.listen)
+            .field("latency", &self.latency)
+            .field("failures", &self.failures)
+            .field("record", &self.record)
+            .field("probe", &self.probe.as_ref().map(|_| "Fn(&Value) -> Value"))
+            .finish()
+    }
+}
+
+/// A running sandbox. Dropping it without [`SandboxHandle::shutdown`] stops it in the background.
+pub struct SandboxHandle {
+    addr: SocketAddr,
+    state: Arc<server::State>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl SandboxHandle {
+    /// The bound address (with the real port when `listen` had port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The in-memory request log, oldest first (at most [`MAX_IN_MEMORY`] records).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.recorder.snapshot()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (hanging ones are dropped, the rest get
+    /// up to 5 s), then flushes and closes the record file.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        match self.task.take() {
+            Some(task) => task.await.context("sandbox server task failed")?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SandboxHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Binds `opts.listen` and serves the sandbox in the background.
+pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    let (recorder, writer) = record::Recorder::new(opts.record.as_deref())?;
+    let (stop, stopped) = watch::channel(false);
+    let state = Arc::new(server::State {
+        latency: opts.latency,
+        rules: rules::ActiveRules::new(opts.failures),
+        probe: opts.probe,
+        recorder,
+        keys: Mutex::new(Default::default()),
+        shutdown: stopped.clone(),
+    });
+    let task = tokio::spawn(serve(listener, Arc::clone(&state), stopped, writer));
+    Ok(SandboxHandle {
+        addr,
+        state,
+        stop,
+        task: Some(task),
+    })
+}
+
+/// `flowctl sandbox`: starts, prints `sandbox listening on http://ADDR` on stdout, and runs
+/// until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
+    let handle = start(opts).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "sandbox listening on http://{}", handle.addr())
+            .and_then(|()| out.flush())
+            .context("cannot write to stdout")?;
+    }
+    wait_for_signal().await?;
+    handle.shutdown().await
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot install the SIGINT handler"),
+        _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot install the Ctrl-C handler")
+}
+
+/// Resolves once shutdown is requested (or the handle is gone).
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    // Discard the `Ref` at once: it is not `Send` and must not live across an await.
+    let _ = stopped.wait_for(|down| *down).await.map(|_| ());
+}
+
+async fn serve(
+    listener: TcpListener,
+    state: Arc<server::State>,
+    mut stopped: watch::Receiver<bool>,
+    writer: Option<record::WriterTask>,
+) -> anyhow::Result<()> {
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Typically EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %e, "sandbox: accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = Arc::clone(&state);
+                let svc = service_fn(move |req| server::handle(Arc::clone(&state), req));
+                let conn = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    // Errors here are client disconnects or deliberate faults (hang/reset).
+                    let _ = conn.await;
+                });
+            }
+            () = until_stopped(&mut stopped) => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "sandbox: in-flight requests still running after {DRAIN_TIMEOUT:?}; dropping them"
+        );
+    }
+    state.recorder.close();
+    if let Some(writer) = writer {
+        writer
+            .await
+            .context("record writer task failed")?
+            .context("cannot write the record file")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,406 @@
+//! The hyper service: routing, message handling, key upload, faults and latency.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use rsa::pkcs8::DecodePublicKey;
+use rsa::traits::PublicKeyParts;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::errors;
+use super::record::{RecordedRequest, Recorder};
+use super::rules::{ActiveRules, Fault};
+use super::validate::{flow_token_of, validate_message};
+use super::Probe;
+
+/// Request bodies larger than this are refused (the Graph API's own limits are far lower).
+const MAX_BODY: usize = 1 << 20;
+
+/// Error returned to hyper to drop a connection without an answer (`reset`, or a `hang`
+/// released by shutdown).
+#[derive(Debug)]
+pub(crate) struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("sandbox fault: connection dropped without an answer")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+/// Everything the service shares across connections.
+pub(crate) struct State {
+    pub(crate) latency: Duration,
+    pub(crate) rules: ActiveRules,
+    pub(crate) probe: Option<Probe>,
+    pub(crate) recorder: Recorder,
+    pub(crate) keys: Mutex<HashMap<String, String>>,
+    /// Becomes `true` when the sandbox shuts down; releases hanging requests.
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+/// Outcome of a handler: an answer, or a fault that replaces it.
+enum Answer {
+    Reply(Resp),
+    Hang,
+    Reset,
+}
+
+/// What a handler tells the router to log.
+#[derive(Default)]
+struct LogFields {
+    to: Option<String>,
+    flow_token: Option<String>,
+    wamid: Option<String>,
+    error_code: Option<u32>,
+    fault: Option<&'static str>,
+    probe: Option<Value>,
+}
+
+/// The service function: one request in, one answer (or a dropped connection) out.
+pub(crate) async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Resp, DropConnection> {
+    let started = Instant::now();
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+
+    // Control-plane routes: not Graph answers, so neither delayed nor logged.
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => {
+            return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+        }
+        (&Method::GET, ["_sandbox", "requests"]) => {
+            let body =
+                serde_json::to_vec(&state.recorder.snapshot()).unwrap_or_else(|_| b"[]".to_vec());
+            return Ok(bytes_response(StatusCode::OK, "application/json", body));
+        }
+        _ => {}
+    }
+
+    let (phone_number_id, route) = match segments.as_slice() {
+        [v, id, route] if is_version(v) => (Some((*id).to_owned()), Some(*route)),
+        _ => (None, None),
+    };
+    let authorized = has_bearer(&req);
+    let body_bytes = read_body(req).await;
+    let body = body_value(&body_bytes);
+    let mut log = LogFields::default();
+
+    let answer = match (&method, route, &phone_number_id) {
+        (_, Some(_), Some(id)) if !id.bytes().all(|b| b.is_ascii_digit()) || id.is_empty() => {
+            graph_error(&mut log, 100, &format!(
+                "(#100) Unsupported {} request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation",
+                method.as_str().to_ascii_lowercase()
+            ))
+        }
+        (&Method::POST, Some("messages"), _) => {
+            messages(&state, authorized, body_bytes.as_ref(), &body, &mut log).await
+        }
+        (&Method::POST | &Method::GET, Some("whatsapp_business_encryption"), Some(id)) => {
+            encryption(&state, &method, id, authorized, body_bytes.as_ref(), &mut log)
+        }
+        _ => {
+            let message = format!("(#100) Unsupported request: {method} {path}");
+            log.error_code = Some(100);
+            Answer::Reply(json_response(StatusCode::NOT_FOUND, &errors::envelope_with(100, &message)))
+        }
+    };
+
+    let status = match &answer {
+        Answer::Reply(r) => Some(r.status().as_u16()),
+        Answer::Hang | Answer::Reset => None,
+    };
+    state.recorder.push(RecordedRequest {
+        at,
+        method: method.to_string(),
+        path,
+        phone_number_id,
+        to: log.to,
+        flow_token: log.flow_token,
+        status,
+        wamid: log.wamid,
+        error_code: log.error_code,
+        body,
+        probe: log.probe,
+        fault: log.fault.map(str::to_owned),
+    });
+
+    match answer {
+        Answer::Hang => {
+            let mut shutdown = state.shutdown.clone();
+            // Released only by shutdown (or by the client going away, which drops this future).
+            let _ = shutdown.wait_for(|down| *down).await;
+            Err(DropConnection)
+        }
+        Answer::Reset => {
+            tokio::time::sleep_until(started + state.latency).await;
+            Err(DropConnection)
+        }
+        Answer::Reply(resp) => {
+            if !state.latency.is_zero() {
+                tokio::time::sleep_until(started + state.latency).await;
+            }
+            Ok(resp)
+        }
+    }
+}
+
+async fn messages(
+    state: &State,
+    authorized: bool,
+    raw: Option<&Bytes>,
+    body: &Value,
+    log: &mut LogFields,
+) -> Answer {
+    log.to = body.get("to").and_then(Value::as_str).map(str::to_owned);
+    log.flow_token = flow_token_of(body);
+    let answer = message_answer(state, authorized, raw, body, log);
+    if let Some(probe) = &state.probe {
+        log.probe = Some(run_probe(probe, body).await);
+    }
+    answer
+}
+
+fn message_answer(
+    state: &State,
+    authorized: bool,
+    raw: Option<&Bytes>,
+    body: &Value,
+    log: &mut LogFields,
+) -> Answer {
+    if !authorized {
+        return graph_error(
+            log,
+            190,
+            "(#190) Invalid OAuth access token - the request needs an Authorization: Bearer <token> header",
+        );
+    }
+    if raw.is_none() || body.is_string() || body.is_null() {
+        return graph_error(
+            log,
+            100,
+            "(#100) Invalid parameter: body must be a JSON object (the request body is not valid JSON)",
+        );
+    }
+    let accepted = match validate_message(body) {
+        Ok(a) => a,
+        Err(invalid) => return graph_error(log, invalid.code, &invalid.message),
+    };
+    match state.rules.check(&accepted.to) {
+        None => {
+            let wamid = next_wamid();
+            log.wamid = Some(wamid.clone());
+            Answer::Reply(json_response(
+                StatusCode::OK,
+                &json!({
+                    "messaging_product": "whatsapp",
+                    "contacts": [{ "input": accepted.to, "wa_id": accepted.to }],
+                    "messages": [{ "id": wamid, "message_status": "accepted" }],
+                }),
+            ))
+        }
+        Some(Fault::GraphError(code)) => {
+            log.error_code = Some(code);
+            Answer::Reply(json_response(
+                errors::status_for(code),
+                &errors::envelope(code),
+            ))
+        }
+        Some(Fault::Http503) => {
+            log.fault = Some("http503");
+            Answer::Reply(bytes_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                b"Service Unavailable".to_vec(),
+            ))
+        }
+        Some(Fault::Hang) => {
+            log.fault = Some("hang");
+            Answer::Hang
+        }
+        Some(Fault::Reset) => {
+            log.fault = Some("reset");
+            Answer::Reset
+        }
+    }
+}
+
+/// Runs the user's probe off the reactor: it may block (it typically queries SQLite).
+async fn run_probe(probe: &Probe, body: &Value) -> Value {
+    let probe = Arc::clone(probe);
+    let body = body.clone();
+    match tokio::task::spawn_blocking(move || probe(&body)).await {
+        Ok(v) => v,
+        Err(e) => json!({ "probe_panicked": e.to_string() }),
+    }
+}
+
+fn encryption(
+    state: &State,
+    method: &Method,
+    phone_number_id: &str,
+    authorized: bool,
+    raw: Option<&Bytes>,
+    log: &mut LogFields,
+) -> Answer {
+    if !authorized {
+        return graph_error(
+            log,
+            190,
+            "(#190) Invalid OAuth access token - the request needs an Authorization: Bearer <token> header",
+        );
+    }
+    if method == Method::GET {
+        let keys = state.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        let data = match keys.get(phone_number_id) {
+            Some(pem) => {
+                json!([{ "business_public_key": pem, "business_public_key_signature_status": "VALID" }])
+            }
+            None => json!([]),
+        };
+        return Answer::Reply(json_response(StatusCode::OK, &json!({ "data": data })));
+    }
+    let pem = raw.and_then(|b| {
+        url::form_urlencoded::parse(b)
+            .find(|(k, _)| k == "business_public_key")
+            .map(|(_, v)| v.into_owned())
+    });
+    match pem {
+        Some(pem) if is_rsa_2048_pem(&pem) => {
+            state
+                .keys
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(phone_number_id.to_owned(), pem);
+            Answer::Reply(json_response(StatusCode::OK, &json!({ "success": true })))
+        }
+        _ => graph_error(
+            log,
+            100,
+            "(#100) Invalid parameter: business_public_key must be a valid 2048-bit RSA public key in PEM format",
+        ),
+    }
+}
+
+fn is_rsa_2048_pem(pem: &str) -> bool {
+    rsa::PublicKey::from_public_key_pem(pem.trim()).is_ok_and(|k| k.size() == 256)
+}
+
+fn graph_error(log: &mut LogFields, code: u32, message: &str) -> Answer {
+    log.error_code = Some(code);
+    Answer::Reply(json_response(
+        errors::status_for(code),
+        &errors::envelope_with(code, message),
+    ))
+}
+
+fn is_version(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix('v') else {
+        return false;
+    };
+    let Some((major, minor)) = rest.split_once('.') else {
+        return false;
+    };
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    digits(major) && digits(minor)
+}
+
+fn has_bearer<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .is_some_and(|token| !token.trim().is_empty())
+}
+
+/// The body, or `None` when it could not be read (too large, connection error).
+async fn read_body(req: Request<Incoming>) -> Option<Bytes> {
+    Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .ok()
+        .map(|c| c.to_bytes())
+}
+
+/// The body as JSON, else as a string, else `null` when empty or unreadable.
+fn body_value(bytes: &Option<Bytes>) -> Value {
+    match bytes {
+        None => Value::Null,
+        Some(b) if b.is_empty() => Value::Null,
+        Some(b) => serde_json::from_slice(b)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned())),
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Resp {
+    bytes_response(
+        status,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
+}
+
+fn bytes_response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// A process-unique wamid: `wamid.` + base64 of (random per-process prefix, counter).
+pub(crate) fn next_wamid() -> String {
+    static PREFIX: OnceLock<[u8; 10]> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(rand::random);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut raw = [0u8; 18];
+    raw[..10].copy_from_slice(prefix);
+    raw[10..].copy_from_slice(&n.to_be_bytes());
+    format!(
+        "wamid.HBgL{}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert!(is_version("v21.0"));
+        assert!(is_version("v9.10"));
+        assert!(!is_version("21.0"));
+        assert!(!is_version("v21"));
+        assert!(!is_version("vx.0"));
+    }
+
+    #[test]
+    fn wamids_are_distinct() {
+        let a = next_wamid();
+        let b = next_wamid();
+        assert_ne!(a, b);
+        assert!(a.starts_with("wamid."));
+    }
+}

@@ -1,0 +1,517 @@
+//! Behaviour tests over a real sandbox on 127.0.0.1:0, driven with reqwest.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::*;
+
+const PUBLIC_KEY_2048: &str = "-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAxXl4UBjGAwzwCtVUnUcm
+CL+bX376t2CpbZauER9JrlI6oY34QUTRyoaTxrVFcwtKdF8rXkki8WgHiwBBpqib
+tQLJ1ysfk6d2pcHWRzQp+AoviTDDhUXknVw3KjFPQgr8wNMmWbs2b5G1NdeoeVRp
+bn1vYi25+CUbSfnrX6ziquh5jiE2tnlRg4l6TwijbjoPkSIMTMXwttITkU7FvINu
+dS9+DOuzGqWeOlxxvF9MoVgUkFTB1wHjsyr3c2bkegkHJ2cD31w1jcxHhoSiv4zQ
+K8G1ms8QsScLTD04NGeElrx0/Ni0TAM3aiqA4xXheruqkDXCJ+Wyc5cqkdLx94ik
+jQIDAQAB
+-----END PUBLIC KEY-----
+";
+
+const PUBLIC_KEY_1024: &str = "-----BEGIN PUBLIC KEY-----
+MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDWKBsi/b7LILh0wwRGne+2Vpvr
+3Vp/Lprb2Xj6zdWIrqHR6nFFTOJlotp/0nNrMDY1+ESul4f6LOUTrrlqznWUqKAY
+uWOiQzUe1yeO1X4q7/jvp+VWG0vaM6bEaPIkIAT/vTJgp5Fre/RJbT5Mq2qVDD90
+TD7ER1UXET5C0a6SzwIDAQAB
+-----END PUBLIC KEY-----
+";
+
+const TO: &str = "212610059159";
+
+fn interactive(to: &str, token: &str) -> Value {
+    json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "type": "interactive",
+        "interactive": {
+            "type": "flow",
+            "body": { "text": "Deux minutes pour nous répondre ?" },
+            "action": { "name": "flow", "parameters": {
+                "flow_message_version": "3",
+                "flow_token": token,
+                "flow_id": "1234567890123456",
+                "flow_cta": "Répondre",
+                "flow_action": "data_exchange"
+            } }
+        }
+    })
+}
+
+fn template(to: &str, token: Option<&str>) -> Value {
+    let mut action = json!({ "flow_action_data": { "title": "Votre avis" } });
+    if let Some(t) = token {
+        action["flow_token"] = json!(t);
+    }
+    json!({
+        "messaging_product": "whatsapp",
+        "to": to,
+        "type": "template",
+        "template": {
+            "name": "enquete_satisfaction_v1",
+            "language": { "code": "fr" },
+            "components": [
+                { "type": "body", "parameters": [{ "type": "text", "text": "Camille" }] },
+                { "type": "button", "sub_type": "flow", "index": "0",
+                  "parameters": [{ "type": "action", "action": action }] }
+            ]
+        }
+    })
+}
+
+async fn sandbox(failures: &[&str]) -> SandboxHandle {
+    start(SandboxOptions {
+        failures: failures.iter().map(|f| f.parse().unwrap()).collect(),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn messages_url(sb: &SandboxHandle) -> String {
+    format!("http://{}/v21.0/106540352242922/messages", sb.addr())
+}
+
+async fn send(sb: &SandboxHandle, body: &Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(messages_url(sb))
+        .bearer_auth("test-token")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn valid_interactive_message_gets_a_wamid_and_is_recorded() {
+    let sb = sandbox(&[]).await;
+    let (status, body) = send(&sb, &interactive(TO, "flow_tok1")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messaging_product"], "whatsapp");
+    assert_eq!(body["contacts"][0]["input"], TO);
+    assert_eq!(body["contacts"][0]["wa_id"], TO);
+    assert_eq!(body["messages"][0]["message_status"], "accepted");
+    let wamid = body["messages"][0]["id"].as_str().unwrap();
+    assert!(wamid.starts_with("wamid."));
+
+    let recs = sb.requests();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].wamid.as_deref(), Some(wamid));
+    assert_eq!(recs[0].to.as_deref(), Some(TO));
+    assert_eq!(recs[0].flow_token.as_deref(), Some("flow_tok1"));
+    assert_eq!(recs[0].phone_number_id.as_deref(), Some("106540352242922"));
+    assert_eq!(recs[0].status, Some(200));
+
+    let over_http: Vec<RecordedRequest> =
+        reqwest::get(format!("http://{}/_sandbox/requests", sb.addr()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(over_http, recs);
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn wamids_are_unique_across_200_requests() {
+    let sb = sandbox(&[]).await;
+    let client = reqwest::Client::new();
+    let url = messages_url(&sb);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let body: Value = client
+                .post(url)
+                .bearer_auth("t")
+                .json(&interactive(TO, &format!("flow_{i}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["messages"][0]["id"].as_str().unwrap().to_owned()
+        }));
+    }
+    let mut ids = HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap());
+    }
+    assert_eq!(ids.len(), 200);
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_messages_get_400_naming_the_field() {
+    let sb = sandbox(&[]).await;
+
+    let mut m = interactive(TO, "t");
+    m["interactive"]["action"]["parameters"]
+        .as_object_mut()
+        .unwrap()
+        .remove("flow_message_version");
+    let (status, body) = send(&sb, &m).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], 131008);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("interactive.action.parameters.flow_message_version"));
+
+    let mut m = interactive(TO, "t");
+    m["interactive"]["action"]["parameters"]["flow_action_payload"] = json!({ "screen": "Q1" });
+    let (status, body) = send(&sb, &m).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], 100);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("interactive.action.parameters.flow_action_payload"));
+
+    let (status, body) = send(&sb, &interactive("+212610059159", "t")).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("to must contain digits only"));
+    assert_eq!(body["error"]["type"], "OAuthException");
+
+    let resp = reqwest::Client::new()
+        .post(messages_url(&sb))
+        .bearer_auth("t")
+        .body("not json {")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], 100);
+
+    let recs = sb.requests();
+    assert_eq!(recs.len(), 4);
+    assert!(recs
+        .iter()
+        .all(|r| r.status == Some(400) && r.wamid.is_none()));
+    assert_eq!(recs[3].body, json!("not json {"));
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_bearer_is_401_code_190() {
+    let sb = sandbox(&[]).await;
+    for auth in [None, Some("Bearer "), Some("Basic abc")] {
+        let mut req = reqwest::Client::new()
+            .post(messages_url(&sb))
+            .json(&interactive(TO, "t"));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], 190);
+    }
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn failure_rule_answers_the_graph_envelope() {
+    let sb = sandbox(&["+212610059159=131026"]).await;
+    let (status, body) = send(&sb, &interactive(TO, "t")).await;
+    assert_eq!(status, 400);
+    let e = &body["error"];
+    assert_eq!(e["code"], 131026);
+    assert_eq!(e["message"], "(#131026) Message undeliverable");
+    assert_eq!(e["type"], "OAuthException");
+    assert_eq!(e["error_data"]["messaging_product"], "whatsapp");
+    assert!(e["error_data"]["details"].is_string());
+    assert!(e["fbtrace_id"].is_string());
+    assert_eq!(sb.requests()[0].error_code, Some(131026));
+    // Another recipient is unaffected.
+    assert_eq!(send(&sb, &interactive("33612345678", "t")).await.0, 200);
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn limited_rule_fails_n_times_then_succeeds() {
+    let sb = sandbox(&["212610059159=130429x2"]).await;
+    for _ in 0..2 {
+        let (status, body) = send(&sb, &interactive(TO, "t")).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["code"], 130429);
+    }
+    let (status, body) = send(&sb, &interactive(TO, "t")).await;
+    assert_eq!(status, 200, "{body}");
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn wildcard_http503_is_plain_text() {
+    let sb = sandbox(&["*=http503"]).await;
+    let resp = reqwest::Client::new()
+        .post(messages_url(&sb))
+        .bearer_auth("t")
+        .json(&interactive("33612345678", "t"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let text = resp.text().await.unwrap();
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn hang_never_answers_and_reset_closes() {
+    let sb = sandbox(&["212610059159=hang", "33612345678=reset"]).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = client
+        .post(messages_url(&sb))
+        .bearer_auth("t")
+        .json(&interactive(TO, "t"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    let err = client
+        .post(messages_url(&sb))
+        .bearer_auth("t")
+        .json(&interactive("33612345678", "t"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(!err.is_timeout(), "{err}");
+
+    let faults: Vec<_> = sb
+        .requests()
+        .into_iter()
+        .map(|r| (r.status, r.fault))
+        .collect();
+    assert_eq!(
+        faults,
+        [(None, Some("hang".into())), (None, Some("reset".into()))]
+    );
+    // Shutdown must not wait for the hanging request forever.
+    tokio::time::timeout(Duration::from_secs(3), sb.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn latency_is_applied() {
+    let sb = start(SandboxOptions {
+        latency: Duration::from_millis(300),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    let post = |body: Value| {
+        let req = client.post(messages_url(&sb)).bearer_auth("t").json(&body);
+        async move {
+            let started = Instant::now();
+            let status = req.send().await.unwrap().status().as_u16();
+            (status, started.elapsed())
+        }
+    };
+    // Two concurrent requests: both delayed, neither waiting for the other.
+    let started = Instant::now();
+    let (a, b) = tokio::join!(post(interactive(TO, "a")), post(interactive(TO, "b")));
+    let elapsed = started.elapsed();
+    assert_eq!((a.0, b.0), (200, 200));
+    assert!(a.1 >= Duration::from_millis(300), "{a:?}");
+    assert!(b.1 >= Duration::from_millis(300), "{b:?}");
+    assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn key_upload_then_get_returns_the_same_pem() {
+    let sb = sandbox(&[]).await;
+    let url = format!(
+        "http://{}/v21.0/106540352242922/whatsapp_business_encryption",
+        sb.addr()
+    );
+    let client = reqwest::Client::new();
+
+    let none: Value = client
+        .get(&url)
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none, json!({ "data": [] }));
+
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("business_public_key", PUBLIC_KEY_2048)
+        .finish();
+    let resp = client
+        .post(&url)
+        .bearer_auth("t")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({ "success": true })
+    );
+
+    let got: Value = client
+        .get(&url)
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["data"][0]["business_public_key"], PUBLIC_KEY_2048);
+    assert_eq!(
+        got["data"][0]["business_public_key_signature_status"],
+        "VALID"
+    );
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn invalid_key_is_400_code_100() {
+    let sb = sandbox(&[]).await;
+    let url = format!(
+        "http://{}/v21.0/106540352242922/whatsapp_business_encryption",
+        sb.addr()
+    );
+    for key in [PUBLIC_KEY_1024, "not a key", ""] {
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("business_public_key", key)
+            .finish();
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth("t")
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], 100);
+        assert_eq!(
+            body["error"]["message"],
+            "(#100) Invalid parameter: business_public_key must be a valid 2048-bit RSA public key in PEM format"
+        );
+    }
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn record_file_has_one_line_per_request_after_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("requests.ndjson");
+    let sb = start(SandboxOptions {
+        record: Some(path.clone()),
+        failures: vec!["33612345678=131026".parse().unwrap()],
+        probe: Some(Arc::new(|body: &Value| json!({ "seen": body["to"] }))),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    for i in 0..20 {
+        send(&sb, &interactive(TO, &format!("flow_{i}"))).await;
+    }
+    send(&sb, &interactive("33612345678", "flow_x")).await;
+    let resp = reqwest::get(format!("http://{}/v21.0/1/nope", sb.addr()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], 100);
+    sb.shutdown().await.unwrap();
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 22);
+    assert_eq!(lines[0]["flow_token"], "flow_0");
+    assert_eq!(lines[0]["status"], 200);
+    assert!(lines[0]["wamid"].as_str().unwrap().starts_with("wamid."));
+    assert_eq!(lines[0]["probe"], json!({ "seen": TO }));
+    assert_eq!(lines[0]["method"], "POST");
+    assert!(lines[0]["at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(lines[20]["error_code"], 131026);
+    assert_eq!(lines[20]["wamid"], Value::Null);
+    assert_eq!(lines[21]["status"], 404);
+}
+
+#[tokio::test]
+async fn template_messages_are_validated() {
+    let sb = sandbox(&[]).await;
+    let (status, body) = send(&sb, &template(TO, Some("flow_t1"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sb.requests()[0].flow_token.as_deref(), Some("flow_t1"));
+
+    let (status, body) = send(&sb, &template(TO, None)).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], 131008);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("template.components[1].parameters[0].action.flow_token"));
+
+    let mut m = template(TO, Some("t"));
+    m["template"]["components"][1]["index"] = json!(0);
+    let (status, body) = send(&sb, &m).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("template.components[1].index"));
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn healthz_and_unknown_routes() {
+    let sb = sandbox(&[]).await;
+    let ok = reqwest::get(format!("http://{}/healthz", sb.addr()))
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let resp = reqwest::get(format!("http://{}/whatever", sb.addr()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], 100);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Unsupported request"));
+    sb.shutdown().await.unwrap();
+}
