@@ -745,7 +745,6 @@ fn dry_count(
         }
     }
     settle(&mut chunk)?;
-    drop(settle);
     Ok((stats, would_send))
 }
 
