@@ -230,7 +230,7 @@ impl Progress {
                             bar.set_length(total);
                         }
                         bar.set_position(stats.done());
-                        bar.set_message(line.counts);
+                        bar.set_message(format!("{} | {}", line.counts, line.rate));
                     }
                     None => eprintln!("progress: {}", line.full()),
                 }
@@ -244,12 +244,13 @@ impl Progress {
 
 struct StatusLine {
     counts: String,
+    rate: String,
     tail: String,
 }
 
 impl StatusLine {
     fn full(&self) -> String {
-        format!("{} {}", self.counts, self.tail)
+        format!("{} | {} {}", self.counts, self.rate, self.tail)
     }
 }
 
@@ -278,6 +279,7 @@ fn status_line(stats: &Stats, elapsed: Duration, pacer_rate: f64) -> StatusLine 
             stats.invalid.load(Relaxed),
             stats.unknown.load(Relaxed),
         ),
-        tail: format!("| {of} rows | {rate:.1} msg/s (pacing at {pacer_rate:.0}/s) | ETA {eta}"),
+        rate: format!("{rate:.1} msg/s (pacing at {pacer_rate:.0}/s)"),
+        tail: format!("| {of} rows | ETA {eta}"),
     }
 }
