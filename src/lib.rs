@@ -7,9 +7,12 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod crypto;
+pub mod flow_json;
 pub mod graph;
 pub mod phone;
 pub mod sandbox;
+pub mod server;
 pub mod store;
 pub mod time;
 pub mod token;

@@ -1,7 +1,7 @@
 //! The `flowctl` binary: parse, set up logging, dispatch, map errors to exit codes.
 
 use clap::Parser;
-use flowctl::cli::{Cli, Command, LogFormat};
+use flowctl::cli::{Cli, Command, KeysCommand, LogFormat};
 use flowctl::commands::{self, exit};
 
 fn main() {
@@ -20,6 +20,9 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Keygen(args) = &cli.command {
+        return commands::keys::run_keygen(args);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -28,6 +31,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         match cli.command {
             Command::Send(args) => commands::send::run(&db, args).await,
             Command::Bulk(args) => commands::bulk::run(&db, args).await,
+            Command::Serve(args) => commands::serve::run(&db, args).await,
+            Command::Keys(KeysCommand::Upload(args)) => commands::keys::run_upload(&args).await,
+            Command::Keys(KeysCommand::Check(args)) => commands::keys::run_check(&args).await,
             other => Err(
                 commands::UsageError(format!("{other:?} is not available in this build")).into(),
             ),
@@ -44,6 +50,7 @@ fn init_tracing(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),

@@ -1,7 +1,10 @@
 //! The commands. Each orchestrates store, Graph API client and server; none holds SQL or HTTP.
 
 pub mod bulk;
+pub mod keygen;
+pub mod keys;
 pub mod send;
+pub mod serve;
 
 /// Exit codes of the spec.
 pub mod exit {

@@ -8,6 +8,7 @@
 //! Queries are grouped by area in submodules, each adding an `impl Store` block.
 
 mod bulk;
+mod flow;
 mod schema;
 mod shared;
 mod tokens;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use bulk::{BulkMember, BulkOutcome, Issued};
+pub use flow::{Completion, CompletionInput, StoredResponse};
 pub use shared::SharedStore;
 pub use tokens::{Failure, NewToken, Origin, SendState, TokenRecord};
 

@@ -1,0 +1,164 @@
+//! `flowctl keygen`: creates the data endpoint's RSA-2048 key pair on disk.
+
+use std::fs::Permissions;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+
+use crate::crypto::PrivateKey;
+
+/// Mode of the private key file: owner read/write only, from the moment it exists.
+const PRIVATE_MODE: u32 = 0o600;
+/// Mode of the public key file.
+const PUBLIC_MODE: u32 = 0o644;
+
+/// Generates an RSA-2048 key pair, writes the private key to `out` (unencrypted PKCS#8 PEM,
+/// mode 0600) and the public key to `<out>.pub` (SubjectPublicKeyInfo PEM, mode 0644), and
+/// returns the public PEM for the caller to print or upload.
+///
+/// Each file is written to a temporary file in the same directory, synced, then renamed, so a
+/// crash never leaves a partial key. Existing files are kept unless `force` is set.
+pub fn keygen(out: &Path, force: bool) -> anyhow::Result<String> {
+    let pub_path = public_path(out);
+    if !force {
+        for path in [out, pub_path.as_path()] {
+            if path.exists() {
+                bail!(
+                    "{} already exists; pass --force to overwrite it",
+                    path.display()
+                );
+            }
+        }
+    }
+    let (key, private_pem) = PrivateKey::generate().context("generating the RSA-2048 key")?;
+    let public_pem = key.public_key_pem();
+    write_atomic(out, private_pem.as_bytes(), PRIVATE_MODE, force)?;
+    write_atomic(&pub_path, public_pem.as_bytes(), PUBLIC_MODE, force)?;
+    Ok(public_pem)
+}
+
+/// `<out>.pub`, next to the private key.
+pub fn public_path(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: bool) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // The temporary file is created with `mode` (tempfile passes it to open(2)), so the
+    // private key is never readable by others, not even between create and chmod.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".flowctl-key-")
+        .permissions(Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    // The umask may have narrowed the mode at creation; set it exactly (never wider than
+    // `mode`, so this cannot expose the private key).
+    tmp.as_file()
+        .set_permissions(Permissions::from_mode(mode))
+        .with_context(|| format!("setting permissions on {}", tmp.path().display()))?;
+    tmp.write_all(contents)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    if overwrite {
+        tmp.persist(path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("writing {}", path.display()))?;
+    } else {
+        // No-clobber rename: a file created meanwhile by someone else is not replaced.
+        tmp.persist_noclobber(path).map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow::anyhow!(
+                    "{} already exists; pass --force to overwrite it",
+                    path.display()
+                )
+            } else {
+                anyhow::Error::new(e.error).context(format!("writing {}", path.display()))
+            }
+        })?;
+    }
+    // Make the rename durable; a failure here is not worth failing the command for.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt as _;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().mode() & 0o777
+    }
+
+    #[test]
+    fn keygen_writes_owner_only_private_key_and_public_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("private.pem");
+        let public = keygen(&out, false).unwrap();
+        assert_eq!(mode(&out), 0o600);
+        assert_eq!(mode(&public_path(&out)), 0o644);
+        assert!(public.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        assert_eq!(std::fs::read_to_string(public_path(&out)).unwrap(), public);
+
+        let key = PrivateKey::from_pem(&std::fs::read_to_string(&out).unwrap(), None).unwrap();
+        assert_eq!(key.modulus_bits(), 2048);
+        assert!(key.matches_public_pem(&public));
+        // Only the two key files remain (no temporary leftovers).
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn keygen_refuses_to_overwrite_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("private.pem");
+        std::fs::write(&out, "keep me").unwrap();
+        let err = keygen(&out, false).unwrap_err().to_string();
+        assert!(
+            err.contains("private.pem") && err.contains("--force"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep me");
+        assert!(!public_path(&out).exists());
+
+        // An existing public key alone is protected too.
+        let out2 = dir.path().join("other.pem");
+        std::fs::write(public_path(&out2), "keep").unwrap();
+        let err = keygen(&out2, false).unwrap_err().to_string();
+        assert!(
+            err.contains("other.pem.pub") && err.contains("--force"),
+            "{err}"
+        );
+        assert!(!out2.exists());
+    }
+
+    #[test]
+    fn keygen_force_replaces_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("private.pem");
+        let first = keygen(&out, false).unwrap();
+        std::fs::set_permissions(&out, Permissions::from_mode(0o644)).unwrap();
+        let second = keygen(&out, true).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(mode(&out), 0o600);
+        let key = PrivateKey::from_pem(&std::fs::read_to_string(&out).unwrap(), None).unwrap();
+        assert!(key.matches_public_pem(&second));
+        assert_eq!(std::fs::read_to_string(public_path(&out)).unwrap(), second);
+    }
+
+    #[test]
+    fn keygen_names_a_missing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("no-such-dir/private.pem");
+        let err = format!("{:#}", keygen(&out, false).unwrap_err());
+        assert!(err.contains("no-such-dir"), "{err}");
+    }
+}

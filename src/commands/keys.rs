@@ -1,0 +1,80 @@
+//! `flowctl keygen`, `flowctl keys upload` and `flowctl keys check`.
+
+use super::{exit, UsageError};
+use crate::cli::{KeygenArgs, KeysArgs};
+use crate::graph::GraphClient;
+
+/// `flowctl keygen`: writes the key pair and prints the public key.
+pub fn run_keygen(args: &KeygenArgs) -> anyhow::Result<i32> {
+    for path in [args.out.clone(), super::keygen::public_path(&args.out)] {
+        if path.exists() && !args.force {
+            return Err(UsageError(format!(
+                "{} already exists; pass --force to overwrite it",
+                path.display()
+            ))
+            .into());
+        }
+    }
+    let public = super::keygen::keygen(&args.out, args.force)?;
+    print!("{public}");
+    eprintln!(
+        "flowctl: private key written to {} (mode 0600), public key to {}. Next: flowctl keys upload --private-key-file {}",
+        args.out.display(),
+        super::keygen::public_path(&args.out).display(),
+        args.out.display()
+    );
+    Ok(exit::OK)
+}
+
+fn client(args: &KeysArgs) -> anyhow::Result<(GraphClient, crate::crypto::PrivateKey)> {
+    let key = super::serve::load_private_key(args.private_key_file.as_deref())?;
+    Ok((GraphClient::new(args.graph.resolve()?)?, key))
+}
+
+/// `flowctl keys upload`: registers the local key's public half.
+pub async fn run_upload(args: &KeysArgs) -> anyhow::Result<i32> {
+    let (graph, key) = client(args)?;
+    graph.upload_public_key(&key.public_key_pem()).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "uploaded": true,
+            "phoneNumberId": graph.settings().phone_number_id,
+            "fingerprint": key.public_key_fingerprint(),
+        })
+    );
+    Ok(exit::OK)
+}
+
+/// `flowctl keys check`: compares the registered key with the local one. Exit 1 on a
+/// mismatch or when none is registered (the usual cause of endless 421s).
+pub async fn run_check(args: &KeysArgs) -> anyhow::Result<i32> {
+    let (graph, key) = client(args)?;
+    let registered = graph.registered_public_key().await?;
+    let (matches, status) = match &registered {
+        Some(r) => (key.matches_public_pem(&r.pem), r.signature_status.clone()),
+        None => (false, None),
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "registered": registered.is_some(),
+            "matches": matches,
+            "signatureStatus": status,
+            "localFingerprint": key.public_key_fingerprint(),
+        })
+    );
+    if registered.is_none() {
+        eprintln!(
+            "flowctl: no public key is registered for this number; run `flowctl keys upload`"
+        );
+        return Ok(exit::FAILED);
+    }
+    if !matches {
+        eprintln!(
+            "flowctl: the registered public key does not match the local private key; WhatsApp clients will get 421 until you run `flowctl keys upload`"
+        );
+        return Ok(exit::FAILED);
+    }
+    Ok(exit::OK)
+}

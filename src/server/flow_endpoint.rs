@@ -1,0 +1,325 @@
+//! `POST /api/flow`: the encrypted Flow data endpoint.
+//!
+//! Order of checks, each with its status (and nothing else ever answered):
+//! 413 body over the limit → 432 bad or missing signature (raw bytes, before anything else)
+//! → 400 body not the encrypted envelope → 421 cannot be decrypted → 400 decrypted payload
+//! not a request → 200 ping / error notification acknowledged → 427 unknown, expired or
+//! completed token → 200 next screen or SUCCESS.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::http::{self, Resp};
+use super::AppState;
+use crate::crypto::{self, Decrypted, EncryptedRequest, ResponseKey};
+use crate::store::{Completion, CompletionInput, TokenRecord};
+
+/// The decrypted request (data_api_version 3.0).
+#[derive(Debug, Deserialize)]
+struct FlowRequest {
+    #[allow(dead_code)]
+    version: Option<String>,
+    action: String,
+    screen: Option<String>,
+    data: Option<Map<String, Value>>,
+    flow_token: Option<String>,
+}
+
+/// What the endpoint answers, before encryption.
+#[derive(Debug, PartialEq)]
+enum Reply {
+    /// 200 or 427 with an encrypted JSON body.
+    Encrypted(StatusCode, Value),
+    /// Any other status, with a short plain body.
+    Plain(StatusCode, &'static str),
+}
+
+/// Handles one request to the data endpoint.
+pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Resp {
+    let signature = req
+        .headers()
+        .get(crypto::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = match tokio::time::timeout(
+        state.limits.body_timeout,
+        http::read_body(req, state.limits.max_body),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(http::BodyError::TooLarge)) => {
+            return http::text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        }
+        Ok(Err(http::BodyError::Read(_))) | Err(_) => {
+            return http::text(StatusCode::BAD_REQUEST, "incomplete request body")
+        }
+    };
+    if !state.app_secrets.is_empty() {
+        if let Err(e) = crypto::verify_signature(&state.secret_bytes(), &body, signature.as_deref())
+        {
+            state.metrics.inc(
+                "flowctl_signature_failures_total",
+                "route=\"/api/flow\"".into(),
+            );
+            tracing::warn!(reason = %e, "data endpoint: signature refused");
+            return http::text(
+                StatusCode::from_u16(432).unwrap_or(StatusCode::FORBIDDEN),
+                "invalid signature",
+            );
+        }
+    }
+    let envelope = match EncryptedRequest::from_json(&body) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(reason = %e, "data endpoint: not an encrypted envelope");
+            return http::text(
+                StatusCode::BAD_REQUEST,
+                "body is not an encrypted Flow request",
+            );
+        }
+    };
+    let decrypted = match decrypt(state, envelope).await {
+        Ok(d) => d,
+        Err(stage) => {
+            state.metrics.inc(
+                "flowctl_decrypt_failures_total",
+                format!("stage=\"{stage}\""),
+            );
+            tracing::warn!(stage, "data endpoint: cannot decrypt");
+            return http::text(StatusCode::MISDIRECTED_REQUEST, "cannot decrypt request");
+        }
+    };
+    let reply = match serde_json::from_slice::<FlowRequest>(&decrypted.plaintext) {
+        Ok(request) => answer(state, request).await,
+        Err(_) => Reply::Plain(
+            StatusCode::BAD_REQUEST,
+            "decrypted payload is not a Flow request",
+        ),
+    };
+    render(&decrypted.key, reply)
+}
+
+/// Runs the RSA work on the blocking pool, at most one operation per core at a time.
+async fn decrypt(
+    state: &Arc<AppState>,
+    envelope: EncryptedRequest,
+) -> Result<Decrypted, &'static str> {
+    let Some(key) = state.key.clone() else {
+        return Err("no_private_key");
+    };
+    let _slot = state
+        .rsa_slots
+        .acquire()
+        .await
+        .map_err(|_| "shutting_down")?;
+    tokio::task::spawn_blocking(move || {
+        crypto::decrypt_request(&key, &envelope).map_err(|e| e.stage())
+    })
+    .await
+    .unwrap_or(Err("task_failed"))
+}
+
+fn render(key: &ResponseKey, reply: Reply) -> Resp {
+    match reply {
+        Reply::Encrypted(status, value) => http::with_body(
+            status,
+            "text/plain",
+            crypto::encrypt_response(key, value.to_string().as_bytes()),
+        ),
+        Reply::Plain(status, text) => http::text(status, text),
+    }
+}
+
+fn token_invalid(message: &str) -> Reply {
+    Reply::Encrypted(
+        StatusCode::from_u16(427).unwrap_or(StatusCode::BAD_REQUEST),
+        json!({ "error_msg": message }),
+    )
+}
+
+/// The database failed: 500, so the client may retry; never 427, which would disable the
+/// Flow in the user's chat for good.
+fn unavailable() -> Reply {
+    Reply::Plain(StatusCode::INTERNAL_SERVER_ERROR, "temporarily unavailable")
+}
+
+async fn answer(state: &Arc<AppState>, req: FlowRequest) -> Reply {
+    if req.action == "ping" {
+        return Reply::Encrypted(StatusCode::OK, json!({"data": {"status": "active"}}));
+    }
+    if let Some(data) = req
+        .data
+        .as_ref()
+        .filter(|d| d.contains_key("error") || d.contains_key("error_key"))
+    {
+        let detail = json!({ "action": req.action, "screen": req.screen, "data": data });
+        let token = req.flow_token.clone();
+        if let Err(e) = state
+            .store
+            .call(move |s| s.record_event("error_notification", token.as_deref(), None, &detail))
+            .await
+        {
+            tracing::error!(error = %e, "cannot store an error notification");
+        }
+        state
+            .metrics
+            .inc("flowctl_error_notifications_total", String::new());
+        return Reply::Encrypted(StatusCode::OK, json!({"data": {"acknowledged": true}}));
+    }
+    let Some(token) = req.flow_token.clone().filter(|t| !t.is_empty()) else {
+        return Reply::Plain(StatusCode::BAD_REQUEST, "flow_token missing");
+    };
+    let lookup = token.clone();
+    let record = match state.store.call(move |s| s.find_token(&lookup)).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return token_invalid("This link is not valid."),
+        Err(e) => {
+            tracing::error!(error = %e, "data endpoint: store unavailable");
+            return unavailable();
+        }
+    };
+    if record.completed_at.is_some() {
+        return token_invalid("This form was already completed. Thank you!");
+    }
+    if record.is_expired(&crate::time::now()) {
+        return token_invalid("This form has expired.");
+    }
+    match req.action.as_str() {
+        "INIT" => first_screen(state, &record),
+        "BACK" => {
+            let previous = req.screen.as_deref().and_then(|s| {
+                state
+                    .flow
+                    .as_ref()
+                    .and_then(|f| f.previous_screen(s))
+                    .map(|p| p.id.clone())
+            });
+            match previous {
+                Some(id) => screen_reply(state, &id, &record),
+                None => first_screen(state, &record),
+            }
+        }
+        "data_exchange" => submit(state, record, req.screen, req.data.unwrap_or_default()).await,
+        _ => Reply::Plain(StatusCode::BAD_REQUEST, "unknown action"),
+    }
+}
+
+fn first_screen(state: &AppState, record: &TokenRecord) -> Reply {
+    let id = match (&state.flow, &state.first_screen) {
+        (Some(f), _) => f.entry_screen().id.clone(),
+        (None, Some(s)) => s.clone(),
+        (None, None) => {
+            tracing::error!("INIT received but neither --flow-json nor FLOW_SCREEN says which screen comes first");
+            return Reply::Plain(StatusCode::BAD_REQUEST, "no first screen configured");
+        }
+    };
+    screen_reply(state, &id, record)
+}
+
+fn screen_reply(state: &AppState, id: &str, record: &TokenRecord) -> Reply {
+    let personal = personal_data(record);
+    let data = match state.flow.as_ref().and_then(|f| f.screen(id)) {
+        Some(screen) => screen.data_for(Some(&personal)),
+        None => personal,
+    };
+    Reply::Encrypted(StatusCode::OK, json!({ "screen": id, "data": data }))
+}
+
+/// The recipient's initial data, plus their name, for the screens' `${data.…}` references.
+fn personal_data(record: &TokenRecord) -> Map<String, Value> {
+    let mut data = record.initial_data.clone().unwrap_or_default();
+    if let Some(name) = &record.customer_name {
+        data.entry("customer_name")
+            .or_insert_with(|| Value::String(name.clone()));
+    }
+    data
+}
+
+async fn submit(
+    state: &Arc<AppState>,
+    record: TokenRecord,
+    screen: Option<String>,
+    data: Map<String, Value>,
+) -> Reply {
+    let next = match (&state.flow, screen.as_deref()) {
+        (Some(flow), Some(current)) => match flow.next_screen(current, &data) {
+            Ok(next) => next.map(|s| s.id.clone()),
+            Err(_) => {
+                return Reply::Plain(
+                    StatusCode::BAD_REQUEST,
+                    "screen not in the Flow's routing model",
+                )
+            }
+        },
+        (Some(_), None) => {
+            return Reply::Plain(StatusCode::BAD_REQUEST, "data_exchange without screen")
+        }
+        (None, _) => None,
+    };
+    let token = record.token.clone();
+    let merged = match state
+        .store
+        .call(move |s| s.merge_screen_answers(&token, screen.as_deref(), &data))
+        .await
+    {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "data endpoint: cannot store answers");
+            return unavailable();
+        }
+    };
+    if let Some(id) = next {
+        return screen_reply(state, &id, &record);
+    }
+    complete(state, record, merged).await
+}
+
+async fn complete(
+    state: &Arc<AppState>,
+    record: TokenRecord,
+    answers: Map<String, Value>,
+) -> Reply {
+    let token = record.token.clone();
+    let stored_answers = answers.clone();
+    let outcome = state
+        .store
+        .call(move |s| {
+            s.complete(&CompletionInput {
+                token: &token,
+                answers: &stored_answers,
+                source: "endpoint",
+                sender: None,
+                event_id: None,
+                completed_at: &crate::time::now(),
+            })
+        })
+        .await;
+    match outcome {
+        Ok(Completion::Stored(_)) => {
+            state
+                .metrics
+                .inc("flowctl_completions_total", "source=\"endpoint\"".into());
+            let mut params = Map::new();
+            params.insert("flow_token".into(), Value::String(record.token.clone()));
+            for (k, v) in answers {
+                params.entry(k).or_insert(v);
+            }
+            Reply::Encrypted(
+                StatusCode::OK,
+                json!({ "screen": "SUCCESS", "data": { "extension_message_response": { "params": params } } }),
+            )
+        }
+        Ok(Completion::AlreadyCompleted) | Ok(Completion::UnknownToken) => {
+            token_invalid("This form was already completed. Thank you!")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "data endpoint: cannot store the completion");
+            unavailable()
+        }
+    }
+}

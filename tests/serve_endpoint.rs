@@ -1,0 +1,381 @@
+//! End-to-end tests of `POST /api/flow` over the real binary, acting as the WhatsApp client.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+#[tokio::test]
+async fn ping_answers_active() {
+    let env = Env::new();
+    let server = env.serve(&[]);
+    let a = FlowClient::new(&server.url)
+        .call(&json!({"version": "3.0", "action": "ping"}))
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json, Some(json!({"data": {"status": "active"}})));
+}
+
+#[tokio::test]
+async fn init_answers_the_first_screen_with_the_recipients_data() {
+    let env = Env::new();
+    let token = issue_token(
+        &env.db(),
+        "+212610059159",
+        Some("Ahmed"),
+        Some(json!({"city": "Rabat"})),
+        DAY,
+    );
+    let flow = survey_flow();
+    let server = env.serve(&["--flow-json", flow.to_str().unwrap()]);
+    let a = FlowClient::new(&server.url)
+        .call(&json!({"version": "3.0", "action": "INIT", "flow_token": token}))
+        .await;
+    assert_eq!(a.status, 200, "{}", server.stderr());
+    let j = a.json.unwrap();
+    assert_eq!(j["screen"], "ACCUEIL_SERVICE");
+    assert_eq!(j["data"]["customer_name"], "Ahmed");
+    assert_eq!(j["data"]["notes"][0]["id"], "5_etoiles");
+}
+
+#[tokio::test]
+async fn a_multi_screen_survey_completes_joined_to_the_phone() {
+    let env = Env::new();
+    let token = issue_token(&env.db(), "+212610059159", Some("Ahmed"), None, DAY);
+    let flow = survey_flow();
+    let server = env.serve(&["--flow-json", flow.to_str().unwrap()]);
+    let c = FlowClient::new(&server.url);
+    let step = |screen: &str, data: serde_json::Value| json!({"version": "3.0", "action": "data_exchange", "screen": screen, "data": data, "flow_token": token});
+    let a = c
+        .call(&step(
+            "ACCUEIL_SERVICE",
+            json!({"q1_accueil": "5_etoiles", "q2_delai": "4_etoiles"}),
+        ))
+        .await;
+    assert_eq!(a.json.unwrap()["screen"], "QUALITE_PRIX");
+    let a = c
+        .call(&step(
+            "QUALITE_PRIX",
+            json!({"q3_qualite": "5_etoiles", "q4_prix": "3_etoiles"}),
+        ))
+        .await;
+    assert_eq!(a.json.unwrap()["screen"], "RECOMMANDATION");
+    // Back from the last screen shows the previous one.
+    let back = c.call(&json!({"version": "3.0", "action": "BACK", "screen": "RECOMMANDATION", "flow_token": token})).await;
+    assert_eq!(back.json.unwrap()["screen"], "QUALITE_PRIX");
+    let a = c
+        .call(&step(
+            "RECOMMANDATION",
+            json!({"q5_recommandation": "5_etoiles", "commentaire": "Très bien ⭐"}),
+        ))
+        .await;
+    assert_eq!(a.status, 200);
+    let j = a.json.unwrap();
+    assert_eq!(j["screen"], "SUCCESS");
+    let params = &j["data"]["extension_message_response"]["params"];
+    assert_eq!(params["flow_token"], token.as_str());
+
+    let store = flowctl::store::Store::open(&env.db()).unwrap();
+    let responses = store.responses_for_token(&token).unwrap();
+    assert_eq!(responses.len(), 1);
+    let r = &responses[0];
+    assert_eq!(r.phone.as_deref(), Some("+212610059159"));
+    assert_eq!(r.customer_name.as_deref(), Some("Ahmed"));
+    assert_eq!(r.source, "endpoint");
+    assert_eq!(r.answers["q1_accueil"], "5_etoiles");
+    assert_eq!(r.answers["q4_prix"], "3_etoiles");
+    assert_eq!(r.answers["commentaire"], "Très bien ⭐");
+    assert!(store
+        .find_token(&token)
+        .unwrap()
+        .unwrap()
+        .completed_at
+        .is_some());
+
+    // A new request for the completed token is 427.
+    let again = c
+        .call(&step("ACCUEIL_SERVICE", json!({"q1_accueil": "1_etoile"})))
+        .await;
+    assert_eq!(again.status, 427);
+    assert!(again.json.unwrap()["error_msg"].is_string());
+}
+
+#[tokio::test]
+async fn without_flow_json_a_data_exchange_completes() {
+    let env = Env::new();
+    let token = issue_token(&env.db(), "+33612345678", None, None, DAY);
+    let server = env.serve(&[]);
+    let a = FlowClient::new(&server.url)
+        .call(&json!({"version": "3.0", "action": "data_exchange", "screen": "Q1", "data": {"q1": "oui"}, "flow_token": token}))
+        .await;
+    assert_eq!(a.json.unwrap()["screen"], "SUCCESS");
+}
+
+#[tokio::test]
+async fn a_replayed_completion_creates_nothing_new() {
+    let env = Env::new();
+    let token = issue_token(&env.db(), "+33612345678", None, None, DAY);
+    let server = env.serve(&[]);
+    let c = FlowClient::new(&server.url);
+    let (body, key) = c.encrypt(&json!({"version": "3.0", "action": "data_exchange", "screen": "Q1", "data": {"q1": "oui"}, "flow_token": token}));
+    let first = c.send_encrypted(body.clone(), &key).await;
+    assert_eq!(first.status, 200);
+    let replay = c.send_encrypted(body, &key).await;
+    assert!(
+        replay.status == 427 || replay.status == 200,
+        "{}",
+        replay.status
+    );
+    let store = flowctl::store::Store::open(&env.db()).unwrap();
+    assert_eq!(store.responses_for_token(&token).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_and_expired_tokens_get_427() {
+    let env = Env::new();
+    let expired = issue_token(
+        &env.db(),
+        "+33612345678",
+        None,
+        None,
+        Duration::from_secs(0),
+    );
+    let server = env.serve(&[]);
+    let c = FlowClient::new(&server.url);
+    for token in ["flow_unknown", expired.as_str()] {
+        let a = c
+            .call(&json!({"version": "3.0", "action": "INIT", "flow_token": token}))
+            .await;
+        assert_eq!(a.status, 427, "{token}");
+        assert!(
+            a.json.unwrap()["error_msg"].is_string(),
+            "427 body is encrypted JSON"
+        );
+    }
+}
+
+#[tokio::test]
+async fn error_notifications_are_acknowledged_and_stored() {
+    let env = Env::new();
+    let token = issue_token(&env.db(), "+33612345678", None, None, DAY);
+    let server = env.serve(&[]);
+    let a = FlowClient::new(&server.url)
+        .call(&json!({"version": "3.0", "action": "data_exchange", "screen": "Q3", "flow_token": token,
+                      "data": {"error": "payload-schema-error", "error_message": "Property 'x' expected number"}}))
+        .await;
+    assert_eq!(a.json, Some(json!({"data": {"acknowledged": true}})));
+    let store = flowctl::store::Store::open(&env.db()).unwrap();
+    let events = store.events("error_notification").unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0.as_deref(), Some(token.as_str()));
+    assert_eq!(events[0].1["data"]["error"], "payload-schema-error");
+    assert!(
+        store.responses_for_token(&token).unwrap().is_empty(),
+        "not a completion"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_documented_status() {
+    let env = Env::new();
+    let server = env.serve(&["--max-body", "4096"]);
+    let c = FlowClient::new(&server.url);
+    let sign = |b: &str| Some(flowctl::crypto::sign(APP_SECRET.as_bytes(), b.as_bytes()));
+
+    // 432: missing, wrong, and signed with another secret.
+    let (body, _) = c.encrypt(&json!({"version": "3.0", "action": "ping"}));
+    assert_eq!(c.post_raw(body.clone(), None).await.status().as_u16(), 432);
+    assert_eq!(
+        c.post_raw(body.clone(), Some("sha256=00".into()))
+            .await
+            .status()
+            .as_u16(),
+        432
+    );
+    let other = flowctl::crypto::sign(b"another-secret", body.as_bytes());
+    assert_eq!(
+        c.post_raw(body.clone(), Some(other))
+            .await
+            .status()
+            .as_u16(),
+        432
+    );
+
+    // 421: tampered ciphertext, wrong key.
+    let mut env_json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let data = env_json["encrypted_flow_data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let flipped = if data.starts_with('A') {
+        data.replacen('A', "B", 1)
+    } else {
+        format!("A{}", &data[1..])
+    };
+    env_json["encrypted_flow_data"] = json!(flipped);
+    let tampered = env_json.to_string();
+    assert_eq!(
+        c.post_raw(tampered.clone(), sign(&tampered))
+            .await
+            .status()
+            .as_u16(),
+        421
+    );
+    let v = vectors();
+    let wrong = v["negative_cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "wrong_rsa_key")
+        .unwrap();
+    let wrong_body = wrong["request_body_raw"].as_str().unwrap();
+    assert_eq!(
+        c.post_raw(wrong_body.to_string(), sign(wrong_body))
+            .await
+            .status()
+            .as_u16(),
+        421
+    );
+
+    // 400: not the envelope; decrypts to something that is not a Flow request.
+    let junk = r#"{"hello":"world"}"#;
+    assert_eq!(c.post_raw(junk, sign(junk)).await.status().as_u16(), 400);
+    let (not_request, _) = c.encrypt(&json!(["not", "an", "object"]));
+    assert_eq!(
+        c.post_raw(not_request.clone(), sign(&not_request))
+            .await
+            .status()
+            .as_u16(),
+        400
+    );
+
+    // 413: over --max-body.
+    let big = "x".repeat(5000);
+    assert_eq!(
+        c.post_raw(big.clone(), sign(&big)).await.status().as_u16(),
+        413
+    );
+
+    // The server is still up.
+    let a = c.call(&json!({"version": "3.0", "action": "ping"})).await;
+    assert_eq!(a.status, 200);
+}
+
+#[tokio::test]
+async fn the_vectors_are_answered_as_expected_over_http() {
+    // The vectors' requests are signed with their own app secret: run with it.
+    let env = Env::new();
+    let v = vectors();
+    let key = env.key_file();
+    let mut cmd = env.cmd();
+    cmd.env("APP_SECRET", v["app_secret"].as_str().unwrap())
+        .args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
+        .arg(key);
+    let server = Running::start(cmd);
+    let http = reqwest::Client::new();
+    let all = v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(v["negative_cases"].as_array().unwrap());
+    for case in all {
+        let resp = http
+            .post(format!("{}/api/flow", server.url))
+            .header(
+                "x-hub-signature-256",
+                case["x_hub_signature_256"].as_str().unwrap(),
+            )
+            .body(case["request_body_raw"].as_str().unwrap().to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let id = case["id"].as_str().unwrap();
+        match id {
+            "ping" => assert_eq!(status, 200, "{id}"),
+            // The vectors' tokens were never issued here: 427 (ping and error notifications excepted).
+            "error_notification" => assert_eq!(status, 200, "{id}"),
+            _ if case.get("expected_http_status").is_some() => {
+                assert_eq!(
+                    status,
+                    case["expected_http_status"].as_u64().unwrap() as u16,
+                    "{id}"
+                )
+            }
+            _ => assert_eq!(status, 427, "{id}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn refuses_to_start_without_app_secret_unless_allowed() {
+    let env = Env::new();
+    let key = env.key_file();
+    let mut c = env.cmd();
+    c.args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
+        .arg(&key);
+    let out = run(c, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("APP_SECRET"), "{}", stderr(&out));
+
+    let mut c = env.cmd();
+    c.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-unsigned",
+        "--private-key-file",
+    ])
+    .arg(&key);
+    let server = Running::start(c);
+    let client = FlowClient::new(&server.url);
+    let (body, key) = client.encrypt(&json!({"version": "3.0", "action": "ping"}));
+    let resp = client.post_raw(body, None).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let plain = flowctl::crypto::decrypt_response(&key, &resp.text().await.unwrap()).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&plain).unwrap(),
+        json!({"data": {"status": "active"}})
+    );
+}
+
+#[tokio::test]
+async fn healthz_and_graceful_shutdown() {
+    let env = Env::new();
+    let mut server = env.serve(&[]);
+    let r = reqwest::get(format!("{}/healthz", server.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    server.signal("TERM");
+    let status = server
+        .wait(Duration::from_secs(10))
+        .expect("serve stops on SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn logs_one_line_per_request_without_secrets_or_answers() {
+    let env = Env::new();
+    let token = issue_token(&env.db(), "+33612345678", None, None, DAY);
+    let server = env.serve(&[]);
+    let a = FlowClient::new(&server.url)
+        .call(&json!({"version": "3.0", "action": "data_exchange", "screen": "Q", "data": {"secret_answer": "zebra-42"}, "flow_token": token}))
+        .await;
+    assert_eq!(a.status, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = server.stderr();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("request")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("status=200") && lines[0].contains("/api/flow"),
+        "{log}"
+    );
+    for secret in ["zebra-42", APP_SECRET, token.as_str(), "BEGIN PRIVATE KEY"] {
+        assert!(!log.contains(secret), "log leaks {secret}: {log}");
+    }
+}

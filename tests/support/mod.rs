@@ -1,0 +1,325 @@
+//! Shared helpers of the end-to-end tests: run the real binary, start the sandbox and the
+//! server on free ports, act as the WhatsApp client of the data endpoint.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// App secret used by the tests' servers.
+pub const APP_SECRET: &str = "test-app-secret-5f1c";
+/// Access token given to commands that call the (sandboxed) Graph API.
+pub const ACCESS_TOKEN: &str = "EAAtest-access-token-9d2e";
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_flowctl")
+}
+
+/// A temporary working directory with its database.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path("flowctl.db")
+    }
+
+    /// `flowctl` with an empty environment but the database, run in the temp dir.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.current_dir(self.dir.path())
+            .env_clear()
+            .env("FLOWCTL_DB", self.db());
+        if let Ok(p) = std::env::var("PATH") {
+            c.env("PATH", p);
+        }
+        c
+    }
+
+    /// `flowctl` configured to send through the sandbox at `graph_url`.
+    pub fn graph_cmd(&self, graph_url: &str) -> Command {
+        let mut c = self.cmd();
+        c.env("WHATSAPP_ACCESS_TOKEN", ACCESS_TOKEN)
+            .env("PHONE_NUMBER_ID", "106540352242922")
+            .env("FLOW_ID", "1234567890123456")
+            .env("GRAPH_API_URL", graph_url)
+            .env("GRAPH_API_TIMEOUT", "5s");
+        c
+    }
+
+    /// Writes a file in the temp dir and returns its path.
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, content).expect("write");
+        p
+    }
+
+    /// Starts a sandbox with extra arguments.
+    pub fn sandbox(&self, args: &[&str]) -> Running {
+        let mut c = self.cmd();
+        c.args(["sandbox", "--listen", "127.0.0.1:0"]).args(args);
+        Running::start(c)
+    }
+
+    /// Writes the vectors' private key and returns its path.
+    pub fn key_file(&self) -> PathBuf {
+        self.write("private.pem", &test_private_key_pem())
+    }
+
+    /// Starts `serve` with the vectors' key and [`APP_SECRET`], plus extra arguments.
+    pub fn serve(&self, args: &[&str]) -> Running {
+        let key = self.key_file();
+        let mut c = self.cmd();
+        c.env("APP_SECRET", APP_SECRET)
+            .env("FLOWCTL_LOG", "info")
+            .args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
+            .arg(key)
+            .args(args);
+        Running::start(c)
+    }
+}
+
+/// A background `flowctl` process that printed `… listening on http://ADDR` first.
+pub struct Running {
+    pub child: Child,
+    pub url: String,
+    pub stderr: PathBuf,
+    _stderr_dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub fn start(mut c: Command) -> Running {
+        let errdir = tempfile::tempdir().expect("tempdir");
+        let stderr = errdir.path().join("stderr.log");
+        let errfile = std::fs::File::create(&stderr).expect("stderr file");
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(errfile)
+            .spawn()
+            .expect("spawn flowctl");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read first line");
+        let url = match line.split("listening on ").nth(1) {
+            Some(u) => u.trim().to_string(),
+            None => {
+                let _ = child.kill();
+                panic!(
+                    "process did not report its address; stdout: {line:?}; stderr: {}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+        };
+        Running {
+            child,
+            url,
+            stderr,
+            _stderr_dir: errdir,
+        }
+    }
+
+    /// What the process wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Sends a signal (e.g. "INT", "TERM") to the process.
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command to completion with a time limit.
+pub fn run(mut c: Command, limit: Duration) -> Output {
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let id = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(id.to_string())
+                .status();
+            panic!("command did not finish within {limit:?}");
+        }
+    }
+}
+
+/// stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The crypto vectors shipped in tests/vectors.
+pub fn vectors() -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/flow-endpoint.json");
+    serde_json::from_str(&std::fs::read_to_string(p).expect("vectors")).expect("vectors json")
+}
+
+/// The vectors' private key (PKCS#8 PEM).
+pub fn test_private_key_pem() -> String {
+    vectors()["keys"]["private_key_pkcs8_pem"]
+        .as_str()
+        .expect("pem")
+        .to_string()
+}
+
+/// The vectors' public key.
+pub fn test_public_key() -> flowctl::crypto::PublicKey {
+    flowctl::crypto::PublicKey::from_pem(vectors()["keys"]["public_key_pem"].as_str().expect("pem"))
+        .expect("pk")
+}
+
+/// Acts as the WhatsApp client of a data endpoint: encrypts, signs, posts, decrypts.
+pub struct FlowClient {
+    pub url: String,
+    pub secret: String,
+    pub key: flowctl::crypto::PublicKey,
+    pub http: reqwest::Client,
+}
+
+/// A data-endpoint answer: status, and the decrypted JSON for 200/427.
+#[derive(Debug)]
+pub struct FlowAnswer {
+    pub status: u16,
+    pub json: Option<Value>,
+    pub raw: String,
+}
+
+impl FlowClient {
+    pub fn new(server_url: &str) -> FlowClient {
+        FlowClient {
+            url: format!("{server_url}/api/flow"),
+            secret: APP_SECRET.to_string(),
+            key: test_public_key(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Encrypts `request` and returns the exact body bytes and the key to read the answer.
+    pub fn encrypt(&self, request: &Value) -> (String, flowctl::crypto::ResponseKey) {
+        let (env, key) =
+            flowctl::crypto::encrypt_request(&self.key, request.to_string().as_bytes());
+        (env.to_json(), key)
+    }
+
+    /// Posts a raw body with the given signature header (None: no header).
+    pub async fn post_raw(
+        &self,
+        body: impl Into<Vec<u8>>,
+        signature: Option<String>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(body.into());
+        if let Some(s) = signature {
+            req = req.header("x-hub-signature-256", s);
+        }
+        req.send().await.expect("post")
+    }
+
+    /// Encrypts, signs and posts `request`; decrypts the answer when it is encrypted.
+    pub async fn call(&self, request: &Value) -> FlowAnswer {
+        let (body, key) = self.encrypt(request);
+        self.send_encrypted(body, &key).await
+    }
+
+    /// Posts an already encrypted body (for replays) and decrypts the answer.
+    pub async fn send_encrypted(
+        &self,
+        body: String,
+        key: &flowctl::crypto::ResponseKey,
+    ) -> FlowAnswer {
+        let sig = flowctl::crypto::sign(self.secret.as_bytes(), body.as_bytes());
+        let resp = self.post_raw(body, Some(sig)).await;
+        let status = resp.status().as_u16();
+        let raw = resp.text().await.expect("body");
+        let json = flowctl::crypto::decrypt_response(key, &raw)
+            .ok()
+            .and_then(|p| serde_json::from_slice(&p).ok());
+        FlowAnswer { status, json, raw }
+    }
+}
+
+/// Issues a token directly in the store, as `send` would before sending.
+pub fn issue_token(
+    db: &Path,
+    phone: &str,
+    name: Option<&str>,
+    data: Option<Value>,
+    ttl: Duration,
+) -> String {
+    use flowctl::store::{NewToken, Origin, SendState, Store};
+    let mut store = Store::open(db).expect("open store");
+    let token = flowctl::token::FlowToken::generate();
+    let new = NewToken {
+        token: token.clone(),
+        phone: flowctl::phone::Phone::parse(phone, None).expect("phone"),
+        customer_name: name.map(str::to_string),
+        campaign: "test".into(),
+        origin: Origin::Send,
+        initial_data: data.and_then(|d| d.as_object().cloned()),
+        ttl,
+    };
+    store.insert_token(&new, SendState::Sent).expect("insert");
+    token.as_str().to_string()
+}
+
+/// Path of the example survey Flow JSON.
+pub fn survey_flow() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/survey_flow.json")
+}
