@@ -22,7 +22,10 @@ use flowctl::store::{NewToken, Origin, SendState, Store};
 const SECRET: &str = "bench-app-secret";
 
 fn vectors() -> serde_json::Value {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/flow-endpoint.json");
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/vectors/flow-endpoint.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(p).expect("vectors")).expect("json")
 }
 
@@ -45,7 +48,9 @@ fn cpu_seconds(pid: u32) -> f64 {
 fn crypto_floor(key: &PrivateKey, pk: &PublicKey, secs: f64) -> f64 {
     let plain = br#"{"version":"3.0","action":"INIT","flow_token":"flow_bench"}"#;
     let (env, _) = crypto::encrypt_request(pk, plain);
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let count = AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|s| {
@@ -69,15 +74,24 @@ struct Load {
 
 /// Closed loop with `conns` connections for `secs`; or open loop at `rate` req/s when given.
 async fn drive(load: &Load, conns: usize, secs: f64, rate: Option<f64>) -> (f64, Vec<f64>) {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(conns).build().expect("client");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(conns)
+        .build()
+        .expect("client");
     let lat = Arc::new(Mutex::new(Vec::new()));
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..conns {
-        let (client, lat, done, stop, bodies, url) =
-            (client.clone(), lat.clone(), done.clone(), stop.clone(), load.bodies.clone(), load.url.clone());
+        let (client, lat, done, stop, bodies, url) = (
+            client.clone(),
+            lat.clone(),
+            done.clone(),
+            stop.clone(),
+            load.bodies.clone(),
+            load.url.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut i = w;
             let mut next = Instant::now();
@@ -98,7 +112,9 @@ async fn drive(load: &Load, conns: usize, secs: f64, rate: Option<f64>) -> (f64,
                     .map(|r| r.status().as_u16() == 200)
                     .unwrap_or(false);
                 if ok {
-                    lat.lock().expect("lat").push(t.elapsed().as_secs_f64() * 1000.0);
+                    lat.lock()
+                        .expect("lat")
+                        .push(t.elapsed().as_secs_f64() * 1000.0);
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -151,10 +167,18 @@ async fn main() {
     let keyfile = dir.path().join("private.pem");
     std::fs::write(&keyfile, pem).expect("key file");
 
-    let bin = std::env::var("FLOWCTL_BIN").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/flowctl").into());
+    let bin = std::env::var("FLOWCTL_BIN")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/flowctl").into());
     let flow = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/survey_flow.json");
     let mut child = Command::new(&bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--flow-json", flow, "--private-key-file"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--flow-json",
+            flow,
+            "--private-key-file",
+        ])
         .arg(&keyfile)
         .env("FLOWCTL_DB", &db)
         .env("APP_SECRET", SECRET)
@@ -163,21 +187,32 @@ async fn main() {
         .spawn()
         .expect("start flowctl serve (build it first: cargo build --release)");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
-    let base = line.split("listening on ").nth(1).expect("address").trim().to_string();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("line");
+    let base = line
+        .split("listening on ")
+        .nth(1)
+        .expect("address")
+        .trim()
+        .to_string();
     let pid = child.id();
 
     let bodies: Vec<(String, String)> = tokens
         .iter()
         .map(|t| {
-            let plain = serde_json::json!({"version": "3.0", "action": "INIT", "flow_token": t}).to_string();
+            let plain = serde_json::json!({"version": "3.0", "action": "INIT", "flow_token": t})
+                .to_string();
             let (env, _) = crypto::encrypt_request(&pk, plain.as_bytes());
             let body = env.to_json();
             let sig = crypto::sign(SECRET.as_bytes(), body.as_bytes());
             (body, sig)
         })
         .collect();
-    let load = Load { url: format!("{base}/api/flow"), bodies: Arc::new(bodies) };
+    let load = Load {
+        url: format!("{base}/api/flow"),
+        bodies: Arc::new(bodies),
+    };
 
     // Warm-up.
     let _ = drive(&load, conns, 1.0, None).await;
@@ -191,7 +226,10 @@ async fn main() {
         percentile(&lat, 0.99),
         cpu * 1000.0 / (rps * secs).max(1.0)
     );
-    println!("throughput / crypto floor: {:.2} (target >= 0.85)", rps / floor);
+    println!(
+        "throughput / crypto floor: {:.2} (target >= 0.85)",
+        rps / floor
+    );
 
     let target = rps * 0.7;
     let (rps70, lat70) = drive(&load, conns, secs, Some(target)).await;
@@ -209,7 +247,12 @@ async fn main() {
         let start = Instant::now();
         while start.elapsed().as_secs_f64() < secs {
             let t = Instant::now();
-            if c.get(&health_url).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
+            if c.get(&health_url)
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+            {
                 l.push(t.elapsed().as_secs_f64() * 1000.0);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

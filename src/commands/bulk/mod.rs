@@ -698,7 +698,10 @@ fn dry_count(
 ) -> anyhow::Result<(Stats, u64)> {
     let store = Store::open_read_only(db)?;
     let stats = Stats::default();
-    let mut seen: HashSet<u64> = HashSet::new();
+    // Sized up front from a streamed count: growing a set of a million phones would hold the
+    // old and the new table at once (about 28 MB instead of 19 MB).
+    let expected = reader::count_records(rows.path()).unwrap_or(0);
+    let mut seen: HashSet<u64> = HashSet::with_capacity(expected as usize);
     let mut chunk: Vec<(u64, Phone)> = Vec::with_capacity(CHUNK);
     let mut would_send = 0;
     let mut settle = |chunk: &mut Vec<(u64, Phone)>| -> anyhow::Result<()> {

@@ -128,6 +128,7 @@ pub struct Line {
 
 /// The CSV file, read record by record.
 pub struct CsvRows {
+    path: std::path::PathBuf,
     reader: csv::Reader<Box<dyn Read + Send>>,
     headers: csv::StringRecord,
     columns: Columns,
@@ -170,12 +171,18 @@ impl CsvRows {
         }
         let columns = Columns::resolve(&headers)?;
         Ok(CsvRows {
+            path: std::path::PathBuf::new(),
             reader,
             headers,
             columns,
             country,
             raw: csv::ByteRecord::new(),
         })
+    }
+
+    /// The file read (empty for [`CsvRows::from_reader`]).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The header as read (BOM removed), for the `--failures` file.
