@@ -79,11 +79,16 @@ impl Writer {
 fn run(mut store: Store, rx: mpsc::Receiver<Cmd>) -> Result<(), StoreError> {
     let mut outcomes: Vec<BulkOutcome> = Vec::with_capacity(FLUSH_AT);
     let mut oldest: Option<Instant> = None;
+    let mut deferred: Option<Cmd> = None;
     loop {
         let wait = oldest
             .map(|t| (t + FLUSH_EVERY).saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
-        match rx.recv_timeout(wait) {
+        let next = match deferred.take() {
+            Some(cmd) => Ok(cmd),
+            None => rx.recv_timeout(wait),
+        };
+        match next {
             Ok(Cmd::Outcome(o)) => {
                 outcomes.push(o);
                 oldest.get_or_insert_with(Instant::now);
@@ -93,11 +98,36 @@ fn run(mut store: Store, rx: mpsc::Receiver<Cmd>) -> Result<(), StoreError> {
                     oldest = None;
                 }
             }
-            Ok(Cmd::MarkSending(tokens, reply)) => {
+            Ok(Cmd::MarkSending(mut tokens, reply)) => {
+                // Group commit: every batch and outcome already waiting joins this commit.
+                let mut replies = vec![reply];
+                while let Ok(cmd) = rx.try_recv() {
+                    match cmd {
+                        Cmd::MarkSending(more, r) => {
+                            tokens.extend(more);
+                            replies.push(r);
+                        }
+                        Cmd::Outcome(o) => outcomes.push(o),
+                        issue @ Cmd::Issue(..) => {
+                            deferred = Some(issue);
+                            break;
+                        }
+                    }
+                }
                 let r = store.bulk_commit(&outcomes, &tokens);
                 outcomes.clear();
                 oldest = None;
-                reply_or_stop(reply, r)?;
+                match r {
+                    Ok(()) => replies.into_iter().for_each(|r| {
+                        let _ = r.send(Ok(()));
+                    }),
+                    Err(e) => {
+                        for r in replies {
+                            let _ = r.send(Err(StoreError::Task(e.to_string())));
+                        }
+                        return Err(e);
+                    }
+                }
             }
             Ok(Cmd::Issue(rows, reply)) => {
                 let r = store
