@@ -65,6 +65,15 @@ pub enum Command {
     Keys(KeysCommand),
     /// Run a local stand-in of the Graph API (no real messages are sent).
     Sandbox(SandboxArgs),
+    /// Run the whole loop offline: sandbox, serve, bulk, simulated people, stats, export.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory for the demo's files (default: a new temporary directory, kept).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 /// Where the Graph API is.
@@ -300,11 +309,13 @@ pub struct ExportArgs {
     /// Only this campaign.
     #[arg(long)]
     pub campaign: Option<String>,
-    /// Also export completions whose token is unknown.
+    /// Also export completions whose token is unknown (adds a `matched` column; their
+    /// phone_number is the sender's number).
     #[arg(long)]
     pub include_unmatched: bool,
-    /// Start the CSV with a UTF-8 byte-order mark (for Excel).
-    #[arg(long)]
+    /// Start the CSV with a UTF-8 byte-order mark (for Excel). CSV only: JSON must not
+    /// carry one.
+    #[arg(long, conflicts_with_all = ["json", "ndjson"])]
     pub bom: bool,
     /// Flow JSON whose field order orders the answer columns.
     #[arg(long, env = "FLOW_JSON", hide_env_values = true)]
@@ -368,4 +379,24 @@ pub struct SandboxArgs {
     /// database (proves tokens are stored before the request leaves).
     #[arg(long)]
     pub check_db: Option<PathBuf>,
+    /// Play the recipients: after accepting a Flow message, post statuses and complete the
+    /// Flow through the data endpoint, the webhook, or both.
+    #[arg(long, value_name = "endpoint|webhook|both")]
+    pub complete_via: Option<String>,
+    /// The data endpoint to complete Flows through (e.g. http://127.0.0.1:8080/api/flow).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// The message webhook to post statuses and completions to
+    /// (e.g. http://127.0.0.1:8080/api/message-webhook). Signed with APP_SECRET.
+    #[arg(long)]
+    pub webhook: Option<String>,
+    /// The data endpoint's public key (PEM), to encrypt as the WhatsApp client does.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
+    /// The Flow JSON the simulated people fill in.
+    #[arg(long)]
+    pub flow_json: Option<PathBuf>,
+    /// How long a simulated person waits before acting on a message.
+    #[arg(long, default_value_t = 200)]
+    pub user_delay_ms: u64,
 }

@@ -20,8 +20,12 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    if let Command::Keygen(args) = &cli.command {
-        return commands::keys::run_keygen(args);
+    // Synchronous commands run without a runtime: they only read SQLite and write files.
+    match &cli.command {
+        Command::Keygen(args) => return commands::keys::run_keygen(args),
+        Command::Export(args) => return commands::export::run(&cli.db, args),
+        Command::Stats(args) => return commands::stats::run(&cli.db, args),
+        _ => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -32,6 +36,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::Send(args) => commands::send::run(&db, args).await,
             Command::Bulk(args) => commands::bulk::run(&db, args).await,
             Command::Serve(args) => commands::serve::run(&db, args).await,
+            Command::Sandbox(args) => commands::sandbox::run(args).await,
+            Command::Demo(args) => commands::demo::run(args).await,
             Command::Keys(KeysCommand::Upload(args)) => commands::keys::run_upload(&args).await,
             Command::Keys(KeysCommand::Check(args)) => commands::keys::run_check(&args).await,
             other => Err(

@@ -46,6 +46,11 @@ pub fn public_path(out: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Writes a private key file atomically with owner-only permissions, replacing any old one.
+pub fn write_private_key(path: &Path, pem: &[u8]) -> anyhow::Result<()> {
+    write_atomic(path, pem, PRIVATE_MODE, true)
+}
+
 fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: bool) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -1,10 +1,14 @@
 //! The commands. Each orchestrates store, Graph API client and server; none holds SQL or HTTP.
 
 pub mod bulk;
+pub mod demo;
+pub mod export;
 pub mod keygen;
 pub mod keys;
+pub mod sandbox;
 pub mod send;
 pub mod serve;
+pub mod stats;
 
 /// Exit codes of the spec.
 pub mod exit {
@@ -22,3 +26,16 @@ pub mod exit {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// Refuses to run a read-only command (export, stats) on a database that does not exist,
+/// instead of creating an empty one and reporting nothing.
+pub fn require_db(db: &std::path::Path) -> Result<(), UsageError> {
+    if db.exists() {
+        Ok(())
+    } else {
+        Err(UsageError(format!(
+            "database {} does not exist (set FLOWCTL_DB or pass --db)",
+            db.display()
+        )))
+    }
+}

@@ -392,7 +392,7 @@ fn legacy_encrypted(
         })?;
     let (cipher, iv_hex) = dek.split_once(',').unwrap_or((dek, ""));
     let cipher =
-        LegacyCipher::from_name(cipher.trim()).ok_or_else(|| KeyError::UnsupportedEncryption {
+        LegacyCbc::from_name(cipher.trim()).ok_or_else(|| KeyError::UnsupportedEncryption {
             detail: format!("{FORMAT} with cipher {}", cipher.trim()),
         })?;
     let iv = super::hex_decode(iv_hex.trim())
@@ -412,35 +412,35 @@ fn legacy_encrypted(
 /// Ciphers OpenSSL's legacy PEM encryption uses (`openssl genrsa -des3|-aes128|...` with
 /// OpenSSL 1.x, Node's `crypto.generateKeyPairSync` with a `cipher` option).
 #[derive(Clone, Copy)]
-enum LegacyCipher {
-    DesEde3Cbc,
-    Aes128Cbc,
-    Aes192Cbc,
-    Aes256Cbc,
+enum LegacyCbc {
+    DesEde3,
+    Aes128,
+    Aes192,
+    Aes256,
 }
 
-impl LegacyCipher {
+impl LegacyCbc {
     fn from_name(name: &str) -> Option<Self> {
         match name.to_ascii_uppercase().as_str() {
-            "DES-EDE3-CBC" => Some(Self::DesEde3Cbc),
-            "AES-128-CBC" => Some(Self::Aes128Cbc),
-            "AES-192-CBC" => Some(Self::Aes192Cbc),
-            "AES-256-CBC" => Some(Self::Aes256Cbc),
+            "DES-EDE3-CBC" => Some(Self::DesEde3),
+            "AES-128-CBC" => Some(Self::Aes128),
+            "AES-192-CBC" => Some(Self::Aes192),
+            "AES-256-CBC" => Some(Self::Aes256),
             _ => None,
         }
     }
 
     fn key_len(self) -> usize {
         match self {
-            Self::DesEde3Cbc | Self::Aes192Cbc => 24,
-            Self::Aes128Cbc => 16,
-            Self::Aes256Cbc => 32,
+            Self::DesEde3 | Self::Aes192 => 24,
+            Self::Aes128 => 16,
+            Self::Aes256 => 32,
         }
     }
 
     fn iv_len(self) -> usize {
         match self {
-            Self::DesEde3Cbc => 8,
+            Self::DesEde3 => 8,
             _ => 16,
         }
     }
@@ -450,10 +450,10 @@ impl LegacyCipher {
     fn decrypt(self, key: &[u8], iv: &[u8], data: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         use aes_gcm::aes::{Aes128, Aes192, Aes256};
         match self {
-            Self::DesEde3Cbc => cbc_decrypt::<des::TdesEde3>(key, iv, data),
-            Self::Aes128Cbc => cbc_decrypt::<Aes128>(key, iv, data),
-            Self::Aes192Cbc => cbc_decrypt::<Aes192>(key, iv, data),
-            Self::Aes256Cbc => cbc_decrypt::<Aes256>(key, iv, data),
+            Self::DesEde3 => cbc_decrypt::<des::TdesEde3>(key, iv, data),
+            Self::Aes128 => cbc_decrypt::<Aes128>(key, iv, data),
+            Self::Aes192 => cbc_decrypt::<Aes192>(key, iv, data),
+            Self::Aes256 => cbc_decrypt::<Aes256>(key, iv, data),
         }
     }
 }

@@ -15,6 +15,7 @@ mod errors;
 mod record;
 mod rules;
 mod server;
+pub mod user;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -59,6 +60,8 @@ pub struct SandboxOptions {
     pub record: Option<PathBuf>,
     /// Optional check run on each message body before answering; see [`Probe`].
     pub probe: Option<Probe>,
+    /// When set, the sandbox plays the recipients of the Flows it accepts.
+    pub users: Option<user::UserOptions>,
 }
 
 impl Default for SandboxOptions {
@@ -69,6 +72,7 @@ impl Default for SandboxOptions {
             failures: Vec::new(),
             record: None,
             probe: None,
+            users: None,
         }
     }
 }
@@ -137,6 +141,7 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         probe: opts.probe,
         recorder,
         keys: Mutex::new(Default::default()),
+        users: opts.users.map(|u| Arc::new(user::Users::new(u))),
         shutdown: stopped.clone(),
     });
     let task = tokio::spawn(serve(listener, Arc::clone(&state), stopped, writer));

@@ -46,6 +46,8 @@ pub(crate) struct State {
     pub(crate) probe: Option<Probe>,
     pub(crate) recorder: Recorder,
     pub(crate) keys: Mutex<HashMap<String, String>>,
+    /// Simulated recipients, when the sandbox plays the user.
+    pub(crate) users: Option<Arc<super::user::Users>>,
     /// Becomes `true` when the sandbox shuts down; releases hanging requests.
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -85,6 +87,10 @@ pub(crate) async fn handle(
     match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => {
             return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+        }
+        (&Method::GET, ["_sandbox", "users"]) => {
+            let stats = state.users.as_ref().map(|u| u.stats.to_json()).unwrap_or(Value::Null);
+            return Ok(json_response(StatusCode::OK, &stats));
         }
         (&Method::GET, ["_sandbox", "requests"]) => {
             let body =
@@ -207,6 +213,13 @@ fn message_answer(
         None => {
             let wamid = next_wamid();
             log.wamid = Some(wamid.clone());
+            if let (Some(users), Some(token)) = (&state.users, &log.flow_token) {
+                users.on_delivered(super::user::Delivered {
+                    to: accepted.to.clone(),
+                    flow_token: token.clone(),
+                    wamid: wamid.clone(),
+                });
+            }
             Answer::Reply(json_response(
                 StatusCode::OK,
                 &json!({

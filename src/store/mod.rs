@@ -8,9 +8,11 @@
 //! Queries are grouped by area in submodules, each adding an `impl Store` block.
 
 mod bulk;
+mod export;
 mod flow;
 mod schema;
 mod shared;
+mod stats;
 mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -19,8 +21,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use bulk::{BulkMember, BulkOutcome, Issued};
+pub use export::{ExportFilter, ExportSnapshot, UnmatchedCompletion};
 pub use flow::{Completion, CompletionInput, StoredResponse};
 pub use shared::SharedStore;
+pub use stats::{Funnel, FunnelReport};
 pub use tokens::{Failure, NewToken, Origin, SendState, TokenRecord};
 
 /// How long a writer waits for another process's transaction before giving up.

@@ -323,3 +323,52 @@ pub fn issue_token(
 pub fn survey_flow() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/survey_flow.json")
 }
+
+/// The requests a sandbox received (its `GET /_sandbox/requests`).
+pub fn sandbox_requests(sandbox_url: &str) -> Vec<Value> {
+    let text = http_get(&format!("{sandbox_url}/_sandbox/requests"));
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Array(a)) => a,
+        other => panic!("unexpected /_sandbox/requests answer: {other:?}"),
+    }
+}
+
+/// The `/messages` requests a sandbox received.
+pub fn sandbox_messages(sandbox_url: &str) -> Vec<Value> {
+    sandbox_requests(sandbox_url)
+        .into_iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/messages")))
+        .collect()
+}
+
+/// A blocking GET over a plain TCP socket (keeps sync tests free of an async runtime).
+pub fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n.min(rest.len())]);
+        body = rest.get(n + 2..).unwrap_or("");
+    }
+    out
+}

@@ -1,0 +1,165 @@
+//! `flowctl stats`: the funnel per campaign (issued → sent → delivered → read → completed,
+//! with failures by error code), as an aligned table or as JSON. The counting rules are those
+//! of [`crate::store::Funnel`].
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::exit;
+use crate::cli::StatsArgs;
+use crate::store::{Funnel, FunnelReport, Store};
+
+/// Runs `flowctl stats`.
+pub fn run(db: &Path, args: &StatsArgs) -> anyhow::Result<i32> {
+    super::require_db(db)?;
+    let store = Store::open(db)?;
+    let report = store.funnel(args.campaign.as_deref())?;
+    let text = if args.json {
+        let mut s = serde_json::to_string(&report)?;
+        s.push('\n');
+        s
+    } else {
+        table(&report)
+    };
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(exit::OK),
+    }
+}
+
+const HEADERS: [&str; 10] = [
+    "campaign",
+    "issued",
+    "sent",
+    "failed",
+    "delivered",
+    "read",
+    "completed",
+    "unmatched",
+    "completion",
+    "median",
+];
+
+/// The report as an aligned table: one row per campaign, then `TOTAL`, then the failures by
+/// error code when there are any.
+pub fn table(report: &FunnelReport) -> String {
+    let mut rows: Vec<[String; 10]> = vec![HEADERS.map(String::from)];
+    for f in &report.campaigns {
+        rows.push(cells(f.campaign.as_deref().unwrap_or(""), f));
+    }
+    rows.push(cells("TOTAL", &report.total));
+    let mut widths = [0usize; 10];
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (c, w)) in row.iter().zip(widths).enumerate() {
+            if i == 0 {
+                let _ = write!(line, "{c:<w$}");
+            } else {
+                let _ = write!(line, "  {c:>w$}");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let failing: Vec<&Funnel> = report
+        .campaigns
+        .iter()
+        .filter(|f| !f.failed_by_code.is_empty())
+        .collect();
+    if !failing.is_empty() {
+        out.push_str("\nfailed by error code:\n");
+        for f in failing {
+            let codes: Vec<String> = f
+                .failed_by_code
+                .iter()
+                .map(|(code, n)| format!("{code}: {n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {}  {}",
+                f.campaign.as_deref().unwrap_or(""),
+                codes.join(", ")
+            );
+        }
+    }
+    out
+}
+
+fn cells(name: &str, f: &Funnel) -> [String; 10] {
+    [
+        name.to_string(),
+        f.issued.to_string(),
+        f.sent.to_string(),
+        f.failed.to_string(),
+        f.delivered.to_string(),
+        f.read.to_string(),
+        f.completed.to_string(),
+        f.unmatched.to_string(),
+        f.completion_rate
+            .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0)),
+        f.median_completion_seconds
+            .map_or_else(|| "-".into(), human_duration),
+    ]
+}
+
+/// `45s`, `3m 05s`, `2h 07m`, `3d 04h`.
+pub fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_short_and_readable() {
+        assert_eq!(human_duration(4.4), "4s");
+        assert_eq!(human_duration(185.0), "3m 05s");
+        assert_eq!(human_duration(7620.0), "2h 07m");
+        assert_eq!(human_duration(273600.0), "3d 04h");
+    }
+
+    #[test]
+    fn the_table_is_aligned_with_a_total_row() {
+        let mut a = Funnel {
+            campaign: Some("spring".into()),
+            issued: 10,
+            sent: 8,
+            failed: 2,
+            completed: 4,
+            completion_rate: Some(0.5),
+            median_completion_seconds: Some(90.0),
+            ..Funnel::default()
+        };
+        a.failed_by_code.insert("131026".into(), 2);
+        let total = Funnel {
+            campaign: None,
+            ..a.clone()
+        };
+        let t = table(&FunnelReport {
+            campaigns: vec![a],
+            total,
+        });
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("campaign"));
+        assert!(lines[1].starts_with("spring"));
+        assert!(lines[2].starts_with("TOTAL"));
+        assert_eq!(lines[0].len(), lines[1].len());
+        assert!(lines[1].contains("50.0%") && lines[1].contains("1m 30s"));
+        assert!(t.contains("spring  131026: 2"));
+    }
+}
