@@ -34,6 +34,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     rt.block_on(async move {
         match cli.command {
             Command::Send(args) => commands::send::run(&db, args).await,
+            Command::Bulk(args) => commands::bulk::run(&db, args).await,
             Command::Serve(args) => commands::serve::run(&db, args).await,
             Command::Sandbox(args) => commands::sandbox::run(args).await,
             Command::Demo(args) => commands::demo::run(args).await,

@@ -1,5 +1,6 @@
 //! The commands. Each orchestrates store, Graph API client and server; none holds SQL or HTTP.
 
+pub mod bulk;
 pub mod demo;
 pub mod export;
 pub mod keygen;

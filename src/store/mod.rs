@@ -8,6 +8,7 @@
 //! Queries are grouped by area in submodules, each adding an `impl Store` block.
 
 mod api;
+mod bulk;
 mod export;
 mod flow;
 mod schema;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use api::{ApiResponse, ResponsesPage, ResponsesQuery};
+pub use bulk::{BulkMember, BulkOutcome, Issued};
 pub use export::{ExportFilter, ExportSnapshot, UnmatchedCompletion};
 pub use flow::{Completion, CompletionInput, StoredResponse};
 pub use shared::SharedStore;

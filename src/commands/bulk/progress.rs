@@ -1,0 +1,285 @@
+//! Where a run stands: shared counters, the progress bar (or plain lines when stderr is not a
+//! terminal) and the final summary.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+/// Environment variable: interval of the plain progress lines, in milliseconds.
+pub const INTERVAL_VAR: &str = "FLOWCTL_PROGRESS_INTERVAL_MS";
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The counters of a run, updated from every thread and task.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records read from the file.
+    pub read: AtomicU64,
+    /// Accepted by the API in this run.
+    pub sent: AtomicU64,
+    /// Refused in this run, or refused for good in an earlier run (not resent).
+    pub failed: AtomicU64,
+    /// Of `failed`: permanent failures of an earlier run, not resent.
+    pub previously_failed: AtomicU64,
+    /// Rows that could not be read or validated.
+    pub invalid: AtomicU64,
+    /// Already sent in this campaign by an earlier run.
+    pub skipped: AtomicU64,
+    /// Phones met earlier in the same file.
+    pub duplicates: AtomicU64,
+    /// Outcome unknown (no answer, or left `sending` by a dead process): not resent.
+    pub unknown: AtomicU64,
+    /// Rows handed to the sender, stored as `pending`, not yet attempted.
+    pub queued: AtomicU64,
+    /// Total records of the file, once the background count is done (0 before).
+    pub total: AtomicU64,
+}
+
+impl Stats {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Rows whose fate is settled for this run.
+    pub fn done(&self) -> u64 {
+        self.sent.load(Relaxed)
+            + self.failed.load(Relaxed)
+            + self.invalid.load(Relaxed)
+            + self.skipped.load(Relaxed)
+            + self.duplicates.load(Relaxed)
+            + self.unknown.load(Relaxed)
+    }
+}
+
+/// The machine-readable summary (`--json`), also the source of the human one.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub campaign: String,
+    pub dry_run: bool,
+    /// Records read.
+    pub rows: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub previously_failed: u64,
+    pub invalid: u64,
+    pub skipped: u64,
+    pub duplicates: u64,
+    pub unknown: u64,
+    /// Rows not attempted because the run stopped early (they are resumed by a rerun).
+    pub not_attempted: u64,
+    /// In a dry run: rows that would be sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_send: Option<u64>,
+    pub elapsed_s: f64,
+    /// Messages accepted per second over the run.
+    pub rate: f64,
+    pub interrupted: bool,
+    /// Why the run stopped taking rows, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+}
+
+impl Summary {
+    /// From the counters at the end of a run.
+    pub fn collect(campaign: &str, stats: &Stats, elapsed: Duration) -> Summary {
+        let sent = stats.sent.load(Relaxed);
+        let secs = elapsed.as_secs_f64();
+        Summary {
+            campaign: campaign.to_string(),
+            dry_run: false,
+            rows: stats.read.load(Relaxed),
+            sent,
+            failed: stats.failed.load(Relaxed),
+            previously_failed: stats.previously_failed.load(Relaxed),
+            invalid: stats.invalid.load(Relaxed),
+            skipped: stats.skipped.load(Relaxed),
+            duplicates: stats.duplicates.load(Relaxed),
+            unknown: stats.unknown.load(Relaxed),
+            not_attempted: stats.queued.load(Relaxed),
+            would_send: None,
+            elapsed_s: (secs * 1000.0).round() / 1000.0,
+            rate: if secs > 0.0 {
+                ((sent as f64 / secs) * 10.0).round() / 10.0
+            } else {
+                0.0
+            },
+            interrupted: false,
+            stopped: None,
+        }
+    }
+
+    /// True when every row was sent or skipped.
+    pub fn all_good(&self) -> bool {
+        self.failed == 0 && self.invalid == 0 && self.unknown == 0 && self.not_attempted == 0
+    }
+
+    /// The human summary, a few lines for stderr.
+    pub fn human(&self) -> String {
+        let mut s = if self.dry_run {
+            format!(
+                "dry run, campaign {:?}: {} rows, {} would be sent, {} already sent (skipped), {} duplicates, {} invalid",
+                self.campaign,
+                self.rows,
+                self.would_send.unwrap_or(0),
+                self.skipped,
+                self.duplicates,
+                self.invalid
+            )
+        } else {
+            format!(
+                "campaign {:?}: {} rows, {} sent, {} failed, {} invalid, {} skipped (already sent), {} duplicates, {} unknown; {:.1}s, {:.1} msg/s",
+                self.campaign,
+                self.rows,
+                self.sent,
+                self.failed,
+                self.invalid,
+                self.skipped,
+                self.duplicates,
+                self.unknown,
+                self.elapsed_s,
+                self.rate
+            )
+        };
+        if self.previously_failed > 0 {
+            s.push_str(&format!(
+                "\n{} of the failed rows failed for good in an earlier run and were not resent",
+                self.previously_failed
+            ));
+        }
+        if self.unknown > 0 {
+            s.push_str(&format!(
+                "\n{} sends have an unknown outcome (the message may have gone out); they are not resent unless you pass --resend-unknown",
+                self.unknown
+            ));
+        }
+        if self.not_attempted > 0 {
+            s.push_str(&format!("\n{} rows were not attempted", self.not_attempted));
+        }
+        s
+    }
+}
+
+/// The live display on stderr.
+#[derive(Clone)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// A bar when stderr is a terminal, nothing otherwise (see [`Progress::spawn_lines`]).
+    pub fn new() -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress { bar: None };
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} {msg} [{elapsed_precise}, ETA {eta}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress { bar: Some(bar) }
+    }
+
+    /// Prints a line (a bad row, a failure) without tearing the bar.
+    pub fn report(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// Keeps the display up to date until `done` is dropped or sent. With a bar, it is
+    /// refreshed; without one, a plain line is printed every interval.
+    pub fn spawn_updates(
+        &self,
+        stats: Arc<Stats>,
+        rate: impl Fn() -> f64 + Send + 'static,
+        mut done: tokio::sync::oneshot::Receiver<()>,
+    ) -> tokio::task::JoinHandle<()> {
+        let bar = self.bar.clone();
+        let interval = if bar.is_some() {
+            Duration::from_millis(200)
+        } else {
+            std::env::var(INTERVAL_VAR)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_INTERVAL)
+        };
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            loop {
+                tokio::select! {
+                    _ = &mut done => break,
+                    _ = tick.tick() => {}
+                }
+                let line = status_line(&stats, start.elapsed(), rate());
+                match &bar {
+                    Some(bar) => {
+                        let total = stats.total.load(Relaxed);
+                        if total > 0 {
+                            bar.set_length(total);
+                        }
+                        bar.set_position(stats.done());
+                        bar.set_message(format!("{} | {}", line.counts, line.rate));
+                    }
+                    None => eprintln!("progress: {}", line.full()),
+                }
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        })
+    }
+}
+
+struct StatusLine {
+    counts: String,
+    rate: String,
+    tail: String,
+}
+
+impl StatusLine {
+    fn full(&self) -> String {
+        format!("{} | {} {}", self.counts, self.rate, self.tail)
+    }
+}
+
+fn status_line(stats: &Stats, elapsed: Duration, pacer_rate: f64) -> StatusLine {
+    let sent = stats.sent.load(Relaxed);
+    let done = stats.done();
+    let total = stats.total.load(Relaxed);
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let rate = sent as f64 / secs;
+    let eta = if total > done && rate > 0.0 {
+        let left = (total - done) as f64 / rate.max(1e-9);
+        humantime::format_duration(Duration::from_secs(left.ceil() as u64)).to_string()
+    } else {
+        "-".to_string()
+    };
+    let of = if total > 0 {
+        format!("{done}/{total}")
+    } else {
+        format!("{done}/?")
+    };
+    StatusLine {
+        counts: format!(
+            "sent {sent}, failed {}, skipped {}, invalid {}, unknown {}",
+            stats.failed.load(Relaxed),
+            stats.skipped.load(Relaxed) + stats.duplicates.load(Relaxed),
+            stats.invalid.load(Relaxed),
+            stats.unknown.load(Relaxed),
+        ),
+        rate: format!("{rate:.1} msg/s (pacing at {pacer_rate:.0}/s)"),
+        tail: format!("| {of} rows | ETA {eta}"),
+    }
+}

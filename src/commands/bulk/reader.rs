@@ -1,0 +1,398 @@
+//! Streaming CSV input of `bulk`: header aliases, row validation, physical line numbers.
+//!
+//! One record is in memory at a time, so a file of any size reads in flat memory. Errors
+//! name the physical line of the file (the header is line 1, a quoted cell spanning lines
+//! counts them all), the word "line" and the bad value, as the spec asks.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::phone::{DefaultCountry, Phone};
+
+/// Headers accepted for the phone column (compared case-insensitively).
+const PHONE_ALIASES: &[&str] = &["phone_number", "phone", "phonenumber"];
+/// Headers accepted for the customer name column (compared case-insensitively).
+const NAME_ALIASES: &[&str] = &["customer_name", "name", "customername"];
+/// Columns that `--failures` adds; ignored when such a file is fed back to `bulk`.
+pub const FAILURE_COLUMNS: &[&str] = &["line", "error"];
+
+/// Where the interesting columns are in the header.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Columns {
+    pub phone: usize,
+    pub name: Option<usize>,
+    /// Every other column, by index and header: the recipient's initial Flow data.
+    pub data: Vec<(usize, String)>,
+    /// The header's field count; a row with another count is invalid.
+    pub width: usize,
+}
+
+fn header_name(h: &str) -> String {
+    // Excel writes a UTF-8 byte-order mark before the first header.
+    h.trim_start_matches('\u{feff}').trim().to_string()
+}
+
+fn is_one_of(h: &str, aliases: &[&str]) -> bool {
+    aliases.iter().any(|a| h.eq_ignore_ascii_case(a))
+}
+
+impl Columns {
+    /// Finds the columns in a header row. The error names the header found, so that a user
+    /// whose file has `tel` or no header at all sees why.
+    pub fn resolve(headers: &csv::StringRecord) -> Result<Columns, String> {
+        let names: Vec<String> = headers.iter().map(header_name).collect();
+        let phone = names
+            .iter()
+            .position(|h| is_one_of(h, PHONE_ALIASES))
+            .ok_or_else(|| {
+                format!(
+                    "no phone column in the CSV header (found: {}); expected one of phone_number, phone, phoneNumber",
+                    names.join(",")
+                )
+            })?;
+        let name = names.iter().position(|h| is_one_of(h, NAME_ALIASES));
+        let data = names
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| {
+                *i != phone && Some(*i) != name && !h.is_empty() && !is_one_of(h, FAILURE_COLUMNS)
+            })
+            .map(|(i, h)| (i, h.clone()))
+            .collect();
+        Ok(Columns {
+            phone,
+            name,
+            data,
+            width: names.len(),
+        })
+    }
+}
+
+/// A valid row: who to message and with what.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipient {
+    pub phone: Phone,
+    pub name: Option<String>,
+    /// Initial Flow data; empty cells are left out.
+    pub data: Map<String, Value>,
+}
+
+/// Validates one record against the header.
+pub fn parse_row(
+    cols: &Columns,
+    rec: &csv::StringRecord,
+    country: Option<DefaultCountry>,
+) -> Result<Recipient, String> {
+    if rec.len() != cols.width {
+        return Err(format!(
+            "expected {} fields, found {}: {:?}",
+            cols.width,
+            rec.len(),
+            rec.iter().collect::<Vec<_>>().join(",")
+        ));
+    }
+    let raw = rec.get(cols.phone).unwrap_or("").trim();
+    if raw.is_empty() {
+        return Err("missing phone number: \"\"".to_string());
+    }
+    let phone = Phone::parse(raw, country).map_err(|e| e.to_string())?;
+    let name = cols
+        .name
+        .and_then(|i| rec.get(i))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
+    let data = cols
+        .data
+        .iter()
+        .filter_map(|(i, h)| {
+            let v = rec.get(*i)?.trim();
+            (!v.is_empty()).then(|| (h.clone(), Value::String(v.to_string())))
+        })
+        .collect();
+    Ok(Recipient { phone, name, data })
+}
+
+/// One record read from the file.
+#[derive(Debug)]
+pub struct Line {
+    /// Physical line number where the record starts (header = 1).
+    pub line: u64,
+    /// The record as read, for the `--failures` file.
+    pub record: csv::StringRecord,
+    pub parsed: Result<Recipient, String>,
+}
+
+/// The CSV file, read record by record.
+pub struct CsvRows {
+    path: std::path::PathBuf,
+    reader: csv::Reader<Box<dyn Read + Send>>,
+    headers: csv::StringRecord,
+    columns: Columns,
+    country: Option<DefaultCountry>,
+    raw: csv::ByteRecord,
+}
+
+fn builder() -> csv::ReaderBuilder {
+    let mut b = csv::ReaderBuilder::new();
+    // Rows of the wrong width are reported one by one instead of stopping the run.
+    b.flexible(true);
+    b
+}
+
+impl CsvRows {
+    /// Opens a file and reads its header. Errors are usage errors (exit 2).
+    pub fn open(path: &Path, country: Option<DefaultCountry>) -> Result<CsvRows, String> {
+        let file = File::open(path)
+            .map_err(|e| format!("cannot read CSV file {}: {e}", path.display()))?;
+        let input = CrlfToLf::new(BufReader::with_capacity(1 << 16, file));
+        Self::from_reader(Box::new(input), country).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Reads the header from any reader (tests).
+    /// The input should have its line ends as `\n` (see [`CrlfToLf`]).
+    pub fn from_reader(
+        input: Box<dyn Read + Send>,
+        country: Option<DefaultCountry>,
+    ) -> Result<CsvRows, String> {
+        let mut reader = builder().from_reader(input);
+        let headers = reader
+            .headers()
+            .map_err(|e| format!("cannot read the CSV header: {e}"))?
+            .clone();
+        if headers.is_empty() || headers.iter().all(|h| header_name(h).is_empty()) {
+            return Err(
+                "the CSV file is empty (expected a header line such as phone_number,customer_name)"
+                    .into(),
+            );
+        }
+        let columns = Columns::resolve(&headers)?;
+        Ok(CsvRows {
+            path: std::path::PathBuf::new(),
+            reader,
+            headers,
+            columns,
+            country,
+            raw: csv::ByteRecord::new(),
+        })
+    }
+
+    /// The file read (empty for [`CsvRows::from_reader`]).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The header as read (BOM removed), for the `--failures` file.
+    pub fn headers(&self) -> csv::StringRecord {
+        self.headers.iter().map(header_name).collect()
+    }
+
+    /// The next record; `Err` only for an I/O failure of the file itself.
+    pub fn next_line(&mut self) -> Option<Result<Line, String>> {
+        match self.reader.read_byte_record(&mut self.raw) {
+            Ok(false) => None,
+            Ok(true) => {
+                let line = self.raw.position().map(|p| p.line()).unwrap_or(0);
+                Some(Ok(
+                    match csv::StringRecord::from_byte_record(self.raw.clone()) {
+                        Ok(record) => {
+                            let parsed = parse_row(&self.columns, &record, self.country);
+                            Line {
+                                line,
+                                record,
+                                parsed,
+                            }
+                        }
+                        Err(_) => {
+                            let record = lossy(&self.raw);
+                            let value = record.iter().collect::<Vec<_>>().join(",");
+                            Line {
+                                line,
+                                record,
+                                parsed: Err(format!("not valid UTF-8: {value:?}")),
+                            }
+                        }
+                    },
+                ))
+            }
+            Err(e) => match e.kind() {
+                csv::ErrorKind::Io(_) => Some(Err(format!("cannot read the CSV file: {e}"))),
+                _ => {
+                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    let record = lossy(&self.raw);
+                    Some(Ok(Line {
+                        line,
+                        record,
+                        parsed: Err(e.to_string()),
+                    }))
+                }
+            },
+        }
+    }
+}
+
+/// Turns CRLF line ends into LF as the file is read.
+///
+/// csv 1.x numbers lines one short after a CRLF header (it counts the `\n` of a CRLF as part
+/// of the next record), so a file saved by Excel would report every bad row on the wrong
+/// line. With `\n` alone its `Position::line()` is the physical line. A `\r` not followed
+/// by `\n` is kept.
+pub struct CrlfToLf<R> {
+    inner: R,
+    pending_cr: bool,
+}
+
+impl<R: BufRead> CrlfToLf<R> {
+    pub fn new(inner: R) -> CrlfToLf<R> {
+        CrlfToLf {
+            inner,
+            pending_cr: false,
+        }
+    }
+}
+
+impl<R: BufRead> Read for CrlfToLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let mut w = 0;
+        while w == 0 && !out.is_empty() {
+            let avail = self.inner.fill_buf()?;
+            if avail.is_empty() {
+                if std::mem::take(&mut self.pending_cr) {
+                    out[0] = b'\r';
+                    w = 1;
+                }
+                break;
+            }
+            let mut i = 0;
+            while i < avail.len() && w < out.len() {
+                let b = avail[i];
+                if std::mem::take(&mut self.pending_cr) && b != b'\n' {
+                    // A lone CR: emit it, then look at `b` again.
+                    out[w] = b'\r';
+                    w += 1;
+                    continue;
+                }
+                i += 1;
+                if b == b'\r' {
+                    self.pending_cr = true;
+                } else {
+                    out[w] = b;
+                    w += 1;
+                }
+            }
+            self.inner.consume(i);
+        }
+        Ok(w)
+    }
+}
+
+fn lossy(raw: &csv::ByteRecord) -> csv::StringRecord {
+    raw.iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect()
+}
+
+/// Counts the records of a file (for the progress bar's total) without keeping any.
+pub fn count_records(path: &Path) -> std::io::Result<u64> {
+    let file = File::open(path)?;
+    let mut reader = builder().from_reader(BufReader::with_capacity(1 << 16, file));
+    let mut rec = csv::ByteRecord::new();
+    let mut n = 0;
+    while reader
+        .read_byte_record(&mut rec)
+        .map_err(std::io::Error::other)?
+    {
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(text: &str) -> (CsvRows, Vec<Line>) {
+        let input = CrlfToLf::new(std::io::Cursor::new(text.as_bytes().to_vec()));
+        let mut r = CsvRows::from_reader(Box::new(input), None).unwrap();
+        let mut out = Vec::new();
+        while let Some(l) = r.next_line() {
+            out.push(l.unwrap());
+        }
+        (r, out)
+    }
+
+    #[test]
+    fn header_aliases_are_case_insensitive() {
+        for (h, phone, name) in [
+            ("phone_number,customer_name", 0, Some(1)),
+            ("Name,PHONE", 1, Some(0)),
+            ("city,phoneNumber,customerName", 1, Some(2)),
+            ("\u{feff}phone,city", 0, None),
+        ] {
+            let rec = csv::StringRecord::from(h.split(',').collect::<Vec<_>>());
+            let c = Columns::resolve(&rec).unwrap();
+            assert_eq!((c.phone, c.name), (phone, name), "{h}");
+        }
+    }
+
+    #[test]
+    fn missing_phone_column_names_the_header_found() {
+        let rec = csv::StringRecord::from(vec!["tel", "nom"]);
+        let e = Columns::resolve(&rec).unwrap_err();
+        assert!(e.contains("tel,nom"), "{e}");
+    }
+
+    #[test]
+    fn other_columns_become_data_without_empty_cells_or_failure_columns() {
+        let (_, l) = rows("phone,name,city,plan,error,line\n+212610059159,Amal,Rabat,,x,3\n");
+        let r = l[0].parsed.clone().unwrap();
+        assert_eq!(r.name.as_deref(), Some("Amal"));
+        assert_eq!(Value::Object(r.data), serde_json::json!({"city": "Rabat"}));
+    }
+
+    #[test]
+    fn bad_rows_carry_physical_line_and_value() {
+        let text = "\u{feff}phone_number,customer_name\r\n\
+                    +212610059159,A\r\n\
+                    \"+33612345678\",\"two\r\nlines\"\r\n\
+                    abc,B\r\n\
+                    ,C\r\n\
+                    +14155550123,D,extra\r\n";
+        let (r, l) = rows(text);
+        assert_eq!(r.headers().get(0), Some("phone_number"));
+        assert!(l[0].parsed.is_ok() && l[1].parsed.is_ok());
+        assert_eq!(l[0].line, 2);
+        assert_eq!(l[1].line, 3);
+        assert_eq!(l[2].line, 5);
+        assert!(l[2].parsed.clone().unwrap_err().contains("\"abc\""));
+        assert_eq!(l[3].line, 6);
+        assert!(l[3].parsed.clone().unwrap_err().contains("missing phone"));
+        assert_eq!(l[4].line, 7);
+        let e = l[4].parsed.clone().unwrap_err();
+        assert!(
+            e.contains("expected 2 fields, found 3") && e.contains("extra"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn crlf_becomes_lf_across_buffer_boundaries_and_lone_cr_stays() {
+        for cap in [1, 2, 3, 64] {
+            let input = std::io::BufReader::with_capacity(cap, &b"a\r\nb\rc\r\n\r"[..]);
+            let mut out = Vec::new();
+            CrlfToLf::new(input).read_to_end(&mut out).unwrap();
+            assert_eq!(out, b"a\nb\rc\n\r", "capacity {cap}");
+        }
+    }
+
+    #[test]
+    fn count_records_counts_records_not_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.csv");
+        std::fs::write(&p, "phone,note\n1,\"a\nb\"\n2,c\n").unwrap();
+        assert_eq!(count_records(&p).unwrap(), 2);
+    }
+}
