@@ -12,12 +12,16 @@ fn wait_for_people(sandbox_url: &str, expected: u64) -> serde_json::Value {
     let start = Instant::now();
     loop {
         let stats: serde_json::Value =
-            serde_json::from_str(&http_get(&format!("{sandbox_url}/_sandbox/users"))).unwrap_or_default();
+            serde_json::from_str(&http_get(&format!("{sandbox_url}/_sandbox/users")))
+                .unwrap_or_default();
         let n = |k: &str| stats[k].as_u64().unwrap_or(0);
         if n("completed") + n("failed") >= expected {
             return stats;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "people did not finish: {stats}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "people did not finish: {stats}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -25,12 +29,26 @@ fn wait_for_people(sandbox_url: &str, expected: u64) -> serde_json::Value {
 #[test]
 fn every_completion_of_a_bulk_run_is_joined_to_the_right_phone() {
     let env = Env::new();
-    let pub_key = env.write("public.pem", vectors()["keys"]["public_key_pem"].as_str().unwrap());
+    let pub_key = env.write(
+        "public.pem",
+        vectors()["keys"]["public_key_pem"].as_str().unwrap(),
+    );
     let flow = survey_flow();
-    let server = env.serve_with_env(&[("WEBHOOK_VERIFY_TOKEN", VERIFY_TOKEN)], &["--flow-json", flow.to_str().unwrap()]);
+    let server = env.serve_with_env(
+        &[("WEBHOOK_VERIFY_TOKEN", VERIFY_TOKEN)],
+        &["--flow-json", flow.to_str().unwrap()],
+    );
     let mut sb = env.cmd();
     sb.env("APP_SECRET", APP_SECRET)
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--complete-via", "both", "--user-delay-ms", "100"])
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--complete-via",
+            "both",
+            "--user-delay-ms",
+            "100",
+        ])
         .arg("--endpoint")
         .arg(format!("{}/api/flow", server.url))
         .arg("--webhook")
@@ -66,22 +84,35 @@ fn every_completion_of_a_bulk_run_is_joined_to_the_right_phone() {
         let responses = store.responses_for_token(&t.token).unwrap();
         // The endpoint's answer is primary; the webhook's nfm_reply of the same completion
         // is kept as its duplicate, never as a second response.
-        let primary: Vec<_> = responses.iter().filter(|r| r.duplicate_of.is_none()).collect();
+        let primary: Vec<_> = responses
+            .iter()
+            .filter(|r| r.duplicate_of.is_none())
+            .collect();
         assert_eq!(primary.len(), 1, "{t:?}: {responses:?}");
         let r = primary[0];
         assert_eq!(r.phone.as_deref(), Some(t.phone.as_str()));
         assert_eq!(r.customer_name.as_ref(), expected.get(&t.phone));
         assert_eq!(r.source, "endpoint");
-        assert!(r.answers.contains_key("q1_accueil") && r.answers.contains_key("commentaire"), "{r:?}");
+        assert!(
+            r.answers.contains_key("q1_accueil") && r.answers.contains_key("commentaire"),
+            "{r:?}"
+        );
         assert!(!r.sender_mismatch);
         assert_eq!(t.state, flowctl::store::SendState::Sent);
         let now = store.find_token(&t.token).unwrap().unwrap();
-        assert_eq!(now.delivery.as_deref(), Some("read"), "statuses reached the token");
+        assert_eq!(
+            now.delivery.as_deref(),
+            Some("read"),
+            "statuses reached the token"
+        );
         assert!(now.completed_at.is_some());
     }
     let funnel = store.funnel(Some("loop")).unwrap();
     let loop_c = &funnel.campaigns[0];
-    assert_eq!((loop_c.issued, loop_c.sent, loop_c.read, loop_c.completed), (20, 20, 20, 20));
+    assert_eq!(
+        (loop_c.issued, loop_c.sent, loop_c.read, loop_c.completed),
+        (20, 20, 20, 20)
+    );
 }
 
 #[test]
@@ -93,9 +124,15 @@ fn the_demo_runs_to_completion() {
     let out = run(c, Duration::from_secs(90));
     let (o, e) = (stdout(&out), stderr(&out));
     assert_eq!(out.status.code(), Some(0), "stdout: {o}\nstderr: {e}");
-    assert!(started.elapsed() < Duration::from_secs(60), "the demo takes under a minute");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the demo takes under a minute"
+    );
     assert!(o.contains("== flowctl stats =="), "{o}");
-    assert!(o.contains("flow_token,phone_number,customer_name,campaign,source,completed_at"), "{o}");
+    assert!(
+        o.contains("flow_token,phone_number,customer_name,campaign,source,completed_at"),
+        "{o}"
+    );
     // Answers joined to the sample's phones.
     assert!(o.contains("+212610059159") && o.contains("Ahmed"), "{o}");
     assert!(e.contains("4 people answered"), "{e}");

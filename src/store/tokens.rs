@@ -221,10 +221,15 @@ impl Store {
     pub fn tokens_of_campaign(&self, campaign: &str) -> Result<Vec<TokenRecord>> {
         let mut stmt = self
             .conn
-            .prepare(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE campaign = ?1 ORDER BY created_at, rowid"))
+            .prepare(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE campaign = ?1 ORDER BY created_at, rowid"
+            ))
             .map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([campaign], token_from_row).map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+        let rows = stmt
+            .query_map([campaign], token_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
     }
 
     /// Marks a token as about to be sent (its request may leave from now on).
