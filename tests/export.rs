@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use flowctl::store::{
-    CompletionInput, Failure, NewToken, Origin, SendState, Store, UnmatchedCompletion,
+    CompletionInput, Failure, NewToken, Origin, SendState, Store, WebhookCompletion,
 };
 use serde_json::{json, Value};
 use support::*;
@@ -60,12 +60,12 @@ fn complete(store: &mut Store, token: &str, source: &str, answers: Value, at: &s
 fn unmatched(store: &mut Store, sender: &str, answers: Value, at: &str) {
     let answers = answers.as_object().unwrap().clone();
     store
-        .record_unmatched_completion(&UnmatchedCompletion {
-            token: Some("flow_notfromhere"),
-            sender,
+        .webhook_completion(&WebhookCompletion {
+            flow_token: Some("flow_notfromhere"),
+            context_id: None,
+            sender: Some(sender),
             answers: &answers,
-            source: "webhook",
-            event_id: Some("wamid.unmatched.1"),
+            event_id: "wamid.unmatched.1",
             completed_at: at,
         })
         .unwrap();

@@ -111,62 +111,14 @@ impl ExportSnapshot<'_> {
     }
 }
 
-/// A Flow completion that could not be joined to a token (unknown or missing `flow_token`).
-/// It is stored anyway, with the sender's number, so that no answer is lost.
-#[derive(Clone, Debug)]
-pub struct UnmatchedCompletion<'a> {
-    /// The token the completion carried, if any (unknown to this database).
-    pub token: Option<&'a str>,
-    /// Sender's wa_id (digits) or business-scoped user id.
-    pub sender: &'a str,
-    pub answers: &'a Map<String, Value>,
-    /// `endpoint` or `webhook`.
-    pub source: &'a str,
-    /// Webhook message id, for deduplication.
-    pub event_id: Option<&'a str>,
-    /// When the user completed the Flow (stored form).
-    pub completed_at: &'a str,
-}
-
-impl Store {
-    /// Stores an unmatched completion (`matched = 0`, no campaign, phone = the sender's number
-    /// in E.164 when the sender id is a phone number). Returns the new row's id, or `None` when
-    /// the same event (or a completion carrying the same unknown token) is already stored.
-    pub fn record_unmatched_completion(
-        &mut self,
-        c: &UnmatchedCompletion<'_>,
-    ) -> Result<Option<i64>> {
-        let phone = (!c.sender.is_empty() && c.sender.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| format!("+{}", c.sender));
-        let now = crate::time::now();
-        self.write(|tx| {
-            let n = tx.execute(
-                "INSERT INTO responses (token, phone, sender, source, answers, matched,
-                     event_id, completed_at, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8)
-                 ON CONFLICT DO NOTHING",
-                params![
-                    c.token,
-                    phone,
-                    c.sender,
-                    c.source,
-                    Value::Object(c.answers.clone()).to_string(),
-                    c.event_id,
-                    c.completed_at,
-                    now
-                ],
-            )?;
-            Ok((n == 1).then(|| tx.last_insert_rowid()))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::phone::Phone;
     use crate::store::test_util::temp_store;
-    use crate::store::{CompletionInput, NewToken, Origin, SendState};
+    use crate::store::{
+        CompletionInput, NewToken, Origin, SendState, WebhookCompletion, WebhookCompletionOutcome,
+    };
     use crate::token::FlowToken;
     use serde_json::json;
 
@@ -251,16 +203,22 @@ mod tests {
             "2026-01-01T00:00:01.000Z",
         );
         let answers = json!({"q": 2}).as_object().unwrap().clone();
-        let u = UnmatchedCompletion {
-            token: Some("flow_unknown"),
-            sender: "212600000001",
+        let u = WebhookCompletion {
+            flow_token: Some("flow_unknown"),
+            context_id: None,
+            sender: Some("212600000001"),
             answers: &answers,
-            source: "webhook",
-            event_id: Some("wamid.u1"),
+            event_id: "wamid.u1",
             completed_at: "2026-01-03T00:00:00.000Z",
         };
-        assert!(s.record_unmatched_completion(&u).unwrap().is_some());
-        assert!(s.record_unmatched_completion(&u).unwrap().is_none());
+        assert!(matches!(
+            s.webhook_completion(&u).unwrap(),
+            WebhookCompletionOutcome::Unmatched { .. }
+        ));
+        assert_eq!(
+            s.webhook_completion(&u).unwrap(),
+            WebhookCompletionOutcome::Duplicate
+        );
         let base = ExportFilter::default();
         assert_eq!(rows(&s, &base).len(), 1);
         let all = rows(
@@ -291,17 +249,20 @@ mod tests {
     fn a_business_scoped_sender_has_no_phone() {
         let (_d, mut s) = temp_store();
         let answers = Map::new();
-        let id = s
-            .record_unmatched_completion(&UnmatchedCompletion {
-                token: None,
-                sender: "US.13491208655302741918",
+        let outcome = s
+            .webhook_completion(&WebhookCompletion {
+                flow_token: None,
+                context_id: None,
+                sender: Some("US.13491208655302741918"),
                 answers: &answers,
-                source: "webhook",
-                event_id: None,
+                event_id: "wamid.bsuid.1",
                 completed_at: "2026-01-03T00:00:00.000Z",
             })
             .unwrap();
-        assert!(id.is_some());
+        assert!(matches!(
+            outcome,
+            WebhookCompletionOutcome::Unmatched { .. }
+        ));
         let r = &rows(
             &s,
             &ExportFilter {

@@ -24,7 +24,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 pub use api::{ApiResponse, ResponsesPage, ResponsesQuery};
 pub use bulk::{BulkMember, BulkOutcome, Issued};
-pub use export::{ExportFilter, ExportSnapshot, UnmatchedCompletion};
+pub use export::{ExportFilter, ExportSnapshot};
 pub use flow::{Completion, CompletionInput, StoredResponse};
 pub use shared::SharedStore;
 pub use stats::{Funnel, FunnelReport};
