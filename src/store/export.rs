@@ -1,8 +1,5 @@
 //! Queries of `flowctl export`: the union of answer keys and the responses, streamed row by
-//! row inside one read snapshot; and the recording of an unmatched completion.
-
-use rusqlite::params;
-use serde_json::{Map, Value};
+//! row inside one read snapshot.
 
 use super::flow::{response_from_row, RESPONSE_COLUMNS};
 use super::{Result, Store, StoreError, StoredResponse};
@@ -120,7 +117,7 @@ mod tests {
         CompletionInput, NewToken, Origin, SendState, WebhookCompletion, WebhookCompletionOutcome,
     };
     use crate::token::FlowToken;
-    use serde_json::json;
+    use serde_json::{json, Map, Value};
 
     fn token(s: &mut Store, campaign: &str) -> String {
         let t = NewToken {
