@@ -89,7 +89,12 @@ impl Store {
                 .optional()?;
             let mismatch = c.sender.is_some_and(|s| !sender_matches(s, &phone));
             match primary {
-                Some((_, source)) if source == c.source => Ok(Completion::AlreadyCompleted),
+                // A replay from the same path without an event id (the data endpoint) is the
+                // same completion again. A webhook message with a new id is a second
+                // completion: kept below as a duplicate row, never silently dropped.
+                Some((_, source)) if source == c.source && c.event_id.is_none() => {
+                    Ok(Completion::AlreadyCompleted)
+                }
                 Some((id, _)) => {
                     tx.execute(
                         "INSERT INTO responses (token, phone, sender, customer_name, campaign, source, answers,
@@ -306,6 +311,12 @@ mod tests {
         };
         assert_eq!(s.complete(&hook).unwrap(), Completion::AlreadyCompleted);
         assert_eq!(s.complete(&hook).unwrap(), Completion::AlreadyCompleted);
+        // A second webhook completion of the same token (new message id) is kept, as a duplicate.
+        let second = CompletionInput {
+            event_id: Some("wamid.2"),
+            ..hook.clone()
+        };
+        assert_eq!(s.complete(&second).unwrap(), Completion::AlreadyCompleted);
         let n: i64 = s
             .conn
             .query_row("SELECT COUNT(*) FROM responses", [], |r| r.get(0))
@@ -318,7 +329,7 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!((n, primaries), (2, 1));
+        assert_eq!((n, primaries), (3, 1));
         assert!(s.find_token(&t).unwrap().unwrap().completed_at.is_some());
     }
 
