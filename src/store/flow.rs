@@ -245,23 +245,11 @@ fn sender_matches(sender: &str, phone: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phone::Phone;
     use crate::store::test_util::temp_store;
-    use crate::store::{NewToken, Origin, SendState};
-    use crate::token::FlowToken;
+    use crate::store::SendState;
 
     fn token(s: &mut Store) -> String {
-        let t = NewToken {
-            token: FlowToken::generate(),
-            phone: Phone::parse("+212610059159", None).unwrap(),
-            customer_name: Some("Ahmed".into()),
-            campaign: "c".into(),
-            origin: Origin::Send,
-            initial_data: None,
-            ttl: std::time::Duration::from_secs(60),
-        };
-        s.insert_token(&t, SendState::Sent).unwrap();
-        t.token.as_str().to_string()
+        crate::store::test_util::issue(s, SendState::Sent)
     }
 
     fn obj(v: Value) -> Map<String, Value> {

@@ -250,6 +250,21 @@ pub(crate) mod test_util {
         let store = Store::open(&dir.path().join("t.db")).unwrap();
         (dir, store)
     }
+
+    /// Issues a token for Ahmed (+212610059159, campaign "c") in `state`; returns it.
+    pub fn issue(s: &mut Store, state: super::SendState) -> String {
+        let t = super::NewToken {
+            token: crate::token::FlowToken::generate(),
+            phone: crate::phone::Phone::parse("+212610059159", None).unwrap(),
+            customer_name: Some("Ahmed".into()),
+            campaign: "c".into(),
+            origin: super::Origin::Send,
+            initial_data: None,
+            ttl: std::time::Duration::from_secs(600),
+        };
+        s.insert_token(&t, state).unwrap();
+        t.token.as_str().to_string()
+    }
 }
 
 #[cfg(test)]

@@ -424,25 +424,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phone::Phone;
     use crate::store::test_util::temp_store;
-    use crate::store::{NewToken, Origin, SendState};
-    use crate::token::FlowToken;
+    use crate::store::SendState;
 
     fn sent_token(s: &mut Store, wamid: &str) -> String {
-        let t = NewToken {
-            token: FlowToken::generate(),
-            phone: Phone::parse("+212610059159", None).unwrap(),
-            customer_name: Some("Ahmed".into()),
-            campaign: "c".into(),
-            origin: Origin::Send,
-            initial_data: None,
-            ttl: std::time::Duration::from_secs(600),
-        };
-        s.insert_token(&t, SendState::Sending).unwrap();
-        s.record_sent_after(t.token.as_str(), wamid, None, 1)
-            .unwrap();
-        t.token.as_str().to_string()
+        let t = crate::store::test_util::issue(s, SendState::Sending);
+        s.record_sent_after(&t, wamid, None, 1).unwrap();
+        t
     }
 
     fn status<'a>(id: &'a str, st: &'a str) -> StatusInput<'a> {
