@@ -195,27 +195,9 @@ impl Users {
             _ => return Err("--complete-via endpoint needs --endpoint and the public key".into()),
         };
         let (envelope, rkey) = crypto::encrypt_request(key, request.to_string().as_bytes());
-        let body = envelope.to_json();
-        let mut req = self
-            .http
-            .post(url)
-            .header("content-type", "application/json");
-        if let Some(secret) = &self.opts.app_secret {
-            req = req.header(
-                crypto::SIGNATURE_HEADER,
-                crypto::sign(secret.as_bytes(), body.as_bytes()),
-            );
-        }
-        let resp = req
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("data endpoint: {e}"))?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| format!("data endpoint: {e}"))?;
+        let (status, text) = self
+            .signed_post(url, envelope.to_json(), "data endpoint")
+            .await?;
         if status != 200 {
             return Err(format!("data endpoint answered {status}"));
         }
@@ -228,7 +210,20 @@ impl Users {
         let Some(url) = &self.opts.webhook else {
             return Err("--complete-via webhook needs --webhook".into());
         };
-        let body = event.to_string();
+        let (status, _) = self.signed_post(url, event.to_string(), "webhook").await?;
+        if !(200..300).contains(&status) {
+            return Err(format!("webhook answered {status}"));
+        }
+        Ok(())
+    }
+
+    /// POSTs a JSON body signed with the app secret, as Meta does; returns status and body.
+    async fn signed_post(
+        &self,
+        url: &str,
+        body: String,
+        what: &str,
+    ) -> Result<(u16, String), String> {
         let mut req = self
             .http
             .post(url)
@@ -243,11 +238,10 @@ impl Users {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("webhook: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("webhook answered {}", resp.status().as_u16()));
-        }
-        Ok(())
+            .map_err(|e| format!("{what}: {e}"))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| format!("{what}: {e}"))?;
+        Ok((status, text))
     }
 
     /// Plausible answers for one screen: an option of each choice field (varied per person),
