@@ -97,25 +97,14 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phone::Phone;
     use crate::store::test_util::temp_store;
-    use crate::store::{CompletionInput, NewToken, Origin, SendState};
-    use crate::token::FlowToken;
+    use crate::store::{CompletionInput, SendState};
 
     fn completed(s: &mut Store, campaign: &str, at: &str) -> String {
-        let t = NewToken {
-            token: FlowToken::generate(),
-            phone: Phone::parse("+212610059159", None).unwrap(),
-            customer_name: None,
-            campaign: campaign.into(),
-            origin: Origin::Send,
-            initial_data: None,
-            ttl: std::time::Duration::from_secs(600),
-        };
-        s.insert_token(&t, SendState::Sent).unwrap();
+        let t = crate::store::test_util::issue_in(s, campaign, SendState::Sent);
         let answers = Map::new();
         s.complete(&CompletionInput {
-            token: t.token.as_str(),
+            token: &t,
             answers: &answers,
             source: "endpoint",
             sender: None,
@@ -123,7 +112,7 @@ mod tests {
             completed_at: at,
         })
         .unwrap();
-        t.token.as_str().to_string()
+        t
     }
 
     #[test]

@@ -253,11 +253,16 @@ pub(crate) mod test_util {
 
     /// Issues a token for Ahmed (+212610059159, campaign "c") in `state`; returns it.
     pub fn issue(s: &mut Store, state: super::SendState) -> String {
+        issue_in(s, "c", state)
+    }
+
+    /// Issues a token for Ahmed (+212610059159) in `campaign` and `state`; returns it.
+    pub fn issue_in(s: &mut Store, campaign: &str, state: super::SendState) -> String {
         let t = super::NewToken {
             token: crate::token::FlowToken::generate(),
             phone: crate::phone::Phone::parse("+212610059159", None).unwrap(),
             customer_name: Some("Ahmed".into()),
-            campaign: "c".into(),
+            campaign: campaign.into(),
             origin: super::Origin::Send,
             initial_data: None,
             ttl: std::time::Duration::from_secs(600),

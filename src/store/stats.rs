@@ -208,23 +208,11 @@ fn funnel_of<'a>(m: &'a mut BTreeMap<String, Funnel>, name: &str) -> &'a mut Fun
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phone::Phone;
     use crate::store::test_util::temp_store;
-    use crate::store::{CompletionInput, Failure, NewToken, Origin, SendState};
-    use crate::token::FlowToken;
+    use crate::store::{CompletionInput, Failure, SendState};
 
     fn token(s: &mut Store, campaign: &str) -> String {
-        let t = NewToken {
-            token: FlowToken::generate(),
-            phone: Phone::parse("+212610059159", None).unwrap(),
-            customer_name: None,
-            campaign: campaign.into(),
-            origin: Origin::Send,
-            initial_data: None,
-            ttl: std::time::Duration::from_secs(60),
-        };
-        s.insert_token(&t, SendState::Pending).unwrap();
-        t.token.as_str().to_string()
+        crate::store::test_util::issue_in(s, campaign, SendState::Pending)
     }
 
     fn sent(s: &mut Store, campaign: &str, n: u32, delivery: Option<(&str, i64)>) -> String {
