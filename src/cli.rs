@@ -232,6 +232,11 @@ pub struct BulkArgs {
     #[arg(long)]
     pub resend_unknown: bool,
 
+    /// How long to wait out a Graph API outage (5xx answers, refused or broken connections)
+    /// before stopping the run; sends pause meanwhile and resume when the API answers again.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub max_outage: std::time::Duration,
+
     /// Send as this approved template with a Flow button.
     #[arg(long, requires = "lang")]
     pub template: Option<String>,

@@ -96,6 +96,17 @@ impl GraphError {
         )
     }
 
+    /// True when the failure says the API itself is unreachable or broken (a 5xx without an
+    /// error envelope, a refused connection) rather than refusing this one request: a bulk
+    /// run stops sending until the API answers again.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            GraphError::Connect(_) => true,
+            GraphError::Http { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
     /// True when the request may have been delivered although no success was seen.
     pub fn outcome_unknown(&self) -> bool {
         matches!(
@@ -178,6 +189,24 @@ mod tests {
         assert!(GraphError::Connect("refused".into()).is_retryable());
         let t = GraphError::Timeout(Duration::from_secs(1));
         assert!(!t.is_retryable() && t.outcome_unknown());
+    }
+
+    #[test]
+    fn only_an_unreachable_or_broken_api_is_an_outage() {
+        let http = |status| GraphError::Http {
+            status,
+            snippet: String::new(),
+        };
+        assert!(http(503).is_outage());
+        assert!(http(502).is_outage());
+        assert!(GraphError::Connect("refused".into()).is_outage());
+        assert!(!http(429).is_outage());
+        assert!(!http(404).is_outage());
+        // An error envelope means the API answered: this request's problem, not an outage.
+        assert!(!api(131000).is_outage());
+        // Ambiguous outcomes are recorded as unknown, never waited out and resent.
+        assert!(!GraphError::Network("reset".into()).is_outage());
+        assert!(!GraphError::Timeout(Duration::from_secs(1)).is_outage());
     }
 
     #[test]

@@ -109,6 +109,29 @@ impl GraphClient {
         &self.settings
     }
 
+    fn node_url(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.settings.base_url.trim_end_matches('/'),
+            self.settings.version.trim_matches('/'),
+            self.settings.phone_number_id,
+        )
+    }
+
+    /// A harmless read (`GET /{PHONE_NUMBER_ID}?fields=id`) telling whether the API answers
+    /// at all. Any answer below 500 counts as up: a 4xx is a request's problem, not an outage.
+    pub async fn probe(&self) -> Result<(), GraphError> {
+        let req = self
+            .http
+            .get(format!("{}?fields=id", self.node_url()))
+            .bearer_auth(self.settings.access_token.expose());
+        let (status, text) = self.execute(req).await?;
+        if status >= 500 {
+            return Err(parse_error(status, &text));
+        }
+        Ok(())
+    }
+
     fn url(&self, edge: &str) -> String {
         format!(
             "{}/{}/{}/{}",

@@ -108,6 +108,16 @@ impl SandboxHandle {
         self.state.recorder.snapshot()
     }
 
+    /// Starts (`Some`) or ends (`None`) an outage of the whole API, as
+    /// `POST /_sandbox/outage` does: every Graph request gets `fault` until it is cleared.
+    pub fn set_outage(&self, fault: Option<Fault>) {
+        *self
+            .state
+            .outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fault;
+    }
+
     /// Stops accepting, lets in-flight requests finish (hanging ones are dropped, the rest get
     /// up to 5 s), then flushes and closes the record file.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
@@ -143,6 +153,7 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         keys: Mutex::new(Default::default()),
         users: opts.users.map(|u| Arc::new(user::Users::new(u))),
         shutdown: stopped.clone(),
+        outage: Mutex::new(None),
     });
     let task = tokio::spawn(serve(listener, Arc::clone(&state), stopped, writer));
     Ok(SandboxHandle {

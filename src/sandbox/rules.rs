@@ -95,7 +95,7 @@ fn parse_recipient(phone: &str) -> Result<Recipient, String> {
     Ok(Recipient::Phone(digits.to_owned()))
 }
 
-fn parse_fault(code: &str) -> Result<Fault, String> {
+pub(crate) fn parse_fault(code: &str) -> Result<Fault, String> {
     match code.to_ascii_lowercase().as_str() {
         "http503" => Ok(Fault::Http503),
         "hang" => Ok(Fault::Hang),

@@ -50,6 +50,9 @@ pub(crate) struct State {
     pub(crate) users: Option<Arc<super::user::Users>>,
     /// Becomes `true` when the sandbox shuts down; releases hanging requests.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// A whole-API outage set through `POST /_sandbox/outage`: every Graph request gets this
+    /// fault (503, dropped connection, hang, or an error code) until it is cleared.
+    pub(crate) outage: Mutex<Option<Fault>>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -96,6 +99,17 @@ pub(crate) async fn handle(
                 .unwrap_or(Value::Null);
             return Ok(json_response(StatusCode::OK, &stats));
         }
+        (&Method::POST, ["_sandbox", "outage"]) => {
+            let body = read_body(req).await;
+            return Ok(set_outage(&state, body.as_deref()));
+        }
+        (&Method::GET, ["_sandbox", "outage"]) => {
+            let current = *state.outage.lock().unwrap_or_else(PoisonError::into_inner);
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({ "fault": current.map(fault_name) }),
+            ));
+        }
         (&Method::GET, ["_sandbox", "requests"]) => {
             let body =
                 serde_json::to_vec(&state.recorder.snapshot()).unwrap_or_else(|_| b"[]".to_vec());
@@ -106,6 +120,7 @@ pub(crate) async fn handle(
 
     let (phone_number_id, route) = match segments.as_slice() {
         [v, id, route] if is_version(v) => (Some((*id).to_owned()), Some(*route)),
+        [v, id] if is_version(v) => (Some((*id).to_owned()), None),
         _ => (None, None),
     };
     let authorized = has_bearer(&req);
@@ -113,24 +128,22 @@ pub(crate) async fn handle(
     let body = body_value(&body_bytes);
     let mut log = LogFields::default();
 
-    let answer = match (&method, route, &phone_number_id) {
-        (_, Some(_), Some(id)) if !id.bytes().all(|b| b.is_ascii_digit()) || id.is_empty() => {
-            graph_error(&mut log, 100, &format!(
-                "(#100) Unsupported {} request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation",
-                method.as_str().to_ascii_lowercase()
-            ))
-        }
-        (&Method::POST, Some("messages"), _) => {
-            messages(&state, authorized, body_bytes.as_ref(), &body, &mut log).await
-        }
-        (&Method::POST | &Method::GET, Some("whatsapp_business_encryption"), Some(id)) => {
-            encryption(&state, &method, id, authorized, body_bytes.as_ref(), &mut log)
-        }
-        _ => {
-            let message = format!("(#100) Unsupported request: {method} {path}");
-            log.error_code = Some(100);
-            Answer::Reply(json_response(StatusCode::NOT_FOUND, &errors::envelope_with(100, &message)))
-        }
+    let outage = *state.outage.lock().unwrap_or_else(PoisonError::into_inner);
+    let answer = if let Some(fault) = outage {
+        log.to = body.get("to").and_then(Value::as_str).map(str::to_owned);
+        log.flow_token = flow_token_of(&body);
+        fault_answer(fault, &mut log)
+    } else {
+        let request = GraphRequest {
+            method: &method,
+            path: &path,
+            route,
+            phone_number_id: phone_number_id.as_deref(),
+            authorized,
+            raw: body_bytes.as_ref(),
+            body: &body,
+        };
+        graph_answer(&state, request, &mut log).await
     };
 
     let status = match &answer {
@@ -168,6 +181,52 @@ pub(crate) async fn handle(
                 tokio::time::sleep_until(started + state.latency).await;
             }
             Ok(resp)
+        }
+    }
+}
+
+/// One Graph API request, as the router sees it.
+struct GraphRequest<'a> {
+    method: &'a Method,
+    path: &'a str,
+    route: Option<&'a str>,
+    phone_number_id: Option<&'a str>,
+    authorized: bool,
+    raw: Option<&'a Bytes>,
+    body: &'a Value,
+}
+
+/// The Graph routes: `/messages`, the encryption key, and the phone number's profile.
+async fn graph_answer(state: &State, req: GraphRequest<'_>, log: &mut LogFields) -> Answer {
+    let GraphRequest {
+        method,
+        path,
+        route,
+        phone_number_id,
+        authorized,
+        raw,
+        body,
+    } = req;
+    match (method, route, phone_number_id) {
+        (_, _, Some(id)) if !id.bytes().all(|b| b.is_ascii_digit()) || id.is_empty() => {
+            let message = format!(
+                "(#100) Unsupported {} request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation",
+                method.as_str().to_ascii_lowercase()
+            );
+            graph_error(log, 100, &message)
+        }
+        (&Method::POST, Some("messages"), _) => messages(state, authorized, raw, body, log).await,
+        (&Method::POST | &Method::GET, Some("whatsapp_business_encryption"), Some(id)) => {
+            encryption(state, method, id, authorized, raw, log)
+        }
+        (&Method::GET, None, Some(id)) => phone_number(id, authorized, log),
+        _ => {
+            let message = format!("(#100) Unsupported request: {method} {path}");
+            log.error_code = Some(100);
+            Answer::Reply(json_response(
+                StatusCode::NOT_FOUND,
+                &errors::envelope_with(100, &message),
+            ))
         }
     }
 }
@@ -214,6 +273,7 @@ fn message_answer(
         Err(invalid) => return graph_error(log, invalid.code, &invalid.message),
     };
     match state.rules.check(&accepted.to) {
+        Some(fault) => fault_answer(fault, log),
         None => {
             let wamid = next_wamid();
             log.wamid = Some(wamid.clone());
@@ -233,14 +293,20 @@ fn message_answer(
                 }),
             ))
         }
-        Some(Fault::GraphError(code)) => {
+    }
+}
+
+/// What a fault (a `--fail` rule's, or the outage's) answers instead of the Graph API.
+fn fault_answer(fault: Fault, log: &mut LogFields) -> Answer {
+    match fault {
+        Fault::GraphError(code) => {
             log.error_code = Some(code);
             Answer::Reply(json_response(
                 errors::status_for(code),
                 &errors::envelope(code),
             ))
         }
-        Some(Fault::Http503) => {
+        Fault::Http503 => {
             log.fault = Some("http503");
             Answer::Reply(bytes_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -248,15 +314,75 @@ fn message_answer(
                 b"Service Unavailable".to_vec(),
             ))
         }
-        Some(Fault::Hang) => {
+        Fault::Hang => {
             log.fault = Some("hang");
             Answer::Hang
         }
-        Some(Fault::Reset) => {
+        Fault::Reset => {
             log.fault = Some("reset");
             Answer::Reset
         }
     }
+}
+
+fn fault_name(fault: Fault) -> String {
+    match fault {
+        Fault::GraphError(code) => code.to_string(),
+        Fault::Http503 => "http503".into(),
+        Fault::Hang => "hang".into(),
+        Fault::Reset => "reset".into(),
+    }
+}
+
+/// `POST /_sandbox/outage {"fault": "http503" | "reset" | "hang" | CODE | null}`: starts or
+/// ends an outage of the whole API (every Graph route, the harmless GETs included).
+fn set_outage(state: &State, body: Option<&[u8]>) -> Resp {
+    let value: Value = body
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or(Value::Null);
+    let fault = match value.get("fault") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s == "none" => Ok(None),
+        Some(Value::String(s)) => super::rules::parse_fault(s).map(Some),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|c| u32::try_from(c).ok())
+            .map(|c| Some(Fault::GraphError(c)))
+            .ok_or_else(|| format!("code {n} is not a Graph error code")),
+        Some(other) => Err(format!("fault {other} must be a string, a code or null")),
+    };
+    match fault {
+        Ok(fault) => {
+            *state.outage.lock().unwrap_or_else(PoisonError::into_inner) = fault;
+            tracing::info!(fault = fault.map(fault_name), "sandbox outage set");
+            json_response(StatusCode::OK, &json!({ "fault": fault.map(fault_name) }))
+        }
+        Err(why) => json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({ "error": format!("{why} (expected {{\"fault\": \"http503\" | \"reset\" | \"hang\" | CODE | null}})") }),
+        ),
+    }
+}
+
+/// `GET /{version}/{PHONE_NUMBER_ID}`: the phone number's profile, a harmless read.
+fn phone_number(id: &str, authorized: bool, log: &mut LogFields) -> Answer {
+    if !authorized {
+        return graph_error(
+            log,
+            190,
+            "(#190) Invalid OAuth access token - the request needs an Authorization: Bearer <token> header",
+        );
+    }
+    Answer::Reply(json_response(
+        StatusCode::OK,
+        &json!({
+            "verified_name": "flowctl sandbox",
+            "display_phone_number": "+1 555-0100",
+            "quality_rating": "GREEN",
+            "throughput": { "level": "STANDARD" },
+            "id": id,
+        }),
+    ))
 }
 
 /// Runs the user's probe off the reactor: it may block (it typically queries SQLite).

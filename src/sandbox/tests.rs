@@ -515,3 +515,97 @@ async fn healthz_and_unknown_routes() {
         .contains("Unsupported request"));
     sb.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_outage_covers_every_graph_route_until_cleared() {
+    let sb = sandbox(&[]).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", sb.addr());
+    let set = |fault: Value| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let resp = client
+                .post(format!("{base}/_sandbox/outage"))
+                .json(&json!({ "fault": fault }))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let profile = || {
+        client
+            .get(format!("{base}/v21.0/106540352242922?fields=id"))
+            .bearer_auth("t")
+            .send()
+    };
+    // Up: the profile read answers, a message is accepted.
+    assert_eq!(profile().await.unwrap().status().as_u16(), 200);
+    assert_eq!(send(&sb, &interactive(TO, "t1")).await.0, 200);
+
+    assert_eq!(
+        set(json!("http503")).await,
+        (200, json!({"fault": "http503"}))
+    );
+    assert_eq!(send(&sb, &interactive(TO, "t2")).await.0, 503);
+    assert_eq!(profile().await.unwrap().status().as_u16(), 503);
+
+    assert_eq!(set(json!("reset")).await.0, 200);
+    assert!(
+        profile().await.is_err(),
+        "a reset outage drops the connection"
+    );
+    let dropped = client
+        .post(messages_url(&sb))
+        .bearer_auth("t")
+        .json(&interactive(TO, "t3"))
+        .send()
+        .await;
+    assert!(dropped.is_err());
+
+    assert_eq!(set(json!("nonsense")).await.0, 400);
+    assert_eq!(set(Value::Null).await, (200, json!({"fault": null})));
+    assert_eq!(send(&sb, &interactive(TO, "t4")).await.0, 200);
+
+    // The in-process handle does the same.
+    sb.set_outage(Some(Fault::Http503));
+    assert_eq!(send(&sb, &interactive(TO, "t5")).await.0, 503);
+    sb.set_outage(None);
+
+    // Only t1 and t4 were accepted; the outage's requests are recorded with their fault.
+    let accepted: Vec<_> = sb
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == Some(200) && r.wamid.is_some())
+        .filter_map(|r| r.flow_token)
+        .collect();
+    assert_eq!(accepted, ["t1", "t4"]);
+    let faults: Vec<_> = sb.requests().into_iter().filter_map(|r| r.fault).collect();
+    assert_eq!(faults, ["http503", "http503", "reset", "reset", "http503"]);
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_graph_client_probe_tells_an_outage_from_an_answer() {
+    let sb = sandbox(&[]).await;
+    let graph = crate::graph::GraphClient::new(crate::graph::GraphSettings {
+        base_url: format!("http://{}", sb.addr()),
+        version: "v21.0".into(),
+        phone_number_id: "106540352242922".into(),
+        access_token: crate::config::Secret::new("t"),
+        timeout: Duration::from_secs(2),
+    })
+    .unwrap();
+    graph.probe().await.unwrap();
+    sb.set_outage(Some(Fault::Http503));
+    assert!(graph.probe().await.unwrap_err().is_outage());
+    sb.set_outage(Some(Fault::Reset));
+    assert!(graph.probe().await.is_err());
+    // An error envelope is an answer: the API is up.
+    sb.set_outage(Some(Fault::GraphError(100)));
+    graph.probe().await.unwrap();
+    sb.set_outage(None);
+    graph.probe().await.unwrap();
+    sb.shutdown().await.unwrap();
+}

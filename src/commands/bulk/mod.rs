@@ -17,6 +17,7 @@
 //! `unknown`, unless `--resend-unknown`. Rows that failed permanently in an earlier run are
 //! not resent and count as `failed` (they have not been messaged), so such a rerun exits 1.
 
+mod outage;
 mod pacer;
 mod progress;
 mod reader;
@@ -33,7 +34,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 pub use pacer::{burst_for, default_concurrency, AdaptiveRate, Pacer};
 pub use progress::{Stats, Summary, INTERVAL_VAR};
-pub use reader::{parse_row, Columns, CsvRows};
+pub use reader::{parse_row, Columns, CrlfToLf, CsvRows};
 
 use super::send::failure_of;
 use super::{exit, UsageError};
@@ -43,6 +44,7 @@ use crate::graph::{flow_message, ErrorClass, GraphClient, GraphError, RetryPolic
 use crate::phone::Phone;
 use crate::store::{BulkMember, BulkOutcome, Issued, NewToken, Origin, SendState, Store};
 use crate::token::FlowToken;
+use outage::OutageGate;
 use progress::Progress;
 use writer::Writer;
 
@@ -174,6 +176,10 @@ struct Ctx {
     progress: Progress,
     failures: FailureLog,
     stop: watch::Sender<Option<Stop>>,
+    /// Closed while the Graph API is unreachable; see [`outage`].
+    outage: OutageGate,
+    /// How long an outage is waited out before the run stops.
+    max_outage: Duration,
 }
 
 impl Ctx {
@@ -228,6 +234,8 @@ pub async fn run(db: &Path, args: BulkArgs) -> anyhow::Result<i32> {
         progress: progress.clone(),
         failures: failures.clone(),
         stop,
+        outage: OutageGate::default(),
+        max_outage: args.max_outage,
     });
     let start = Instant::now();
     let signals = tokio::spawn(watch_signals(ctx.clone()));
@@ -266,6 +274,11 @@ pub async fn run(db: &Path, args: BulkArgs) -> anyhow::Result<i32> {
         .map_err(|e| anyhow::anyhow!("bookkeeping thread failed: {e}"))?
         .map_err(|_| anyhow::anyhow!("bookkeeping thread panicked"))?;
 
+    if let Err(failure) = &written {
+        // Accepted sends whose outcome was lost with the failed commit are not claimed as
+        // sent: the store keeps them `sending`, which the rerun reports as unknown.
+        stats.unrecorded.fetch_add(failure.unrecorded_sent, Relaxed);
+    }
     let mut summary = Summary::collect(&campaign, &stats, start.elapsed());
     summary.interrupted = stopped == Some(Stop::Interrupted);
     if let Some(Stop::Fatal(why)) = &stopped {
@@ -499,6 +512,10 @@ async fn dispatch(ctx: Arc<Ctx>, mut jobs: mpsc::Receiver<Job>) {
                 j = jobs.recv() => match j { Some(j) => j, None => break },
             },
         };
+        // Nothing new leaves while the API is down.
+        if !ctx.outage.wait_open(&mut stop).await {
+            break;
+        }
         let permit = tokio::select! {
             biased;
             _ = stop.wait_for(Option::is_some) => break,
@@ -571,31 +588,46 @@ async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
     );
     let mut permit = Some(permit);
     let mut attempt: u32 = 1;
+    // Attempts that met an outage do not count against the retry limits: the outage is
+    // bounded by --max-outage instead.
+    let mut outage_attempts: u32 = 0;
     let ended = loop {
         let err = match ctx.graph.send_message(&body).await {
             Ok(sent) => break Ended::Sent(sent),
             Err(e) => e,
         };
-        let limit = match err.class() {
-            ErrorClass::RateLimit => RATE_LIMIT_ATTEMPTS,
-            ErrorClass::PairRateLimit => PAIR_LIMIT_ATTEMPTS,
-            ErrorClass::Transient => ctx.policy.max_attempts,
-            _ => 1,
-        };
-        if attempt >= limit {
-            break Ended::Refused(err);
+        if err.is_outage() || err.outcome_unknown() {
+            close_gate(&ctx, &err);
         }
-        // The throughput limit is the whole run's: the pacer pauses and slows every request;
-        // the others wait with backoff (pair limit: 4^X s) for this row alone.
-        let wait = if err.class() == ErrorClass::RateLimit {
-            ctx.pacer.on_rate_limit();
-            Duration::ZERO
+        if err.is_outage() {
+            // Refused before the API took it: safe to send again once the API answers.
+            permit = None;
+            if !ctx.outage.wait_open(&mut ctx.stop.subscribe()).await {
+                break Ended::Refused(err);
+            }
+            outage_attempts += 1;
         } else {
-            ctx.policy.delay(attempt, &err)
-        };
-        permit = None;
-        if !wait_unless_stopped(&ctx, wait).await {
-            break Ended::Refused(err);
+            let limit = match err.class() {
+                ErrorClass::RateLimit => RATE_LIMIT_ATTEMPTS,
+                ErrorClass::PairRateLimit => PAIR_LIMIT_ATTEMPTS,
+                ErrorClass::Transient => ctx.policy.max_attempts,
+                _ => 1,
+            };
+            if attempt - outage_attempts >= limit {
+                break Ended::Refused(err);
+            }
+            // The throughput limit is the whole run's: the pacer pauses and slows every
+            // request; the others wait with backoff (pair limit: 4^X s) for this row alone.
+            let wait = if err.class() == ErrorClass::RateLimit {
+                ctx.pacer.on_rate_limit();
+                Duration::ZERO
+            } else {
+                ctx.policy.delay(attempt - outage_attempts, &err)
+            };
+            permit = None;
+            if !wait_unless_stopped(&ctx, wait).await {
+                break Ended::Refused(err);
+            }
         }
         match ctx.slots.clone().acquire_owned().await {
             Ok(p) => permit = Some(p),
@@ -606,6 +638,55 @@ async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
     };
     record(&ctx, &job, ended, i64::from(attempt) - 1);
     drop(permit);
+}
+
+/// Closes the outage gate after `err`; the first to close it starts the prober.
+fn close_gate(ctx: &Arc<Ctx>, err: &GraphError) {
+    if ctx.outage.close() {
+        Stats::bump(&ctx.stats.outages);
+        ctx.progress.report(&format!(
+            "flowctl: the Graph API is unreachable or broken ({err}); sends paused until it answers again (at most {})",
+            humantime::format_duration(ctx.max_outage)
+        ));
+        tokio::spawn(probe_until_up(ctx.clone()));
+    }
+}
+
+/// Polls a harmless read until the API answers, then opens the gate; stops the run when the
+/// outage outlasts `--max-outage`.
+async fn probe_until_up(ctx: Arc<Ctx>) {
+    let since = ctx.outage.closed_since().unwrap_or_else(Instant::now);
+    let mut probes = 0;
+    loop {
+        if !wait_unless_stopped(&ctx, outage::probe_wait(probes)).await {
+            return;
+        }
+        probes += 1;
+        match ctx.graph.probe().await {
+            Ok(()) => {
+                let paused = ctx.outage.open().unwrap_or_default();
+                ctx.stats
+                    .outage_ms
+                    .fetch_add(paused.as_millis() as u64, Relaxed);
+                ctx.progress.report(&format!(
+                    "flowctl: the Graph API answers again after {:.1}s; sends resume",
+                    paused.as_secs_f64()
+                ));
+                return;
+            }
+            Err(e) if since.elapsed() >= ctx.max_outage => {
+                ctx.stats
+                    .outage_ms
+                    .fetch_add(since.elapsed().as_millis() as u64, Relaxed);
+                ctx.request_stop(Stop::Fatal(format!(
+                    "the Graph API has been unreachable for {} (--max-outage); last answer: {e}",
+                    humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
+                )));
+                return;
+            }
+            Err(e) => tracing::debug!(probes, error = %e, "Graph API still unreachable"),
+        }
+    }
 }
 
 /// Sleeps `wait` (then waits for nothing more); false when the run is stopping.
@@ -663,7 +744,11 @@ fn record(ctx: &Ctx, job: &Job, ended: Ended, extra_attempts: i64) {
             }
         }
     };
+    let accepted = matches!(outcome, BulkOutcome::Sent { .. });
     if ctx.writer.record(outcome).is_err() {
+        if accepted {
+            Stats::bump(&ctx.stats.unrecorded);
+        }
         ctx.request_stop(Stop::Fatal(
             "cannot record outcomes: the bookkeeping thread has stopped".into(),
         ));

@@ -36,6 +36,13 @@ pub struct Stats {
     pub queued: AtomicU64,
     /// Total records of the file, once the background count is done (0 before).
     pub total: AtomicU64,
+    /// Graph API outages waited out (sends paused until the API answered again).
+    pub outages: AtomicU64,
+    /// Milliseconds spent paused by those outages.
+    pub outage_ms: AtomicU64,
+    /// Of `sent`: accepted by the API but lost with a failed commit (the store keeps them
+    /// `sending`); the summary counts them as unknown, not sent.
+    pub unrecorded: AtomicU64,
 }
 
 impl Stats {
@@ -78,6 +85,11 @@ pub struct Summary {
     /// Messages accepted per second over the run.
     pub rate: f64,
     pub interrupted: bool,
+    /// Of `unknown`: accepted by the API, but the database refused to record it.
+    pub unrecorded: u64,
+    /// Graph API outages waited out, and the seconds spent paused by them.
+    pub outages: u64,
+    pub outage_s: f64,
     /// Why the run stopped taking rows, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
@@ -86,7 +98,8 @@ pub struct Summary {
 impl Summary {
     /// From the counters at the end of a run.
     pub fn collect(campaign: &str, stats: &Stats, elapsed: Duration) -> Summary {
-        let sent = stats.sent.load(Relaxed);
+        let unrecorded = stats.unrecorded.load(Relaxed);
+        let sent = stats.sent.load(Relaxed).saturating_sub(unrecorded);
         let secs = elapsed.as_secs_f64();
         Summary {
             campaign: campaign.to_string(),
@@ -98,7 +111,8 @@ impl Summary {
             invalid: stats.invalid.load(Relaxed),
             skipped: stats.skipped.load(Relaxed),
             duplicates: stats.duplicates.load(Relaxed),
-            unknown: stats.unknown.load(Relaxed),
+            unknown: stats.unknown.load(Relaxed) + unrecorded,
+            unrecorded,
             not_attempted: stats.queued.load(Relaxed),
             would_send: None,
             elapsed_s: (secs * 1000.0).round() / 1000.0,
@@ -108,6 +122,8 @@ impl Summary {
                 0.0
             },
             interrupted: false,
+            outages: stats.outages.load(Relaxed),
+            outage_s: stats.outage_ms.load(Relaxed) as f64 / 1000.0,
             stopped: None,
         }
     }
@@ -154,6 +170,20 @@ impl Summary {
             s.push_str(&format!(
                 "\n{} sends have an unknown outcome (the message may have gone out); they are not resent unless you pass --resend-unknown",
                 self.unknown
+            ));
+        }
+        if self.unrecorded > 0 {
+            s.push_str(&format!(
+                "\n{} of the unknown were accepted by the API, but the database refused to record them; the store keeps them as 'sending' and a rerun reports them as unknown",
+                self.unrecorded
+            ));
+        }
+        if self.outages > 0 {
+            s.push_str(&format!(
+                "\nsends paused for {} Graph API outage{} ({:.1}s in all) and resumed when it answered again",
+                self.outages,
+                if self.outages == 1 { "" } else { "s" },
+                self.outage_s
             ));
         }
         if self.not_attempted > 0 {

@@ -35,6 +35,27 @@ pub struct Writer {
     tx: mpsc::Sender<Cmd>,
 }
 
+/// Why the writer thread stopped: a failed commit, and how many accepted sends it could not
+/// record (their rows stay `sending`, so a rerun reports them as unknown, never resends them).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct WriterFailure {
+    pub error: StoreError,
+    pub unrecorded_sent: u64,
+}
+
+impl WriterFailure {
+    fn new(error: StoreError, lost: &[BulkOutcome]) -> WriterFailure {
+        WriterFailure {
+            error,
+            unrecorded_sent: lost
+                .iter()
+                .filter(|o| matches!(o, BulkOutcome::Sent { .. }))
+                .count() as u64,
+        }
+    }
+}
+
 /// The writer has stopped (its commit failed, see the join result).
 #[derive(Debug, thiserror::Error)]
 #[error("the bookkeeping thread has stopped")]
@@ -42,7 +63,8 @@ pub struct WriterGone;
 
 impl Writer {
     /// Starts the thread on its own connection to `db`.
-    pub fn start(db: &Path) -> Result<(Writer, JoinHandle<Result<(), StoreError>>), StoreError> {
+    #[allow(clippy::type_complexity)]
+    pub fn start(db: &Path) -> Result<(Writer, JoinHandle<Result<(), WriterFailure>>), StoreError> {
         let store = Store::open(db)?;
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -76,8 +98,26 @@ impl Writer {
     }
 }
 
-fn run(mut store: Store, rx: mpsc::Receiver<Cmd>) -> Result<(), StoreError> {
+fn run(mut store: Store, rx: mpsc::Receiver<Cmd>) -> Result<(), WriterFailure> {
     let mut outcomes: Vec<BulkOutcome> = Vec::with_capacity(FLUSH_AT);
+    let r = run_loop(&mut store, &rx, &mut outcomes);
+    r.map_err(|e| {
+        // What was queued and not committed is lost with the failed commit, and so is what
+        // arrives after it.
+        while let Ok(cmd) = rx.try_recv() {
+            if let Cmd::Outcome(o) = cmd {
+                outcomes.push(o);
+            }
+        }
+        WriterFailure::new(e, &outcomes)
+    })
+}
+
+fn run_loop(
+    store: &mut Store,
+    rx: &mpsc::Receiver<Cmd>,
+    outcomes: &mut Vec<BulkOutcome>,
+) -> Result<(), StoreError> {
     let mut oldest: Option<Instant> = None;
     let mut deferred: Option<Cmd> = None;
     loop {
@@ -93,7 +133,7 @@ fn run(mut store: Store, rx: mpsc::Receiver<Cmd>) -> Result<(), StoreError> {
                 outcomes.push(o);
                 oldest.get_or_insert_with(Instant::now);
                 if outcomes.len() >= FLUSH_AT {
-                    store.bulk_commit(&outcomes, &[])?;
+                    store.bulk_commit(outcomes, &[])?;
                     outcomes.clear();
                     oldest = None;
                 }
@@ -114,13 +154,15 @@ fn run(mut store: Store, rx: mpsc::Receiver<Cmd>) -> Result<(), StoreError> {
                         }
                     }
                 }
-                let r = store.bulk_commit(&outcomes, &tokens);
-                outcomes.clear();
-                oldest = None;
+                let r = store.bulk_commit(outcomes, &tokens);
                 match r {
-                    Ok(()) => replies.into_iter().for_each(|r| {
-                        let _ = r.send(Ok(()));
-                    }),
+                    Ok(()) => {
+                        outcomes.clear();
+                        oldest = None;
+                        replies.into_iter().for_each(|r| {
+                            let _ = r.send(Ok(()));
+                        })
+                    }
                     Err(e) => {
                         for r in replies {
                             let _ = r.send(Err(StoreError::Task(e.to_string())));
@@ -130,20 +172,23 @@ fn run(mut store: Store, rx: mpsc::Receiver<Cmd>) -> Result<(), StoreError> {
                 }
             }
             Ok(Cmd::Issue(rows, reply)) => {
-                let r = store
-                    .bulk_commit(&outcomes, &[])
-                    .and_then(|_| store.bulk_issue(&rows));
+                if let Err(e) = store.bulk_commit(outcomes, &[]) {
+                    let _ = reply.send(Err(StoreError::Task(e.to_string())));
+                    return Err(e);
+                }
                 outcomes.clear();
                 oldest = None;
-                reply_or_stop(reply, r)?;
+                reply_or_stop(reply, store.bulk_issue(&rows))?;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                store.bulk_commit(&outcomes, &[])?;
+                store.bulk_commit(outcomes, &[])?;
                 outcomes.clear();
                 oldest = None;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return store.bulk_commit(&outcomes, &[]);
+                store.bulk_commit(outcomes, &[])?;
+                outcomes.clear();
+                return Ok(());
             }
         }
     }
