@@ -4,7 +4,9 @@
 //! them. `.env` is loaded into the environment at start-up without overriding what is already
 //! set, which gives the documented precedence. Secrets are read from the environment only.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::{PoisonError, RwLock};
 
 use crate::cli::{GraphArgs, MessageArgs};
 use crate::graph::{FlowAction, GraphSettings, MessageSettings, Template};
@@ -53,12 +55,52 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Reads a secret from the environment; empty counts as unset.
+/// Reads a secret from the environment; empty counts as unset. The value is remembered so
+/// that [`redact`] can blank it out of any text that is about to be printed or logged.
 pub fn secret(var: &'static str) -> Option<Secret> {
-    std::env::var(var)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .map(Secret)
+    let value = std::env::var(var).ok().filter(|v| !v.trim().is_empty())?;
+    remember(&value);
+    Some(Secret(value))
+}
+
+/// Values of the secrets read so far, longest first (so that a secret containing another one
+/// is replaced whole).
+static SEEN: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Shortest secret value [`redact`] replaces: shorter ones would blank out ordinary words, and
+/// are too weak to be worth protecting this way.
+pub const REDACT_MIN_LEN: usize = 4;
+
+/// What [`redact`] puts in place of a secret.
+pub const REDACTED: &str = "***";
+
+fn remember(value: &str) {
+    let value = value.trim();
+    if value.chars().count() < REDACT_MIN_LEN {
+        return;
+    }
+    let mut seen = SEEN.write().unwrap_or_else(PoisonError::into_inner);
+    if !seen.iter().any(|s| s == value) {
+        seen.push(value.to_string());
+        seen.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+}
+
+/// `text` with every secret read so far (through [`secret`]) replaced by `***`.
+///
+/// A last line of defence for text that comes from elsewhere and is about to be printed,
+/// stored or logged: a Graph API error message, an error chain, a log line. A server or proxy
+/// that echoes the `Authorization` header back must not make flowctl print the token.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let seen = SEEN.read().unwrap_or_else(PoisonError::into_inner);
+    if !seen.iter().any(|s| text.contains(s.as_str())) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = text.to_string();
+    for s in seen.iter() {
+        out = out.replace(s.as_str(), REDACTED);
+    }
+    Cow::Owned(out)
 }
 
 /// Reads a secret that must be set.
@@ -67,15 +109,47 @@ pub fn require_secret(var: &'static str) -> Result<Secret, ConfigError> {
 }
 
 /// Loads `.env` from the working directory, if present, without overriding the environment.
+///
+/// Only the working directory: a `.env` in a parent directory (say `/tmp/.env`, which any
+/// local user can create) is not read, since it could point `GRAPH_API_URL` elsewhere and
+/// receive the access token. A line that cannot be parsed is named by its number, never
+/// quoted: it may hold a secret.
 pub fn load_dotenv() -> Result<(), ConfigError> {
-    match dotenvy::dotenv() {
-        Ok(_) => Ok(()),
-        Err(e) if e.not_found() => Ok(()),
+    let path = std::path::Path::new(".env");
+    if !path.is_file() {
+        return Ok(());
+    }
+    match dotenvy::from_path(path) {
+        Ok(()) => Ok(()),
+        Err(dotenvy::Error::LineParse(line, _)) => Err(ConfigError::Invalid {
+            name: ".env",
+            reason: format!(
+                "cannot parse {} (the line is not shown: it may hold a secret)",
+                line_number(path, &line)
+                    .map(|n| format!("line {n}"))
+                    .unwrap_or_else(|| "a line".into())
+            ),
+        }),
+        Err(dotenvy::Error::EnvVar(_)) => Err(ConfigError::Invalid {
+            name: ".env",
+            reason: "a value refers to a variable that is not valid unicode".into(),
+        }),
         Err(e) => Err(ConfigError::Invalid {
             name: ".env",
             reason: e.to_string(),
         }),
     }
+}
+
+/// The 1-based number of the line where `text` (the unparsable rest of a line, as the parser
+/// reports it) starts in the file.
+fn line_number(path: &std::path::Path, text: &str) -> Option<usize> {
+    let content = std::fs::read_to_string(path).ok()?;
+    let first = text.lines().next().unwrap_or(text).trim();
+    let at = content
+        .lines()
+        .position(|l| !first.is_empty() && l.contains(first))?;
+    Some(at + 1)
 }
 
 fn required(
@@ -210,6 +284,19 @@ mod tests {
     fn secrets_never_show_in_debug_or_display() {
         let s = Secret::new("EAAG-very-secret");
         assert!(!format!("{s:?} {s}").contains("very-secret"));
+    }
+
+    #[test]
+    fn redact_blanks_out_every_secret_read_and_nothing_else() {
+        // What `secret` does with each value it reads.
+        remember("tok-abc-123");
+        remember(" tok-abc-123-longer\n");
+        remember("abc");
+        assert_eq!(
+            redact("Bearer tok-abc-123 then tok-abc-123-longer, abc"),
+            "Bearer *** then ***, abc"
+        );
+        assert!(matches!(redact("nothing secret"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -12,7 +12,7 @@ fn main() {
     let code = match dotenv.map_err(anyhow::Error::from).and_then(|_| run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("flowctl: {}", one_line(&err));
+            eprintln!("flowctl: {}", flowctl::config::redact(&one_line(&err)));
             exit_code(&err)
         }
     };
@@ -55,12 +55,33 @@ fn init_tracing(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// stderr for log lines, with every secret read so far blanked out (see
+/// `flowctl::config::redact`): a field carrying text from elsewhere, such as an error message
+/// that echoes a credential, must not put the credential in the logs. The formatter writes
+/// each event with one `write`, so a line is redacted whole.
+struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        match std::str::from_utf8(buf) {
+            Ok(text) => err.write_all(flowctl::config::redact(text).as_bytes())?,
+            Err(_) => err.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 

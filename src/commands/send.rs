@@ -129,11 +129,12 @@ pub async fn send_one(
     })
 }
 
-/// What to store about a failed send.
+/// What to store about a failed send. The message is redacted: it quotes the Graph API's
+/// answer, which must not bring a secret (an echoed access token) into the store or the output.
 pub fn failure_of(e: &GraphError) -> Failure {
     Failure {
         code: e.code(),
-        message: e.to_string(),
+        message: crate::config::redact(&e.to_string()).into_owned(),
         retryable: e.is_retryable(),
     }
 }
