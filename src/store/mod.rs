@@ -40,7 +40,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A store failure, with the database path for the user.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open database {path}: {source}")]
+    #[error("cannot open database {path}: {}", describe(.source))]
     Open {
         path: PathBuf,
         #[source]

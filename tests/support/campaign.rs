@@ -1,0 +1,307 @@
+//! A bulk campaign against an in-process sandbox, and the invariants every reliability
+//! harness checks after it: nobody messaged twice, every accepted message recorded (or left
+//! outcome-unknown), nothing recorded as sent that the API did not accept.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use flowctl::sandbox::{start, Fault, SandboxHandle, SandboxOptions};
+
+/// A directory with its database and CSV, and a sandbox in this process.
+pub struct Campaign {
+    pub dir: tempfile::TempDir,
+    sandbox: Option<SandboxHandle>,
+    pub rt: tokio::runtime::Runtime,
+}
+
+/// What the store and the sandbox hold, once checked.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Tally {
+    /// Messages the sandbox accepted.
+    pub accepted: usize,
+    /// Rows per state in the store.
+    pub states: HashMap<String, usize>,
+    /// Accepted messages whose row is `sending` or `unknown` (outcome not recorded).
+    pub accepted_unrecorded: usize,
+}
+
+impl Tally {
+    pub fn state(&self, s: &str) -> usize {
+        self.states.get(s).copied().unwrap_or(0)
+    }
+}
+
+/// Phone number `i` of the campaign (valid French mobiles).
+pub fn phone(i: usize) -> String {
+    format!("+336{:08}", 10_000_000 + i)
+}
+
+impl Campaign {
+    pub fn new(latency: Duration) -> Campaign {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let opts = SandboxOptions {
+            latency,
+            ..SandboxOptions::default()
+        };
+        let sandbox = rt.block_on(start(opts)).expect("sandbox");
+        Campaign {
+            dir: tempfile::tempdir().expect("tempdir"),
+            sandbox: Some(sandbox),
+            rt,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path("flowctl.db")
+    }
+
+    pub fn sandbox(&self) -> &SandboxHandle {
+        self.sandbox.as_ref().expect("sandbox")
+    }
+
+    pub fn graph_url(&self) -> String {
+        format!("http://{}", self.sandbox().addr())
+    }
+
+    /// Writes `contacts.csv` with `rows` distinct phones.
+    pub fn contacts(&self, rows: usize) -> PathBuf {
+        let mut text = String::from("phone_number,customer_name\n");
+        for i in 0..rows {
+            text.push_str(&format!("{},Client {i}\n", phone(i)));
+        }
+        let p = self.path("contacts.csv");
+        std::fs::write(&p, text).expect("write csv");
+        p
+    }
+
+    /// `flowctl bulk ARGS` with a clean environment pointing at the sandbox.
+    pub fn bulk(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_flowctl"));
+        c.env_clear()
+            .current_dir(self.dir.path())
+            .env("WHATSAPP_ACCESS_TOKEN", "test-token")
+            .env("PHONE_NUMBER_ID", "106540352242922")
+            .env("FLOW_ID", "1234567890123456")
+            .env("GRAPH_API_URL", self.graph_url())
+            .env("GRAPH_API_TIMEOUT", "5s")
+            .env("FLOWCTL_DB", self.db())
+            .env("FLOWCTL_PROGRESS_INTERVAL_MS", "500")
+            .arg("bulk")
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.bulk(args).output().expect("run bulk")
+    }
+
+    pub fn set_outage(&self, fault: Option<Fault>) {
+        self.sandbox().set_outage(fault);
+    }
+
+    /// Messages the sandbox accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.sandbox()
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/messages") && r.status == Some(200))
+            .count()
+    }
+
+    /// Waits until the sandbox has accepted at least `n` messages (panics after 60 s).
+    pub fn wait_accepted(&self, n: usize) {
+        let start = std::time::Instant::now();
+        while self.accepted() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the sandbox accepted only {} of {n} messages in 60 s",
+                self.accepted()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Checks the invariants over the sandbox's record and the store; the tally on success,
+    /// the first violations otherwise.
+    ///
+    /// Safe on a live run: the sandbox is read before the store (a message accepted by then
+    /// was marked `sending` before it left), and again after it (a row recorded `sent` by
+    /// then was accepted before).
+    pub fn check(&self) -> Result<Tally, String> {
+        let before = self.sandbox().requests();
+        let mut tally = Tally::default();
+        let mut errors = Vec::new();
+        // token -> (phone digits, state, message_id)
+        let mut rows: HashMap<String, (String, String, Option<String>)> = HashMap::new();
+        if self.db().exists() {
+            let c = rusqlite::Connection::open(self.db()).map_err(|e| e.to_string())?;
+            let mut q = c
+                .prepare("SELECT token, phone, state, message_id FROM tokens")
+                .map_err(|e| e.to_string())?;
+            let it = q
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                })
+                .map_err(|e| e.to_string())?;
+            for row in it {
+                let (token, phone, state, mid) = row.map_err(|e| e.to_string())?;
+                *tally.states.entry(state.clone()).or_default() += 1;
+                rows.insert(
+                    token,
+                    (phone.trim_start_matches('+').to_string(), state, mid),
+                );
+            }
+        }
+        let after: HashSet<String> = self
+            .sandbox()
+            .requests()
+            .into_iter()
+            .filter(|r| r.status == Some(200))
+            .filter_map(|r| r.wamid)
+            .collect();
+        let mut per_phone: HashMap<String, usize> = HashMap::new();
+        for r in before {
+            if !(r.path.ends_with("/messages") && r.status == Some(200)) {
+                continue;
+            }
+            tally.accepted += 1;
+            let to = r.to.clone().unwrap_or_default();
+            let n = per_phone.entry(to.clone()).or_default();
+            *n += 1;
+            if *n == 2 {
+                errors.push(format!("+{to} was messaged twice"));
+            }
+            let token = r.flow_token.clone().unwrap_or_default();
+            let wamid = r.wamid.clone().unwrap_or_default();
+            match rows.get(&token) {
+                None => errors.push(format!(
+                    "accepted message to +{to} carries token {token:?}, which the store does not hold"
+                )),
+                Some((phone, _, _)) if *phone != to => errors.push(format!(
+                    "token {token:?} is stored for +{phone} but was sent to +{to}"
+                )),
+                Some((_, state, mid)) => match state.as_str() {
+                    "sent" if mid.as_deref() == Some(wamid.as_str()) => {}
+                    "sent" => errors.push(format!(
+                        "token {token:?} is recorded with message {mid:?}, the API accepted {wamid}"
+                    )),
+                    "sending" | "unknown" => tally.accepted_unrecorded += 1,
+                    other => errors.push(format!(
+                        "the API accepted the message to +{to} but its row is {other:?}: a rerun could send it again"
+                    )),
+                },
+            }
+        }
+        for (token, (phone, state, mid)) in &rows {
+            if state == "sent" && !mid.as_ref().is_some_and(|m| after.contains(m)) {
+                errors.push(format!(
+                    "token {token:?} (+{phone}) is recorded as sent with {mid:?}, which the API never accepted"
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(tally)
+        } else {
+            errors.truncate(10);
+            Err(errors.join("\n"))
+        }
+    }
+
+    /// `PRAGMA integrity_check` of the store.
+    pub fn integrity(&self) -> String {
+        let c = rusqlite::Connection::open(self.db()).expect("open db");
+        c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity_check")
+    }
+}
+
+impl Drop for Campaign {
+    fn drop(&mut self) {
+        if let Some(s) = self.sandbox.take() {
+            let _ = self.rt.block_on(s.shutdown());
+        }
+    }
+}
+
+/// The last line of stdout as JSON (`--json` summaries).
+pub fn summary(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {stdout:?}, stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Percentile `p` (0..=100) of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A small deterministic generator (xorshift), so that a failing campaign can be replayed
+/// from its printed seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// A seed from `FLOWCTL_SEED`, else the clock.
+    pub fn seed() -> u64 {
+        std::env::var("FLOWCTL_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            })
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// Uniform in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
+    }
+}
+
+/// `FLOWCTL_<name>` as a number, else `default` (the long harnesses scale with these).
+pub fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(format!("FLOWCTL_{name}"))
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
