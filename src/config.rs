@@ -29,7 +29,12 @@ pub enum ConfigError {
 }
 
 /// A secret value (token, key, passphrase). Its `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Deliberately not `PartialEq`: `==` on strings stops at the first differing byte, which
+/// tells a remote caller how much of a guess was right. Compare what a client sent with a
+/// secret in constant time (`subtle::ConstantTimeEq`, over SHA-256 digests of both sides so
+/// that the length does not show either).
+#[derive(Clone)]
 pub struct Secret(String);
 
 impl Secret {
@@ -40,6 +45,17 @@ impl Secret {
     /// The secret itself, for the one place that must use it.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// True when `given` (what a client sent) is this secret. Constant time, and the
+    /// secret's length does not show either: both sides are hashed with SHA-256, then the
+    /// digests are compared with `subtle`.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let a = Sha256::digest(given);
+        let b = Sha256::digest(self.0.as_bytes());
+        a.ct_eq(&b).into()
     }
 }
 
@@ -284,6 +300,22 @@ mod tests {
     fn secrets_never_show_in_debug_or_display() {
         let s = Secret::new("EAAG-very-secret");
         assert!(!format!("{s:?} {s}").contains("very-secret"));
+    }
+
+    #[test]
+    fn matches_accepts_the_secret_only() {
+        let s = Secret::new("verify-token-77a1");
+        assert!(s.matches(b"verify-token-77a1"));
+        for near in [
+            &b"verify-token-77a"[..],
+            b"verify-token-77a1x",
+            b"verify-token-77a2",
+            b"Verify-token-77a1",
+            b"",
+            b"verify-token-77a1\0",
+        ] {
+            assert!(!s.matches(near), "{:?}", String::from_utf8_lossy(near));
+        }
     }
 
     #[test]
