@@ -505,8 +505,10 @@ fn send_and_bulk_show_no_secret() {
         "127.0.0.1:0",
         "--fail",
         "+212610059160=131026",
+        "--record",
+        "graph-requests.ndjson",
     ]);
-    let sb = Running::start(sb_cmd);
+    let mut sb = Running::start(sb_cmd);
 
     for (phone, expected, format) in [("+212610059159", 0, "json"), ("+212610059160", 1, "text")] {
         let mut c = env.graph_cmd(&sb.url);
@@ -551,6 +553,15 @@ fn send_and_bulk_show_no_secret() {
     assert_eq!(code(&out), Some(1), "{}", stderr(&out));
 
     needles.check("flowctl sandbox", "stderr", &sb.stderr());
+    sb.signal("TERM");
+    assert!(
+        sb.wait(Duration::from_secs(10)).is_some(),
+        "sandbox did not stop"
+    );
+    assert!(
+        env.path("graph-requests.ndjson").exists(),
+        "the sandbox's record file is checked too"
+    );
     needles.check_files("flowctl send/bulk", env.dir.path(), &[]);
 }
 
