@@ -126,7 +126,7 @@ fn campaign_concurrency(rate: &str) -> usize {
 
 #[test]
 fn bulk_killed_at_random_moments_never_messages_anyone_twice() {
-    let r = bulk_crash_campaign(400, 8, 400, 600);
+    let r = bulk_crash_campaign(1000, 8, 400, 600);
     assert!(r.killed_mid_run >= 4, "most kills must land mid-run");
 }
 
@@ -316,6 +316,11 @@ fn serve_crash_campaign(tokens: usize, rounds: usize, max_wait_ms: u64) -> Serve
         endpoint.len() + webhook.len(),
         &lost[..lost.len().min(5)]
     );
+    let integrity: String = rusqlite::Connection::open(env.db())
+        .expect("open db")
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(integrity, "ok", "seed {seed}");
     let distinct: HashSet<&String> = endpoint.iter().chain(webhook.iter()).collect();
     assert_eq!(distinct.len(), endpoint.len() + webhook.len());
     ServeCrashReport {
