@@ -1,0 +1,78 @@
+//! Replays the fuzz targets' committed inputs through the very functions the fuzzer runs
+//! (`fuzz/src/harness.rs`), so the harnesses and every minimised finding stay checked by
+//! the normal test suite. Seeds: `fuzz/seeds/<target>/`; findings: `fuzz/regressions/<target>/`
+//! plus the named tests below. Run the fuzzer itself with `scripts/fuzz.sh`.
+
+#[allow(dead_code)]
+#[path = "../fuzz/src/harness.rs"]
+mod harness;
+
+use std::path::Path;
+
+/// Every file of `fuzz/seeds/<target>` and `fuzz/regressions/<target>`, with its name.
+fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut out = Vec::new();
+    for dir in ["seeds", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
+        for e in entries {
+            let path = e.expect("readable directory").path();
+            let bytes = std::fs::read(&path).expect("readable input");
+            out.push((path.display().to_string(), bytes));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn replay(target: &str, run: fn(&[u8])) {
+    let inputs = inputs(target);
+    assert!(!inputs.is_empty(), "no committed inputs for {target}");
+    for (name, bytes) in inputs {
+        if std::panic::catch_unwind(|| run(&bytes)).is_err() {
+            panic!("{target}: {name} fails");
+        }
+    }
+}
+
+#[test]
+fn data_endpoint_inputs_replay() {
+    replay("data_endpoint", harness::data_endpoint);
+}
+
+#[test]
+fn webhook_envelope_inputs_replay() {
+    replay("webhook_envelope", harness::webhook_envelope);
+}
+
+#[test]
+fn csv_row_inputs_replay() {
+    replay("csv_row", harness::csv_row);
+}
+
+#[test]
+fn flow_json_inputs_replay() {
+    replay("flow_json", harness::flow_json);
+}
+
+#[test]
+fn phone_inputs_replay() {
+    replay("phone", harness::phone);
+}
+
+#[test]
+fn empty_inputs_are_harmless() {
+    for run in [
+        harness::data_endpoint,
+        harness::webhook_envelope,
+        harness::csv_row,
+        harness::flow_json,
+        harness::phone,
+    ] {
+        run(b"");
+        run(b"\x00");
+        run(b"\x01");
+    }
+}
