@@ -88,6 +88,9 @@ fn interactive(s: &MessageSettings, r: &Recipient<'_>, data: Option<&Map<String,
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
         "to": r.phone.wa_digits(),
+        // Echoed in the message's status webhooks: a status then names its token even when
+        // the send's own answer was lost.
+        "biz_opaque_callback_data": r.flow_token,
         "type": "interactive",
         "interactive": {
             "type": "flow",
@@ -122,6 +125,7 @@ fn template(t: &Template, r: &Recipient<'_>, data: Option<&Map<String, Value>>) 
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
         "to": r.phone.wa_digits(),
+        "biz_opaque_callback_data": r.flow_token,
         "type": "template",
         "template": {
             "name": t.name,

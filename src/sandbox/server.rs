@@ -282,6 +282,10 @@ fn message_answer(
                     to: accepted.to.clone(),
                     flow_token: token.clone(),
                     wamid: wamid.clone(),
+                    callback: body
+                        .get("biz_opaque_callback_data")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
                 });
             }
             Answer::Reply(json_response(

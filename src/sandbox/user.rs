@@ -94,6 +94,8 @@ pub struct Delivered {
     pub to: String,
     pub flow_token: String,
     pub wamid: String,
+    /// The message's `biz_opaque_callback_data`, echoed in its statuses as Meta does.
+    pub callback: Option<String>,
 }
 
 impl Users {
@@ -299,10 +301,14 @@ impl Users {
     }
 
     fn status_event(&self, msg: &Delivered, status: &str) -> Value {
+        let mut s = json!({ "id": msg.wamid, "status": status, "timestamp": unix_now(), "recipient_id": msg.to });
+        if let Some(cb) = &msg.callback {
+            s["biz_opaque_callback_data"] = json!(cb);
+        }
         self.envelope(json!({
             "messaging_product": "whatsapp",
             "metadata": self.metadata(),
-            "statuses": [{ "id": msg.wamid, "status": status, "timestamp": unix_now(), "recipient_id": msg.to }]
+            "statuses": [s]
         }))
     }
 

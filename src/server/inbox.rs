@@ -49,6 +49,8 @@ pub enum WebhookEvent {
         recipient: Option<String>,
         error_code: Option<i64>,
         error_title: Option<String>,
+        /// `biz_opaque_callback_data`: the flow token flowctl attached to the message.
+        callback: Option<String>,
     },
     /// Something kept as an `events` row (alert, error, unhandled change, unusable body).
     Record {
@@ -257,6 +259,7 @@ fn status_event(status: &Value) -> WebhookEvent {
         error_title: error
             .and_then(|e| str_of(e, "title").or_else(|| str_of(e, "message")))
             .map(str::to_string),
+        callback: str_of(status, "biz_opaque_callback_data").map(str::to_string),
     }
 }
 
@@ -434,6 +437,7 @@ async fn apply(state: &Arc<AppState>, event: WebhookEvent) -> Result<(), StoreEr
             recipient,
             error_code,
             error_title,
+            callback,
         } => {
             let label_status = label(&status);
             let outcome = state
@@ -446,6 +450,7 @@ async fn apply(state: &Arc<AppState>, event: WebhookEvent) -> Result<(), StoreEr
                         recipient: recipient.as_deref(),
                         error_code,
                         error_title: error_title.as_deref(),
+                        callback: callback.as_deref(),
                     })
                 })
                 .await?;

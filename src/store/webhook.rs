@@ -60,6 +60,8 @@ pub struct StatusInput<'a> {
     pub recipient: Option<&'a str>,
     pub error_code: Option<i64>,
     pub error_title: Option<&'a str>,
+    /// `biz_opaque_callback_data`, which flowctl sets to the message's flow token.
+    pub callback: Option<&'a str>,
 }
 
 /// What became of a status.
@@ -274,6 +276,19 @@ impl Store {
         let now = crate::time::now();
         let rank = delivery_rank(s.status);
         self.write(|tx| {
+            if let Some(token) = s.callback {
+                // A status naming its flow token proves the API accepted that message: it
+                // settles a send whose answer was lost (a crash, a timeout, a reset), and
+                // joins a status that overtook the send's own commit.
+                tx.execute(
+                    "UPDATE tokens SET state = 'sent', message_id = ?2,
+                        sent_at = COALESCE(sent_at, ?3), error_code = NULL,
+                        error_message = NULL, error_retryable = NULL
+                     WHERE token = ?1 AND message_id IS NULL AND state IN ('sending', 'unknown')
+                       AND (?4 IS NULL OR phone = '+' || ?4)",
+                    params![token, s.message_id, now, s.recipient],
+                )?;
+            }
             let matched: bool = tx.query_row(
                 "SELECT EXISTS(SELECT 1 FROM tokens WHERE message_id = ?1)",
                 [s.message_id],
@@ -441,6 +456,7 @@ mod tests {
             recipient: None,
             error_code: None,
             error_title: None,
+            callback: None,
         }
     }
 
@@ -490,6 +506,54 @@ mod tests {
         assert_eq!(
             s.delivery(&t2).unwrap().unwrap().delivery.as_deref(),
             Some("read")
+        );
+    }
+
+    #[test]
+    fn a_status_naming_its_token_settles_a_send_whose_answer_was_lost() {
+        let (_d, mut s) = temp_store();
+        let sending = crate::store::test_util::issue(&mut s, SendState::Sending);
+        let unknown = crate::store::test_util::issue(&mut s, SendState::Unknown);
+        let pending = crate::store::test_util::issue(&mut s, SendState::Pending);
+        let sent = sent_token(&mut s, "wamid.S");
+        let with = |id: &'static str, token: &'static str| StatusInput {
+            recipient: Some("212610059159"),
+            callback: Some(token),
+            ..status(id, "delivered")
+        };
+        let leak = |t: &String| -> &'static str { Box::leak(t.clone().into_boxed_str()) };
+
+        for (id, token) in [("wamid.1", &sending), ("wamid.2", &unknown)] {
+            assert_eq!(
+                s.record_status(&with(id, leak(token))).unwrap(),
+                StatusOutcome::Recorded { matched: true }
+            );
+            let row = s.find_token(token).unwrap().unwrap();
+            assert_eq!(row.state, SendState::Sent, "{token}");
+            assert_eq!(row.message_id.as_deref(), Some(id));
+            assert_eq!(row.delivery.as_deref(), Some("delivered"));
+        }
+        // A pending row never left; a sent row keeps its own wamid.
+        s.record_status(&with("wamid.3", leak(&pending))).unwrap();
+        assert_eq!(
+            s.find_token(&pending).unwrap().unwrap().state,
+            SendState::Pending
+        );
+        s.record_status(&with("wamid.4", leak(&sent))).unwrap();
+        assert_eq!(
+            s.find_token(&sent).unwrap().unwrap().message_id.as_deref(),
+            Some("wamid.S")
+        );
+        // A status for another recipient does not adopt the token.
+        let other = crate::store::test_util::issue(&mut s, SendState::Sending);
+        s.record_status(&StatusInput {
+            recipient: Some("33612345678"),
+            ..with("wamid.5", leak(&other))
+        })
+        .unwrap();
+        assert_eq!(
+            s.find_token(&other).unwrap().unwrap().state,
+            SendState::Sending
         );
     }
 

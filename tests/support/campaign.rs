@@ -41,6 +41,15 @@ pub fn phone(i: usize) -> String {
 
 impl Campaign {
     pub fn new(latency: Duration) -> Campaign {
+        Campaign::with(tempfile::tempdir().expect("tempdir"), latency, None)
+    }
+
+    /// A campaign in `dir` whose sandbox plays the recipients as `users` say.
+    pub fn with(
+        dir: tempfile::TempDir,
+        latency: Duration,
+        users: Option<flowctl::sandbox::user::UserOptions>,
+    ) -> Campaign {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -48,11 +57,12 @@ impl Campaign {
             .expect("runtime");
         let opts = SandboxOptions {
             latency,
+            users,
             ..SandboxOptions::default()
         };
         let sandbox = rt.block_on(start(opts)).expect("sandbox");
         Campaign {
-            dir: tempfile::tempdir().expect("tempdir"),
+            dir,
             sandbox: Some(sandbox),
             rt,
         }
