@@ -451,6 +451,6 @@ fn long_bulk_killed_then_settled_by_statuses() {
     let kills = campaign::knob("KILLS", 200) as usize;
     let (seed, kills, accepted, never_left) = bulk_crash_then_reconcile(rows, kills);
     println!(
-        "RELIABILITY bulk-sigkill-settled: seed {seed}, {rows} rows, {kills} SIGKILLs, recipients' statuses posted to serve: every accepted message ({accepted}) settled as sent by its status, {never_left} rows that never left resent with --resend-unknown; final: {rows} phones messaged exactly once, {rows} rows sent (= the uninterrupted run)"
+        "RELIABILITY bulk-sigkill-settled: seed {seed}, {rows} rows, {kills} SIGKILLs, recipients' statuses posted to serve: all {accepted} accepted messages recorded as sent (those the kills left unknown settled by their status webhook), the {never_left} rows that never reached the API resent with --resend-unknown; final: {rows} phones messaged exactly once, {rows} rows sent (= the uninterrupted run)"
     );
 }
