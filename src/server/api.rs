@@ -78,7 +78,11 @@ fn keys_equal(given: &str, key: &Secret) -> bool {
 
 /// `POST /api/send-flow`: `{"phoneNumber","customerName"[,"data"][,"campaign"]}` → the
 /// same JSON as `flowctl send` (200 sent, 502 refused by the Graph API).
-pub async fn send_flow(state: &Arc<AppState>, req: Request<Incoming>) -> Resp {
+pub async fn send_flow(
+    state: &Arc<AppState>,
+    budget: &http::BodyBudget,
+    req: Request<Incoming>,
+) -> Resp {
     if let Some(resp) = refusal(state, &req) {
         return resp;
     }
@@ -91,19 +95,9 @@ pub async fn send_flow(state: &Arc<AppState>, req: Request<Incoming>) -> Resp {
             )
         }
     };
-    let body = match tokio::time::timeout(
-        state.limits.body_timeout,
-        http::read_body(req, MAX_SEND_BODY),
-    )
-    .await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(http::BodyError::TooLarge)) => {
-            return http::json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-        }
-        Ok(Err(http::BodyError::Read(_))) | Err(_) => {
-            return http::json_error(StatusCode::BAD_REQUEST, "incomplete request body")
-        }
+    let body = match http::read_body(req, MAX_SEND_BODY, state.limits.body_timeout, budget).await {
+        Ok(b) => b,
+        Err(e) => return e.response(true),
     };
     let send = match parse_send(&body, &sender.settings) {
         Ok(s) => s,

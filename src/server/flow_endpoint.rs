@@ -1,10 +1,11 @@
 //! `POST /api/flow`: the encrypted Flow data endpoint.
 //!
 //! Order of checks, each with its status (and nothing else ever answered):
-//! 413 body over the limit → 432 bad or missing signature (raw bytes, before anything else)
+//! 413 body over the limit, 400 body cut short or not received within the body timeout,
+//! 503 (with `Retry-After`) no memory left for a large body during a flood → 432 bad or missing signature (raw bytes, before anything else)
 //! → 400 body not the encrypted envelope → 421 cannot be decrypted → 400 decrypted payload
 //! not a request → 200 ping / error notification acknowledged → 427 unknown, expired or
-//! completed token → 200 next screen or SUCCESS.
+//! completed token → 200 next screen or SUCCESS; 500 when the database fails.
 
 use std::sync::Arc;
 
@@ -39,25 +40,20 @@ enum Reply {
 }
 
 /// Handles one request to the data endpoint.
-pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Resp {
+pub async fn handle(
+    state: &Arc<AppState>,
+    budget: &http::BodyBudget,
+    req: Request<Incoming>,
+) -> Resp {
     let signature = req
         .headers()
         .get(crypto::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = match tokio::time::timeout(
-        state.limits.body_timeout,
-        http::read_body(req, state.limits.max_body),
-    )
-    .await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(http::BodyError::TooLarge)) => {
-            return http::text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-        }
-        Ok(Err(http::BodyError::Read(_))) | Err(_) => {
-            return http::text(StatusCode::BAD_REQUEST, "incomplete request body")
-        }
+    let limits = &state.limits;
+    let body = match http::read_body(req, limits.max_body, limits.body_timeout, budget).await {
+        Ok(b) => b,
+        Err(e) => return e.response(false),
     };
     if !state.app_secrets.is_empty() {
         if let Err(e) = crypto::verify_signature(&state.secret_bytes(), &body, signature.as_deref())

@@ -30,26 +30,90 @@ use http::Resp;
 pub use metrics::Metrics;
 
 /// Limits that protect the server from slow or abusive clients.
-#[derive(Clone, Copy, Debug)]
+///
+/// `Limits::default()` is the built-in values ([`Limits::BUILTIN`]) with the environment's
+/// overrides applied: `FLOWCTL_HEADER_TIMEOUT` and `FLOWCTL_BODY_TIMEOUT` (durations such
+/// as `10s` or `500ms`), `FLOWCTL_MAX_CONNECTIONS` and `FLOWCTL_BODY_MEMORY` (bytes), whole
+/// numbers. A value that cannot be used is reported in the log and the built-in values are
+/// kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request body, in bytes (413 above).
     pub max_body: usize,
-    /// Time allowed to receive a request's headers.
+    /// Time allowed to receive a request's headers, also the longest a kept-alive
+    /// connection may stay idle.
     pub header_timeout: Duration,
     /// Time allowed to receive a request's body.
     pub body_timeout: Duration,
     /// Connections served at once; further ones wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Memory for request bodies being read, shared by all connections (the part of each
+    /// body past [`http::UNCOUNTED_BODY`]); a body that does not fit is refused with 503.
+    pub body_memory: usize,
+}
+
+/// Environment variables overriding [`Limits::BUILTIN`].
+pub const HEADER_TIMEOUT_VAR: &str = "FLOWCTL_HEADER_TIMEOUT";
+pub const BODY_TIMEOUT_VAR: &str = "FLOWCTL_BODY_TIMEOUT";
+pub const MAX_CONNECTIONS_VAR: &str = "FLOWCTL_MAX_CONNECTIONS";
+pub const BODY_MEMORY_VAR: &str = "FLOWCTL_BODY_MEMORY";
+
+impl Limits {
+    /// The values used when nothing overrides them.
+    pub const BUILTIN: Limits = Limits {
+        max_body: 1 << 20,
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(10),
+        max_connections: 1024,
+        body_memory: 64 << 20,
+    };
+
+    /// `self` with the overrides found by `lookup` (the environment in [`Default`]);
+    /// `Err` names the first unusable value.
+    pub fn with_overrides(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Limits, String> {
+        let duration = |var: &str, current: Duration| -> Result<Duration, String> {
+            match lookup(var) {
+                None => Ok(current),
+                Some(v) => match humantime::parse_duration(v.trim()) {
+                    Ok(d) if !d.is_zero() && d <= Duration::from_secs(3600) => Ok(d),
+                    _ => Err(format!(
+                        "{var}={v:?}: expected a duration from 1ms to 1h, such as 10s or 500ms"
+                    )),
+                },
+            }
+        };
+        self.header_timeout = duration(HEADER_TIMEOUT_VAR, self.header_timeout)?;
+        self.body_timeout = duration(BODY_TIMEOUT_VAR, self.body_timeout)?;
+        let number =
+            |var: &str, current: usize, range: std::ops::RangeInclusive<usize>| match lookup(var) {
+                None => Ok(current),
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(n) if range.contains(&n) => Ok(n),
+                    _ => Err(format!(
+                        "{var}={v:?}: expected a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    )),
+                },
+            };
+        self.max_connections = number(MAX_CONNECTIONS_VAR, self.max_connections, 1..=1 << 20)?;
+        self.body_memory = number(BODY_MEMORY_VAR, self.body_memory, 1 << 20..=1 << 40)?;
+        Ok(self)
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_body: 1 << 20,
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(10),
-            max_connections: 1024,
-        }
+        let from_env = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+        Limits::BUILTIN
+            .with_overrides(from_env)
+            .unwrap_or_else(|reason| {
+                tracing::warn!(%reason, "server limits: ignoring an unusable setting");
+                Limits::BUILTIN
+            })
     }
 }
 
@@ -103,6 +167,7 @@ pub async fn serve(
     let worker = tokio::spawn(inbox::run(state.clone(), worker_stop));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let conn_slots = Arc::new(Semaphore::new(state.limits.max_connections));
+    let budget = http::BodyBudget::new(state.limits.body_memory);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -124,9 +189,10 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let header_timeout = state.limits.header_timeout;
         let state = state.clone();
+        let budget = budget.clone();
         let service = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(route(state, peer, req).await) }
+            let (state, budget) = (state.clone(), budget.clone());
+            async move { Ok::<_, Infallible>(route(state, &budget, peer, req).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -152,20 +218,31 @@ pub async fn serve(
 }
 
 /// Routes one request and writes its one log line.
-async fn route(state: Arc<AppState>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+async fn route(
+    state: Arc<AppState>,
+    budget: &http::BodyBudget,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Resp {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let (label, resp) = match (&method, path.as_str()) {
-        (&Method::POST, "/api/flow") => ("/api/flow", flow_endpoint::handle(&state, req).await),
+        (&Method::POST, "/api/flow") => (
+            "/api/flow",
+            flow_endpoint::handle(&state, budget, req).await,
+        ),
         (&Method::GET, "/api/message-webhook") => (
             "/api/message-webhook",
             webhook::verify(&state, req.uri().query()),
         ),
-        (&Method::POST, "/api/message-webhook") => {
-            ("/api/message-webhook", webhook::receive(&state, req).await)
+        (&Method::POST, "/api/message-webhook") => (
+            "/api/message-webhook",
+            webhook::receive(&state, budget, req).await,
+        ),
+        (&Method::POST, "/api/send-flow") => {
+            ("/api/send-flow", api::send_flow(&state, budget, req).await)
         }
-        (&Method::POST, "/api/send-flow") => ("/api/send-flow", api::send_flow(&state, req).await),
         (&Method::GET, "/api/responses") => ("/api/responses", api::responses(&state, req).await),
         (&Method::GET, "/healthz") => ("/healthz", health(&state).await),
         (&Method::GET, "/metrics") => (
@@ -208,6 +285,58 @@ async fn health(state: &AppState) -> Resp {
                 StatusCode::SERVICE_UNAVAILABLE,
                 &serde_json::json!({ "status": "database unavailable" }),
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn limits_take_the_environments_overrides() {
+        assert_eq!(
+            Limits::BUILTIN.with_overrides(vars(&[])),
+            Ok(Limits::BUILTIN)
+        );
+        let l = Limits::BUILTIN
+            .with_overrides(vars(&[
+                (HEADER_TIMEOUT_VAR, "750ms"),
+                (BODY_TIMEOUT_VAR, "2s"),
+                (MAX_CONNECTIONS_VAR, " 8 "),
+                (BODY_MEMORY_VAR, "16777216"),
+            ]))
+            .unwrap();
+        assert_eq!(l.header_timeout, Duration::from_millis(750));
+        assert_eq!(l.body_timeout, Duration::from_secs(2));
+        assert_eq!(l.max_connections, 8);
+        assert_eq!(l.body_memory, 16 << 20);
+        assert_eq!(l.max_body, Limits::BUILTIN.max_body);
+    }
+
+    #[test]
+    fn unusable_limits_are_refused_by_name() {
+        for (var, value) in [
+            (HEADER_TIMEOUT_VAR, "0s"),
+            (HEADER_TIMEOUT_VAR, "soon"),
+            (BODY_TIMEOUT_VAR, "2h"),
+            (MAX_CONNECTIONS_VAR, "0"),
+            (MAX_CONNECTIONS_VAR, "-3"),
+            (BODY_MEMORY_VAR, "1k"),
+            (BODY_MEMORY_VAR, "1024"),
+        ] {
+            let err = Limits::BUILTIN
+                .with_overrides(vars(&[(var, value)]))
+                .unwrap_err();
+            assert!(err.starts_with(var), "{err}");
         }
     }
 }

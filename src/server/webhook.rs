@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use subtle::ConstantTimeEq;
@@ -43,23 +44,21 @@ pub fn verify(state: &AppState, query: Option<&str>) -> Resp {
 
 /// Receives one signed notification: 403 (nothing stored) for a missing or wrong
 /// signature, otherwise stored in the inbox and 200.
-pub async fn receive(state: &Arc<AppState>, req: Request<Incoming>) -> Resp {
+pub async fn receive(
+    state: &Arc<AppState>,
+    budget: &http::BodyBudget,
+    req: Request<Incoming>,
+) -> Resp {
     let signature = req
         .headers()
         .get(crypto::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let limit = state.limits.max_body.max(MAX_WEBHOOK_BODY);
-    let body =
-        match tokio::time::timeout(state.limits.body_timeout, http::read_body(req, limit)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(http::BodyError::TooLarge)) => {
-                return http::json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-            }
-            Ok(Err(http::BodyError::Read(_))) | Err(_) => {
-                return http::json_error(StatusCode::BAD_REQUEST, "incomplete request body")
-            }
-        };
+    let body = match http::read_body(req, limit, state.limits.body_timeout, budget).await {
+        Ok(b) => b,
+        Err(e) => return e.response(true),
+    };
     if !state.app_secrets.is_empty() {
         if let Err(e) = crypto::verify_signature(&state.secret_bytes(), &body, signature.as_deref())
         {
@@ -71,7 +70,7 @@ pub async fn receive(state: &Arc<AppState>, req: Request<Incoming>) -> Resp {
             return http::json_error(StatusCode::FORBIDDEN, "invalid signature");
         }
     }
-    let bytes = body.to_vec();
+    let bytes = Bytes::clone(&body);
     match state.store.call(move |s| s.insert_inbox(&bytes)).await {
         Ok(id) => {
             state.inbox.notify_one();
