@@ -301,6 +301,9 @@ struct Report {
     stats: Repeated,
     elapsed: Duration,
     peak_rss_kib: u64,
+    /// Sizes of the database and of its WAL at the end, in bytes.
+    db_bytes: u64,
+    wal_bytes: u64,
 }
 
 async fn campaign(env: &Env, plan: &Plan) -> (Report, Running, Running) {
@@ -419,8 +422,12 @@ async fn campaign(env: &Env, plan: &Plan) -> (Report, Running, Running) {
     let stats = readers.next().unwrap().join().expect("stats loop");
     let elapsed = started.elapsed();
     let (peak_rss_kib, _) = load::memory_kib(server.child.id());
+    let size = |name: &str| std::fs::metadata(env.path(name)).map_or(0, |m| m.len());
+    let (db_bytes, wal_bytes) = (size("flowctl.db"), size("flowctl.db-wal"));
     (
         Report {
+            db_bytes,
+            wal_bytes,
             load,
             bulk,
             bulk_elapsed,
@@ -688,12 +695,14 @@ fn print_report(label: &str, plan: &Plan, r: &Report) {
         r.stats.durations.summary()
     );
     println!(
-        "RELIABILITY concurrency[{label}] completions acknowledged: endpoint={} webhook_posts={} api_sent={} problems={} elapsed_s={:.1}",
+        "RELIABILITY concurrency[{label}] completions acknowledged: endpoint={} webhook_posts={} api_sent={} problems={} elapsed_s={:.1} db_bytes={} wal_bytes={}",
         r.load.surveys_completed,
         r.load.webhooks_acknowledged,
         r.load.api_sent,
         r.load.problems.len(),
-        r.elapsed.as_secs_f64()
+        r.elapsed.as_secs_f64(),
+        r.db_bytes,
+        r.wal_bytes
     );
 }
 
@@ -721,6 +730,94 @@ async fn serve_bulk_export_and_stats_share_one_database() {
     );
 }
 
+/// Two `bulk` runs of the same campaign started at once on the same file (a double click,
+/// a retry of a run that looked stuck): every phone gets exactly one message, and the two
+/// summaries add up to the file.
+///
+/// KNOWN BUG, outside the server: fails today. Both runs send most rows (the second run
+/// finds the first run's rows `pending` and sends them too, because `Store::bulk_commit`
+/// marks rows `sending` without checking their state), so ~80% of the phones get two
+/// messages; and each run reports the other's in-flight rows as the unknown outcome of a
+/// run that died, exiting 1. Ignored so that the suite stays green until the fix lands in
+/// src/store/bulk.rs and src/commands/bulk.
+#[test]
+#[ignore = "KNOWN BUG in bulk: two concurrent runs of one campaign message phones twice"]
+fn two_bulk_runs_of_one_campaign_at_once_send_each_phone_once() {
+    let env = Env::new();
+    let sandbox = env.sandbox(&["--latency-ms", "5"]);
+    let rows = 600;
+    let mut csv = String::from("phone_number,customer_name\n");
+    for i in 0..rows {
+        csv.push_str(&format!("+336{:08},Client {i}\n", 40_000_000 + i));
+    }
+    let csv = env.write("twice.csv", &csv);
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = env.graph_cmd(&sandbox.url);
+            c.args(["bulk", "--json", "--rate", "500", "--concurrency", "8"])
+                .arg(&csv)
+                .stdin(Stdio::null());
+            std::thread::spawn(move || run(c, Duration::from_secs(300)))
+        })
+        .collect();
+    let outs: Vec<Output> = runs.into_iter().map(|r| r.join().expect("bulk")).collect();
+    let mut per_phone: HashMap<String, usize> = HashMap::new();
+    for m in sandbox_messages(&sandbox.url) {
+        if m["status"] == 200 {
+            *per_phone
+                .entry(m["to"].as_str().unwrap_or("").to_string())
+                .or_default() += 1;
+        }
+    }
+    let summaries: Vec<Value> = outs
+        .iter()
+        .map(|out| {
+            serde_json::from_str(stdout(out).lines().last().unwrap_or(""))
+                .unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+        })
+        .collect();
+    let total = |k: &str| -> u64 { summaries.iter().map(|s| s[k].as_u64().unwrap_or(0)).sum() };
+    let twice = per_phone.values().filter(|n| **n > 1).count();
+    println!(
+        "RELIABILITY concurrency[twice] two bulk runs of {rows} rows at once: exits={:?} sent={} skipped={} unknown={} failed={} phones_messaged={} phones_messaged_twice={twice}",
+        outs.iter().map(|o| o.status.code()).collect::<Vec<_>>(),
+        total("sent"),
+        total("skipped"),
+        total("unknown"),
+        total("failed"),
+        per_phone.len(),
+    );
+    // Never a second message to one phone, never a phone left out.
+    assert_eq!(twice, 0, "phones messaged twice");
+    assert_eq!(per_phone.len(), rows, "phones messaged");
+    assert_eq!(
+        load::count(
+            &env.db(),
+            "SELECT COUNT(*) FROM tokens WHERE state = 'sent'"
+        ),
+        rows as i64
+    );
+    // Neither run may report the other's live requests as the unknown outcome of a run
+    // that died (and exit 1 for it).
+    for (out, s) in outs.iter().zip(&summaries) {
+        for text in [stdout(out), stderr(out)] {
+            assert_eq!(contention_words("bulk", &text), None);
+        }
+        assert_eq!(
+            (
+                out.status.code(),
+                s["unknown"].as_u64(),
+                s["failed"].as_u64()
+            ),
+            (Some(0), Some(0), Some(0)),
+            "{s}\n{}",
+            stderr(out).lines().take(5).collect::<Vec<_>>().join("\n")
+        );
+    }
+    assert_eq!(total("sent"), rows as u64);
+    assert_eq!(total("sent") + total("skipped"), 2 * rows as u64);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "several minutes: cargo test --test reliability_concurrency -- --ignored --nocapture"]
 async fn long_contention_campaign() {
@@ -728,9 +825,9 @@ async fn long_contention_campaign() {
         bulk_rows: 40_000,
         bulk_rate: 400,
         bulk_concurrency: 16,
-        endpoint_surveys: 3000,
-        webhook_completions: 3000,
-        api_sends: 1000,
+        endpoint_surveys: 1500,
+        webhook_completions: 1500,
+        api_sends: 500,
         serve_workers: 6,
     };
     let env = Env::new();
