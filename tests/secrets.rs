@@ -625,8 +625,6 @@ fn a_graph_api_echoing_the_token_does_not_make_send_or_keys_repeat_it() {
 }
 
 #[test]
-#[ignore = "bulk prints and writes GraphError's text, which quotes the Graph API's answer \
-            unredacted; fixed when GraphClient redacts the access token from answer bodies"]
 fn a_graph_api_echoing_the_token_does_not_make_bulk_repeat_it() {
     let env = Env::new();
     let needles = Needles::secrets();
@@ -647,8 +645,6 @@ fn a_graph_api_echoing_the_token_does_not_make_bulk_repeat_it() {
 }
 
 #[test]
-#[ignore = "the store creates flowctl.db with the process umask (0644 by default), readable \
-            by every local user; fixed when Store::open creates a new database file 0600"]
 fn the_database_is_owner_only_whatever_the_umask() {
     let env = Env::new();
     let sb = env.sandbox(&[]);

@@ -80,6 +80,11 @@ impl GraphError {
                 ErrorClass::RateLimit
             }
             GraphError::Api { code, .. } => classify(*code),
+            // Refused credentials without an envelope (a proxy, an expired token): retrying
+            // cannot help, and every other row would meet the same answer.
+            GraphError::Http {
+                status: 401 | 403, ..
+            } => ErrorClass::Fatal,
             GraphError::Http { .. } | GraphError::Connect(_) => ErrorClass::Transient,
             // Ambiguous outcomes are not retried blindly: the API has no idempotency key.
             GraphError::Timeout(_) | GraphError::Network(_) | GraphError::InvalidResponse(_) => {
@@ -187,6 +192,14 @@ mod tests {
         }
         .is_retryable());
         assert!(GraphError::Connect("refused".into()).is_retryable());
+        for status in [401, 403] {
+            let refused = GraphError::Http {
+                status,
+                snippet: String::new(),
+            };
+            assert_eq!(refused.class(), ErrorClass::Fatal, "{status}");
+            assert!(!refused.is_retryable());
+        }
         let t = GraphError::Timeout(Duration::from_secs(1));
         assert!(!t.is_retryable() && t.outcome_unknown());
     }

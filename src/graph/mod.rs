@@ -244,6 +244,9 @@ impl GraphClient {
         let resp = req.send().await.map_err(|e| self.transport_error(e))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| self.transport_error(e))?;
+        // A proxy or an API that echoes the request (Authorization included) must not put the
+        // token into errors, logs, the failures file or the database.
+        let text = crate::config::redact(&text).into_owned();
         Ok((status, text))
     }
 

@@ -104,6 +104,23 @@ impl std::fmt::Debug for Store {
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 
+/// Creates a missing database file readable by its owner only (it links phone numbers to
+/// answers); SQLite then gives its `-wal` and `-shm` files the same mode. An existing file
+/// keeps its mode.
+fn create_owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
@@ -111,6 +128,13 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
+        create_owner_only(path).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(e.to_string()),
+            ),
+        })?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
