@@ -30,6 +30,8 @@ use tokio::net::TcpStream;
 /// The server's limits in these tests (small timeouts so that slow clients finish quickly).
 const HEADER_TIMEOUT: Duration = Duration::from_millis(1000);
 const BODY_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Time a stalled answer may wait for its client to read (`FLOWCTL_WRITE_TIMEOUT`).
+const WRITE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// `--max-body`'s default.
 const MAX_BODY: usize = 1 << 20;
 /// The webhook accepts Meta's largest payloads.
@@ -58,6 +60,7 @@ enum Kind {
     SlowHeaders,
     SlowBody,
     TruncatedSilent,
+    NeverReads,
     ForgedWebhook,
     UnsignedWebhook,
     OversizedWebhook,
@@ -91,7 +94,7 @@ const FAST: [(Kind, u64); 19] = [
     (Ping, 1),
 ];
 /// Kinds that take a timeout's length each; they run on their own workers.
-const SLOW: [Kind; 3] = [SlowHeaders, SlowBody, TruncatedSilent];
+const SLOW: [Kind; 4] = [SlowHeaders, SlowBody, TruncatedSilent, NeverReads];
 
 impl Kind {
     fn name(self) -> String {
@@ -120,6 +123,8 @@ impl Kind {
             // The client leaves without waiting; what must hold is that its connection slot
             // comes back (checked at the end of the campaign).
             TruncatedClosed => &["closed"],
+            // Pipelines requests and never reads: cut by the write timeout.
+            NeverReads => &["closed"],
             ForgedWebhook | UnsignedWebhook => &["403"],
             SignedInvalidWebhook | GoodWebhook | Ping => &["200"],
         }
@@ -328,6 +333,25 @@ async fn attack(ctx: &Ctx, kind: Kind) -> (Outcome, Duration) {
             Outcome::Closed
         }
         SlowHeaders => slow_headers(&ctx.host).await,
+        NeverReads => {
+            let s = match TcpStream::connect(&ctx.host).await {
+                Ok(s) => s,
+                Err(e) => return (Outcome::Reset(e.to_string()), started.elapsed()),
+            };
+            let (_r, mut w) = s.into_split();
+            let burst = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\n\r\n", ctx.host).repeat(500);
+            let written = async {
+                loop {
+                    if w.write_all(burst.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            match tokio::time::timeout(CLIENT_DEADLINE, written).await {
+                Ok(()) => Outcome::Closed,
+                Err(_) => Outcome::Hung,
+            }
+        }
         SlowBody | TruncatedSilent => {
             let mut s = match TcpStream::connect(&ctx.host).await {
                 Ok(s) => s,
@@ -706,6 +730,12 @@ impl Bad {
                     "slow_headers cut after {took:?} (timeout {HEADER_TIMEOUT:?})"
                 ));
             }
+        } else if matches!(kind, NeverReads) {
+            if took > WRITE_TIMEOUT + Duration::from_secs(3) {
+                self.wrong.push(format!(
+                    "never_reads cut after {took:?} (timeout {WRITE_TIMEOUT:?})"
+                ));
+            }
         } else if matches!(kind, SlowBody | TruncatedSilent)
             && (took < BODY_TIMEOUT.mul_f64(0.9) || took > BODY_TIMEOUT + Duration::from_secs(2))
         {
@@ -774,6 +804,10 @@ fn serve_under_test(env: &Env, max_connections: usize) -> Running {
             ),
             ("FLOWCTL_MAX_CONNECTIONS", &max_connections.to_string()),
             ("FLOWCTL_BODY_MEMORY", &BODY_MEMORY.to_string()),
+            (
+                "FLOWCTL_WRITE_TIMEOUT",
+                &format!("{}ms", WRITE_TIMEOUT.as_millis()),
+            ),
         ],
         &["--flow-json", flow.to_str().unwrap()],
     )
@@ -1135,8 +1169,8 @@ async fn bad_input_under_load_gets_exact_statuses_and_stores_nothing() {
         good_workers: 4,
         attack_jobs: 300,
         attack_workers: 12,
-        slow_jobs: 6,
-        slow_workers: 6,
+        slow_jobs: 8,
+        slow_workers: 8,
         max_connections: 32,
         idle_connections: 48,
         flood_connections: 32,
@@ -1188,16 +1222,60 @@ async fn a_flood_of_large_forged_bodies_stays_within_the_body_memory_budget() {
     assert_eq!(a.status, 200);
 }
 
+/// Regression: a client that pipelines requests and never reads the answers leaves the
+/// server blocked writing to it; without a write timeout that connection slot was held
+/// forever, so a handful of such clients (as many as the connection limit) shut the
+/// server for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_their_answers_do_not_hold_connection_slots() {
+    let env = Env::new();
+    let limit = 4;
+    let server = serve_under_test(&env, limit);
+    let host = load::host_of(&server.url);
+    let mut readers = Vec::new();
+    for _ in 0..limit {
+        let s = TcpStream::connect(&host).await.expect("connect");
+        let (r, mut w) = s.into_split();
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let burst = request.repeat(2000);
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                if w.write_all(burst.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        // Kept open and never read.
+        readers.push(r);
+    }
+    // Let every slot fill up with answers nobody reads.
+    tokio::time::sleep(WRITE_TIMEOUT + Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let answer = load::exchange(
+        &host,
+        format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+        Duration::from_secs(10),
+    )
+    .await;
+    println!(
+        "RELIABILITY attack[regression] {limit} clients never reading (limit {limit}): a new request answered {answer:?} after {:.0} ms",
+        load::ms(started.elapsed())
+    );
+    assert_eq!(answer, Outcome::Status(200));
+    assert!(started.elapsed() < WRITE_TIMEOUT + Duration::from_secs(2));
+    drop(readers);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "several minutes: cargo test --test reliability_attack -- --ignored --nocapture"]
 async fn long_bad_input_campaign() {
     let plan = Plan {
         baseline_surveys: 100,
-        attack_surveys: 2500,
+        attack_surveys: 6000,
         good_workers: 8,
-        attack_jobs: 30_000,
+        attack_jobs: 80_000,
         attack_workers: 24,
-        slow_jobs: 240,
+        slow_jobs: 400,
         slow_workers: 8,
         max_connections: 64,
         idle_connections: 200,

@@ -5,6 +5,7 @@ pub mod api;
 mod flow_endpoint;
 pub mod http;
 pub mod inbox;
+pub mod io;
 pub mod metrics;
 pub mod webhook;
 
@@ -32,8 +33,8 @@ pub use metrics::Metrics;
 /// Limits that protect the server from slow or abusive clients.
 ///
 /// `Limits::default()` is the built-in values ([`Limits::BUILTIN`]) with the environment's
-/// overrides applied: `FLOWCTL_HEADER_TIMEOUT` and `FLOWCTL_BODY_TIMEOUT` (durations such
-/// as `10s` or `500ms`), `FLOWCTL_MAX_CONNECTIONS` and `FLOWCTL_BODY_MEMORY` (bytes), whole
+/// overrides applied: `FLOWCTL_HEADER_TIMEOUT`, `FLOWCTL_BODY_TIMEOUT` and
+/// `FLOWCTL_WRITE_TIMEOUT` (durations such as `10s` or `500ms`), `FLOWCTL_MAX_CONNECTIONS` and `FLOWCTL_BODY_MEMORY` (bytes), whole
 /// numbers. A value that cannot be used is reported in the log and the built-in values are
 /// kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +46,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time allowed to receive a request's body.
     pub body_timeout: Duration,
+    /// Time an answer may wait for its client to read (a write making no progress); the
+    /// connection is closed after it.
+    pub write_timeout: Duration,
     /// Connections served at once; further ones wait in the kernel's backlog.
     pub max_connections: usize,
     /// Memory for request bodies being read, shared by all connections (the part of each
@@ -55,6 +59,7 @@ pub struct Limits {
 /// Environment variables overriding [`Limits::BUILTIN`].
 pub const HEADER_TIMEOUT_VAR: &str = "FLOWCTL_HEADER_TIMEOUT";
 pub const BODY_TIMEOUT_VAR: &str = "FLOWCTL_BODY_TIMEOUT";
+pub const WRITE_TIMEOUT_VAR: &str = "FLOWCTL_WRITE_TIMEOUT";
 pub const MAX_CONNECTIONS_VAR: &str = "FLOWCTL_MAX_CONNECTIONS";
 pub const BODY_MEMORY_VAR: &str = "FLOWCTL_BODY_MEMORY";
 
@@ -64,6 +69,7 @@ impl Limits {
         max_body: 1 << 20,
         header_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(10),
+        write_timeout: Duration::from_secs(10),
         max_connections: 1024,
         body_memory: 64 << 20,
     };
@@ -87,6 +93,7 @@ impl Limits {
         };
         self.header_timeout = duration(HEADER_TIMEOUT_VAR, self.header_timeout)?;
         self.body_timeout = duration(BODY_TIMEOUT_VAR, self.body_timeout)?;
+        self.write_timeout = duration(WRITE_TIMEOUT_VAR, self.write_timeout)?;
         let number =
             |var: &str, current: usize, range: std::ops::RangeInclusive<usize>| match lookup(var) {
                 None => Ok(current),
@@ -188,6 +195,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let header_timeout = state.limits.header_timeout;
+        let stream = io::WriteDeadline::new(stream, state.limits.write_timeout);
         let state = state.clone();
         let budget = budget.clone();
         let service = service_fn(move |req| {
@@ -311,12 +319,14 @@ mod tests {
             .with_overrides(vars(&[
                 (HEADER_TIMEOUT_VAR, "750ms"),
                 (BODY_TIMEOUT_VAR, "2s"),
+                (WRITE_TIMEOUT_VAR, "3s"),
                 (MAX_CONNECTIONS_VAR, " 8 "),
                 (BODY_MEMORY_VAR, "16777216"),
             ]))
             .unwrap();
         assert_eq!(l.header_timeout, Duration::from_millis(750));
         assert_eq!(l.body_timeout, Duration::from_secs(2));
+        assert_eq!(l.write_timeout, Duration::from_secs(3));
         assert_eq!(l.max_connections, 8);
         assert_eq!(l.body_memory, 16 << 20);
         assert_eq!(l.max_body, Limits::BUILTIN.max_body);
