@@ -734,12 +734,12 @@ async fn serve_bulk_export_and_stats_share_one_database() {
 /// a retry of a run that looked stuck): every phone gets exactly one message, and the two
 /// summaries add up to the file.
 ///
-/// KNOWN BUG, outside the server: fails today. Both runs send most rows (the second run
-/// finds the first run's rows `pending` and sends them too, because `Store::bulk_commit`
-/// marks rows `sending` without checking their state), so ~80% of the phones get two
-/// messages; and each run reports the other's in-flight rows as the unknown outcome of a
-/// run that died, exiting 1. Ignored so that the suite stays green until the fix lands in
-/// src/store/bulk.rs and src/commands/bulk.
+/// KNOWN BUG, outside the server, until bulk takes a per-campaign lock: both runs send
+/// most rows (the second run finds the first run's rows `pending` and sends them too,
+/// because `Store::bulk_commit` marks rows `sending` without checking their state), so ~80%
+/// of the phones got two messages, and each run reported the other's in-flight rows as the
+/// unknown outcome of a run that died, exiting 1. Passes when the second run is refused at
+/// once (or both share the rows without overlap); ignored until that fix is committed.
 #[test]
 #[ignore = "KNOWN BUG in bulk: two concurrent runs of one campaign message phones twice"]
 fn two_bulk_runs_of_one_campaign_at_once_send_each_phone_once() {
@@ -769,18 +769,36 @@ fn two_bulk_runs_of_one_campaign_at_once_send_each_phone_once() {
                 .or_default() += 1;
         }
     }
-    let summaries: Vec<Value> = outs
+    // A run either completes (its JSON summary last on stdout) or is refused at once because
+    // the other run holds the campaign (one line on stderr naming the other run).
+    let refused = |out: &Output| {
+        let err = stderr(out).to_ascii_lowercase();
+        out.status.code() != Some(0) && err.contains("another") && err.contains("bulk")
+    };
+    let summaries: Vec<Option<Value>> = outs
         .iter()
         .map(|out| {
-            serde_json::from_str(stdout(out).lines().last().unwrap_or(""))
-                .unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+            if refused(out) {
+                return None;
+            }
+            Some(
+                serde_json::from_str(stdout(out).lines().last().unwrap_or(""))
+                    .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out))),
+            )
         })
         .collect();
-    let total = |k: &str| -> u64 { summaries.iter().map(|s| s[k].as_u64().unwrap_or(0)).sum() };
+    let total = |k: &str| -> u64 {
+        summaries
+            .iter()
+            .flatten()
+            .map(|s| s[k].as_u64().unwrap_or(0))
+            .sum()
+    };
     let twice = per_phone.values().filter(|n| **n > 1).count();
     println!(
-        "RELIABILITY concurrency[twice] two bulk runs of {rows} rows at once: exits={:?} sent={} skipped={} unknown={} failed={} phones_messaged={} phones_messaged_twice={twice}",
+        "RELIABILITY concurrency[twice] two bulk runs of {rows} rows at once: exits={:?} refused={} sent={} skipped={} unknown={} failed={} phones_messaged={} phones_messaged_twice={twice}",
         outs.iter().map(|o| o.status.code()).collect::<Vec<_>>(),
+        summaries.iter().filter(|s| s.is_none()).count(),
         total("sent"),
         total("skipped"),
         total("unknown"),
@@ -803,6 +821,7 @@ fn two_bulk_runs_of_one_campaign_at_once_send_each_phone_once() {
         for text in [stdout(out), stderr(out)] {
             assert_eq!(contention_words("bulk", &text), None);
         }
+        let Some(s) = s else { continue };
         assert_eq!(
             (
                 out.status.code(),
@@ -814,8 +833,10 @@ fn two_bulk_runs_of_one_campaign_at_once_send_each_phone_once() {
             stderr(out).lines().take(5).collect::<Vec<_>>().join("\n")
         );
     }
+    assert!(summaries.iter().any(Option::is_some), "both runs refused");
     assert_eq!(total("sent"), rows as u64);
-    assert_eq!(total("sent") + total("skipped"), 2 * rows as u64);
+    let completed = summaries.iter().flatten().count() as u64;
+    assert_eq!(total("sent") + total("skipped"), completed * rows as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
