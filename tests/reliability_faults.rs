@@ -361,3 +361,56 @@ fn a_full_disk_stops_the_run_with_a_clear_error_and_nothing_claimed_unrecorded()
         "every row ends sent or reported unknown: {s2}"
     );
 }
+
+#[test]
+fn a_second_run_of_a_campaign_in_progress_is_refused_and_nobody_is_messaged_twice() {
+    let c = Campaign::new(Duration::from_millis(5));
+    let csv = c.contacts(400);
+    let failures = c.path("failures.csv");
+    let first = c
+        .bulk(&[
+            csv.to_str().unwrap(),
+            "--rate",
+            "200",
+            "--json",
+            "--failures",
+            failures.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bulk");
+    c.wait_accepted(20);
+    let second = c.run(&[
+        csv.to_str().unwrap(),
+        "--rate",
+        "200",
+        "--failures",
+        failures.to_str().unwrap(),
+    ]);
+    let stderr = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("campaign \"contacts\" is already being sent") && stderr.contains("pid "),
+        "{stderr}"
+    );
+    // Another campaign of the same file and database may run beside it.
+    let other = c.run(&[csv.to_str().unwrap(), "--campaign", "other", "--dry-run"]);
+    assert_eq!(other.status.code(), Some(0), "{}", text(&other.stderr));
+
+    let out = first.wait_with_output().expect("first run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(summary(&out)["sent"], 400);
+    let tally = c.check().expect("invariants");
+    assert_eq!(tally.accepted, 400, "nobody messaged twice");
+    // The refused run did not touch the first run's failures file.
+    assert_eq!(
+        std::fs::read_to_string(&failures).unwrap().lines().count(),
+        1,
+        "only the header of the first run's (empty) failures file"
+    );
+    // Once the first run is over, the lock is free again: the rerun skips everyone.
+    let again = c.run(&[csv.to_str().unwrap(), "--json"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert_eq!(summary(&again)["skipped"], 400);
+}

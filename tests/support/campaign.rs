@@ -155,8 +155,21 @@ impl Campaign {
         let mut errors = Vec::new();
         // token -> (phone digits, state, message_id)
         let mut rows: HashMap<String, (String, String, Option<String>)> = HashMap::new();
-        if self.db().exists() {
-            let c = rusqlite::Connection::open(self.db()).map_err(|e| e.to_string())?;
+        let c = if self.db().exists() {
+            Some(rusqlite::Connection::open(self.db()).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        // A run killed before its migrations leaves a database without tables: no rows.
+        let migrated = c.as_ref().is_some_and(|c| {
+            c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE name = 'tokens')",
+                [],
+                |r| r.get::<_, bool>(0),
+            )
+            .unwrap_or(false)
+        });
+        if let (Some(c), true) = (&c, migrated) {
             let mut q = c
                 .prepare("SELECT token, phone, state, message_id FROM tokens")
                 .map_err(|e| e.to_string())?;

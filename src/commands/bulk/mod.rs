@@ -17,6 +17,7 @@
 //! `unknown`, unless `--resend-unknown`. Rows that failed permanently in an earlier run are
 //! not resent and count as `failed` (they have not been messaged), so such a rerun exits 1.
 
+mod lock;
 mod outage;
 mod pacer;
 mod progress;
@@ -214,8 +215,11 @@ pub async fn run(db: &Path, args: BulkArgs) -> anyhow::Result<i32> {
         return dry_run(db, &args, rows, campaign).await;
     }
     let graph = GraphClient::new(args.graph.resolve()?)?;
-    let failures = FailureLog::create(args.failures.as_deref(), &rows.headers())?;
     let (writer, writer_thread) = Writer::start(db)?;
+    // Held until the run ends: a second run of this campaign would send the same rows (and
+    // truncate the first run's --failures file).
+    let _lock = lock::CampaignLock::acquire(db, &campaign)?;
+    let failures = FailureLog::create(args.failures.as_deref(), &rows.headers())?;
     let stats = Arc::new(Stats::default());
     let progress = Progress::new();
     spawn_count(&args.csv, stats.clone());
