@@ -1,7 +1,7 @@
 //! Timestamps as the store and the JSON outputs write them: RFC 3339, UTC, milliseconds, `Z`.
 //! This text form sorts in time order, which the store's range queries rely on.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 
 /// Now, as stored text (`2026-02-03T10:30:00.000Z`).
 pub fn now() -> String {
@@ -13,9 +13,13 @@ pub fn format(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Unix seconds (as webhooks carry them) as stored text; `None` when out of range.
+/// Unix seconds (as webhooks carry them) as stored text; `None` when out of range, which
+/// includes years before 0 and after 9999: their text (`+10000-…`, `-0001-…`) would not sort
+/// in time order.
 pub fn from_unix(secs: i64) -> Option<String> {
-    DateTime::<Utc>::from_timestamp(secs, 0).map(format)
+    DateTime::<Utc>::from_timestamp(secs, 0)
+        .filter(|t| (0..=9999).contains(&t.year()))
+        .map(format)
 }
 
 /// Parses a user-given time for `--since`: RFC 3339, a bare date (`2026-02-03`), or a

@@ -76,3 +76,30 @@ fn empty_inputs_are_harmless() {
         run(b"\x01");
     }
 }
+
+/// A webhook `timestamp` after year 9999 (e.g. milliseconds sent where seconds are due) was
+/// stored as `+10000-01-01T…`, which sorts before every real date: such a status or
+/// completion escaped `export --since` and stats ranges. It now falls back to the time of
+/// reception, like a missing timestamp; before year 0 likewise.
+#[test]
+fn webhook_timestamp_outside_years_0_to_9999_is_not_stored_as_is() {
+    assert_eq!(
+        flowctl::time::from_unix(253_402_300_799).as_deref(),
+        Some("9999-12-31T23:59:59.000Z")
+    );
+    assert_eq!(flowctl::time::from_unix(253_402_300_800), None);
+    assert_eq!(
+        flowctl::time::from_unix(-62_167_219_200).as_deref(),
+        Some("0000-01-01T00:00:00.000Z")
+    );
+    assert_eq!(flowctl::time::from_unix(-62_167_219_201), None);
+    for ts in ["253402300800", "1767225600000", "-62167219201"] {
+        let body = format!(
+            r#"{{"object":"whatsapp_business_account","entry":[{{"changes":[{{"field":"messages","value":{{
+                "statuses":[{{"id":"wamid.A","status":"sent","timestamp":"{ts}"}}],
+                "messages":[{{"id":"wamid.B","from":"33612345678","timestamp":{ts},"type":"interactive",
+                  "interactive":{{"type":"nfm_reply","nfm_reply":{{"response_json":"{{}}"}}}}}}]}}}}]}}]}}"#
+        );
+        harness::webhook_envelope(body.as_bytes());
+    }
+}
