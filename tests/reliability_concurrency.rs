@@ -492,6 +492,12 @@ fn check(
         "serve p99 under contention: {}",
         r.load.latencies.summary()
     );
+    // No request may have waited for the database's busy timeout.
+    assert!(
+        r.load.latencies.max() < Duration::from_secs(5),
+        "serve max under contention: {}",
+        r.load.latencies.summary()
+    );
 
     // bulk: its summary = the sandbox's accepted messages = the store's sent tokens.
     assert_eq!(r.bulk.status.code(), Some(0), "bulk: {}", stderr(&r.bulk));
