@@ -57,6 +57,9 @@ enum Kind {
     ShortContentLength,
     Truncated,
     TruncatedClosed,
+    HugeHeader,
+    TooManyHeaders,
+    NotHttp,
     SlowHeaders,
     SlowBody,
     TruncatedSilent,
@@ -72,7 +75,7 @@ enum Kind {
 use Kind::*;
 
 /// Fast kinds with their weight in the mix.
-const FAST: [(Kind, u64); 19] = [
+const FAST: [(Kind, u64); 22] = [
     (ForgedSignature, 3),
     (MissingSignature, 1),
     (TamperedData, 2),
@@ -86,6 +89,9 @@ const FAST: [(Kind, u64); 19] = [
     (ShortContentLength, 1),
     (Truncated, 1),
     (TruncatedClosed, 1),
+    (HugeHeader, 1),
+    (TooManyHeaders, 1),
+    (NotHttp, 1),
     (ForgedWebhook, 2),
     (UnsignedWebhook, 1),
     (OversizedWebhook, 1),
@@ -116,6 +122,8 @@ impl Kind {
             TamperedData | TamperedKey | WrongKey => &["421"],
             NotJson | NotARequest | Truncated | SlowBody | TruncatedSilent => &["400"],
             UnknownToken => &["427"],
+            HugeHeader | TooManyHeaders => &["431"],
+            NotHttp => &["400"],
             Oversized | OversizedChunked | OversizedWebhook => &["413"],
             // hyper closes a connection whose head did not arrive in time (with a 408 first
             // when it can still write one).
@@ -331,6 +339,28 @@ async fn attack(ctx: &Ctx, kind: Kind) -> (Outcome, Duration) {
             let _ = s.write_all(&[b'{'; 100]).await;
             drop(s);
             Outcome::Closed
+        }
+        HugeHeader | TooManyHeaders | NotHttp => {
+            let bytes = match kind {
+                HugeHeader => load::post_head(
+                    &ctx.host,
+                    "/api/flow",
+                    &format!(
+                        "X-Padding: {}\r\nContent-Length: 0\r\n",
+                        "a".repeat(512 << 10)
+                    ),
+                ),
+                TooManyHeaders => {
+                    let many: String = (0..200).map(|i| format!("X-H{i}: {i}\r\n")).collect();
+                    load::post_head(
+                        &ctx.host,
+                        "/api/flow",
+                        &format!("{many}Content-Length: 0\r\n"),
+                    )
+                }
+                _ => format!("\u{1}\u{2}GARBAGE {} \r\n\r\n", ctx.next()),
+            };
+            load::exchange(&ctx.host, bytes.as_bytes(), CLIENT_DEADLINE).await
         }
         SlowHeaders => slow_headers(&ctx.host).await,
         NeverReads => {
