@@ -740,14 +740,12 @@ async fn serve_bulk_export_and_stats_share_one_database() {
 /// a retry of a run that looked stuck): every phone gets exactly one message, and the two
 /// summaries add up to the file.
 ///
-/// KNOWN BUG, outside the server, until bulk takes a per-campaign lock: both runs send
-/// most rows (the second run finds the first run's rows `pending` and sends them too,
-/// because `Store::bulk_commit` marks rows `sending` without checking their state), so ~80%
-/// of the phones got two messages, and each run reported the other's in-flight rows as the
-/// unknown outcome of a run that died, exiting 1. Passes when the second run is refused at
-/// once (or both share the rows without overlap); ignored until that fix is committed.
+/// Regression (bulk, found by this harness): both runs used to send most rows (the second
+/// run found the first run's rows `pending` and sent them too), so ~80% of the phones got
+/// two messages, and each run reported the other's in-flight rows as the unknown outcome of
+/// a run that died. Holds now that a run takes a per-campaign lock: the second run is
+/// refused at once, naming the other.
 #[test]
-#[ignore = "KNOWN BUG in bulk: two concurrent runs of one campaign message phones twice"]
 fn two_bulk_runs_of_one_campaign_at_once_send_each_phone_once() {
     let env = Env::new();
     let sandbox = env.sandbox(&["--latency-ms", "5"]);
