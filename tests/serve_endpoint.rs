@@ -379,3 +379,27 @@ async fn logs_one_line_per_request_without_secrets_or_answers() {
         assert!(!log.contains(secret), "log leaks {secret}: {log}");
     }
 }
+
+#[test]
+fn an_unusable_server_limit_is_refused_with_exit_2_naming_it() {
+    let env = Env::new();
+    let key = env.key_file();
+    for (var, value) in [
+        ("FLOWCTL_HEADER_TIMEOUT", "soon"),
+        ("FLOWCTL_MAX_CONNECTIONS", "0"),
+        ("FLOWCTL_BODY_MEMORY", "12"),
+    ] {
+        let mut c = env.cmd();
+        c.env("APP_SECRET", support::APP_SECRET)
+            .env(var, value)
+            .args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
+            .arg(&key);
+        let out = support::run(c, Duration::from_secs(20));
+        let stderr = support::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{var}: {stderr}");
+        assert!(
+            stderr.contains(var) && stderr.contains(value),
+            "{var}: {stderr}"
+        );
+    }
+}

@@ -99,6 +99,11 @@ pub async fn run(db: &Path, args: ServeArgs) -> anyhow::Result<i32> {
         (Some(_), Err(reason)) => tracing::warn!(%reason, "/api/send-flow will answer 503"),
         (Some(_), Ok(_)) => {}
     }
+    // An unusable limit is a configuration error (exit 2), not a silent fallback.
+    let limits = Limits {
+        max_body: args.max_body,
+        ..Limits::from_env().map_err(UsageError)?
+    };
     let store = Store::open(db).with_context(|| format!("opening {}", db.display()))?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -109,10 +114,7 @@ pub async fn run(db: &Path, args: ServeArgs) -> anyhow::Result<i32> {
         app_secrets,
         flow,
         first_screen: args.message.screen.clone(),
-        limits: Limits {
-            max_body: args.max_body,
-            ..Limits::default()
-        },
+        limits,
         metrics: Metrics::default(),
         rsa_slots: tokio::sync::Semaphore::new(cores),
         verify_token,

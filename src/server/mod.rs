@@ -112,15 +112,21 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// The built-in values with the environment's overrides; `Err` names the first unusable
+    /// value (`flowctl serve` exits 2 with it).
+    pub fn from_env() -> Result<Limits, String> {
+        let from_env = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+        Limits::BUILTIN.with_overrides(from_env)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        let from_env = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
-        Limits::BUILTIN
-            .with_overrides(from_env)
-            .unwrap_or_else(|reason| {
-                tracing::warn!(%reason, "server limits: ignoring an unusable setting");
-                Limits::BUILTIN
-            })
+        Limits::from_env().unwrap_or_else(|reason| {
+            tracing::warn!(%reason, "server limits: ignoring an unusable setting");
+            Limits::BUILTIN
+        })
     }
 }
 

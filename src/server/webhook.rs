@@ -11,7 +11,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
-use subtle::ConstantTimeEq;
 
 use super::http::{self, Resp};
 use super::AppState;
@@ -32,7 +31,8 @@ pub fn verify(state: &AppState, query: Option<&str>) -> Resp {
     let mode = http::query_param(query, "hub.mode");
     let given = http::query_param(query, "hub.verify_token").unwrap_or_default();
     let challenge = http::query_param(query, "hub.challenge");
-    let token_ok: bool = given.as_bytes().ct_eq(expected.expose().as_bytes()).into();
+    // Constant time, and a token of another length takes as long as a near miss.
+    let token_ok = expected.matches(given.as_bytes());
     match (mode.as_deref(), token_ok, challenge) {
         (Some("subscribe"), true, Some(challenge)) => http::text(StatusCode::OK, challenge),
         _ => {
