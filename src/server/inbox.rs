@@ -267,10 +267,15 @@ fn status_event(status: &Value) -> WebhookEvent {
 pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let mut attempts: HashMap<i64, u32> = HashMap::new();
     let mut backoff = Duration::from_millis(200);
+    let mut wal_checked = tokio::time::Instant::now();
     loop {
         let wait = match drain(&state, &stop, &mut attempts).await {
             Ok(()) => {
                 backoff = Duration::from_millis(200);
+                if wal_checked.elapsed() >= WAL_CHECK_EVERY {
+                    wal_checked = tokio::time::Instant::now();
+                    keep_wal_bounded(&state).await;
+                }
                 IDLE_POLL
             }
             Err(e) => {
@@ -287,6 +292,24 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// How often the worker looks at the write-ahead log's size.
+const WAL_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// Truncates the database's write-ahead log when it has outgrown [`crate::store::WAL_LIMIT`] (readers
+/// running back to back beside `serve` would otherwise let it grow without end).
+async fn keep_wal_bounded(state: &Arc<AppState>) {
+    let result = state
+        .store
+        .call(|s| s.truncate_wal_if_over(crate::store::WAL_LIMIT, Duration::from_millis(500)))
+        .await;
+    match result {
+        Ok(None) => {}
+        Ok(Some(true)) => tracing::info!("database log checkpointed and truncated"),
+        Ok(Some(false)) => tracing::debug!("database log over its limit; readers busy, later"),
+        Err(e) => tracing::warn!(error = %e, "database log checkpoint failed"),
     }
 }
 

@@ -36,6 +36,9 @@ pub use webhook::{
 
 /// How long a writer waits for another process's transaction before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Write-ahead log size past which the long-running writers (`serve`'s inbox worker, `bulk`'s
+/// bookkeeping thread) checkpoint and truncate it; see [`Store::truncate_wal_if_over`].
+pub const WAL_LIMIT: u64 = 64 << 20;
 
 /// A store failure, with the database path for the user.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +165,42 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Size of the write-ahead log file, in bytes (0 when there is none).
+    pub fn wal_bytes(&self) -> u64 {
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        std::fs::metadata(PathBuf::from(wal))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Checkpoints the log into the database and truncates it, when it has grown past
+    /// `limit` bytes. SQLite restarts its log only when no reader still uses it, so readers
+    /// that never stop (exports and stats back to back beside a writer) would let it grow
+    /// without end. Waits at most `wait` for the readers; `None`: under the limit,
+    /// `Some(true)`: truncated, `Some(false)`: readers were still busy (try again later).
+    pub fn truncate_wal_if_over(&mut self, limit: u64, wait: Duration) -> Result<Option<bool>> {
+        if self.wal_bytes() <= limit {
+            return Ok(None);
+        }
+        self.conn.busy_timeout(wait).map_err(|e| self.err(e))?;
+        let busy = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| self.err(e))?;
+        match busy {
+            Ok(busy) => Ok(Some(busy == 0)),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                Ok(Some(false))
+            }
+            Err(e) => Err(self.err(e)),
+        }
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -299,6 +338,49 @@ pub(crate) mod test_util {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_log_is_truncated_once_its_readers_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let mut s = Store::open(&path).unwrap();
+        // A reader holding a snapshot keeps SQLite from restarting the log.
+        let reader = Connection::open(&path).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let _: i64 = reader
+            .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))
+            .unwrap();
+        for _ in 0..400 {
+            test_util::issue(&mut s, SendState::Pending);
+        }
+        let grown = s.wal_bytes();
+        assert!(grown > 64 << 10, "{grown}");
+        assert_eq!(
+            s.truncate_wal_if_over(u64::MAX, Duration::ZERO).unwrap(),
+            None
+        );
+        let started = std::time::Instant::now();
+        assert_eq!(
+            s.truncate_wal_if_over(1, Duration::from_millis(100))
+                .unwrap(),
+            Some(false),
+            "a reader still holds the log"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "bounded wait");
+        reader.execute_batch("COMMIT").unwrap();
+        assert_eq!(
+            s.truncate_wal_if_over(1, Duration::from_millis(100))
+                .unwrap(),
+            Some(true)
+        );
+        assert_eq!(s.wal_bytes(), 0);
+        // Nothing lost.
+        let n: i64 = s
+            .conn
+            .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 400);
+    }
 
     #[test]
     fn open_applies_migrations_once_and_uses_wal() {

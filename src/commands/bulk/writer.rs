@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::store::{BulkOutcome, Issued, NewToken, Store, StoreError};
+use crate::store::{BulkOutcome, Issued, NewToken, Store, StoreError, WAL_LIMIT};
 
 /// Longest an outcome waits before it is committed.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// Outcomes per commit at most.
 pub const FLUSH_AT: usize = 256;
+/// How often the log's size is looked at (between commits).
+const WAL_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 enum Cmd {
     Issue(
@@ -119,6 +121,7 @@ fn run_loop(
     outcomes: &mut Vec<BulkOutcome>,
 ) -> Result<(), StoreError> {
     let mut oldest: Option<Instant> = None;
+    let mut wal_checked = Instant::now();
     let mut deferred: Option<Cmd> = None;
     loop {
         let wait = oldest
@@ -184,6 +187,12 @@ fn run_loop(
                 store.bulk_commit(outcomes, &[])?;
                 outcomes.clear();
                 oldest = None;
+                if wal_checked.elapsed() >= WAL_CHECK_EVERY {
+                    wal_checked = Instant::now();
+                    // Readers beside the run (exports, stats) would let the log grow
+                    // without end; a failed attempt is retried at the next check.
+                    let _ = store.truncate_wal_if_over(WAL_LIMIT, Duration::from_millis(200));
+                }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 store.bulk_commit(outcomes, &[])?;
