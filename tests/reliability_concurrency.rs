@@ -710,6 +710,12 @@ fn print_report(label: &str, plan: &Plan, r: &Report) {
         r.db_bytes,
         r.wal_bytes
     );
+    // The write-ahead log stays bounded (checkpointed past 64 MiB every 10 s at most).
+    assert!(
+        r.wal_bytes <= flowctl::store::WAL_LIMIT * 2,
+        "write-ahead log of {} bytes",
+        r.wal_bytes
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
