@@ -17,7 +17,6 @@ mod campaign;
 mod support;
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,21 +49,8 @@ fn bulk_crash_campaign(rows: usize, kills: usize, rate: u32, max_wait_ms: u64) -
     let args = [csv.to_str().unwrap(), "--rate", &rate];
     let mut killed_mid_run = 0;
     for k in 0..kills {
-        let mut child = c
-            .bulk(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn bulk");
-        std::thread::sleep(Duration::from_millis(rng.range(20, max_wait_ms)));
-        let finished = child.try_wait().expect("try_wait").is_some();
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-        if !finished {
+        if !c.kill_bulk_at_random(&args, &mut rng, max_wait_ms, seed, k) {
             killed_mid_run += 1;
-        }
-        if let Err(e) = c.check() {
-            panic!("seed {seed}: after kill {k}: {e}");
         }
     }
     let out = c.run(&[args[0], args[1], args[2], "--json"]);
@@ -406,18 +392,7 @@ fn bulk_crash_then_reconcile(rows: usize, kills: usize) -> (u64, usize, usize, u
     let csv = c.contacts(rows);
     let args = [csv.to_str().unwrap(), "--rate", "400"];
     for k in 0..kills {
-        let mut child = c
-            .bulk(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn bulk");
-        std::thread::sleep(Duration::from_millis(rng.range(20, 600)));
-        let _ = child.kill();
-        let _ = child.wait();
-        if let Err(e) = c.check() {
-            panic!("seed {seed}: after kill {k}: {e}");
-        }
+        c.kill_bulk_at_random(&args, &mut rng, 600, seed, k);
     }
     // Let the recipients' statuses reach serve and its inbox worker.
     let wait = Instant::now();

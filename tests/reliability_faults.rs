@@ -214,15 +214,7 @@ fn a_read_only_database_is_refused_with_a_clear_error_and_nothing_is_sent() {
     assert!(stderr.contains("flowctl.db"), "and name the file: {stderr}");
     println!("read-only database, bulk:\n{}", tail(&stderr, 3));
 
-    let mut send = std::process::Command::new(env!("CARGO_BIN_EXE_flowctl"));
-    send.env_clear()
-        .current_dir(c.dir.path())
-        .env("WHATSAPP_ACCESS_TOKEN", "test-token")
-        .env("PHONE_NUMBER_ID", "106540352242922")
-        .env("FLOW_ID", "1234567890123456")
-        .env("GRAPH_API_URL", c.graph_url())
-        .env("FLOWCTL_DB", c.db())
-        .args(["send", &campaign::phone(102)]);
+    let send = c.flowctl(&["send", &campaign::phone(102)]);
     let send = as_user(send);
     let stderr = text(&send.stderr);
     assert_ne!(send.status.code(), Some(0), "{stderr}");
@@ -286,17 +278,16 @@ fn a_full_disk_stops_the_run_with_a_clear_error_and_nothing_claimed_unrecorded()
         eprintln!("skipped: mounting a small tmpfs needs root");
         return;
     }
-    let c = Campaign::new(Duration::ZERO);
+    let mut c = Campaign::new(Duration::ZERO);
     let Some(disk) = TinyDisk::mount(&c.path("disk"), "1m") else {
         eprintln!("skipped: this machine does not allow mounting a tmpfs");
         return;
     };
-    let db = disk.dir.join("flowctl.db");
+    c.use_db(disk.dir.join("flowctl.db"));
     let rows = 3000;
     let csv = c.contacts(rows);
     let out = c
         .bulk(&[csv.to_str().unwrap(), "--rate", "2000", "--json"])
-        .env("FLOWCTL_DB", &db)
         .output()
         .expect("bulk");
     let stderr = text(&out.stderr);
@@ -308,14 +299,6 @@ fn a_full_disk_stops_the_run_with_a_clear_error_and_nothing_claimed_unrecorded()
     let s = summary(&out);
     println!("full disk, first run:\n{}", tail(&stderr, 4));
 
-    // Check the store on the tiny disk against the sandbox.
-    std::fs::copy(&db, c.db()).expect("copy db");
-    for ext in ["-wal", "-shm"] {
-        let from = disk.dir.join(format!("flowctl.db{ext}"));
-        if from.exists() {
-            std::fs::copy(&from, c.path(&format!("flowctl.db{ext}"))).expect("copy wal");
-        }
-    }
     let first = c.check().unwrap_or_else(|e| panic!("{e}\n{stderr}"));
     assert_eq!(c.integrity(), "ok");
     assert!(
@@ -331,23 +314,12 @@ fn a_full_disk_stops_the_run_with_a_clear_error_and_nothing_claimed_unrecorded()
     );
 
     // Room again: the rerun completes on the same file, nobody messaged twice.
-    for ext in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(c.path(&format!("flowctl.db{ext}")));
-    }
     disk.grow("64m");
     let again = c
         .bulk(&[csv.to_str().unwrap(), "--rate", "2000", "--json"])
-        .env("FLOWCTL_DB", &db)
         .output()
         .expect("bulk");
     let s2 = summary(&again);
-    std::fs::copy(&db, c.db()).expect("copy db");
-    for ext in ["-wal", "-shm"] {
-        let from = disk.dir.join(format!("flowctl.db{ext}"));
-        if from.exists() {
-            std::fs::copy(&from, c.path(&format!("flowctl.db{ext}"))).expect("copy wal");
-        }
-    }
     let last = c.check().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.integrity(), "ok");
     assert_eq!(

@@ -13,6 +13,7 @@ use flowctl::sandbox::{start, Fault, SandboxHandle, SandboxOptions};
 /// A directory with its database and CSV, and a sandbox in this process.
 pub struct Campaign {
     pub dir: tempfile::TempDir,
+    db: PathBuf,
     sandbox: Option<SandboxHandle>,
     pub rt: tokio::runtime::Runtime,
 }
@@ -62,6 +63,7 @@ impl Campaign {
         };
         let sandbox = rt.block_on(start(opts)).expect("sandbox");
         Campaign {
+            db: dir.path().join("flowctl.db"),
             dir,
             sandbox: Some(sandbox),
             rt,
@@ -73,7 +75,12 @@ impl Campaign {
     }
 
     pub fn db(&self) -> PathBuf {
-        self.path("flowctl.db")
+        self.db.clone()
+    }
+
+    /// Puts the database elsewhere (on a small disk, say).
+    pub fn use_db(&mut self, db: PathBuf) {
+        self.db = db;
     }
 
     pub fn sandbox(&self) -> &SandboxHandle {
@@ -95,8 +102,8 @@ impl Campaign {
         p
     }
 
-    /// `flowctl bulk ARGS` with a clean environment pointing at the sandbox.
-    pub fn bulk(&self, args: &[&str]) -> Command {
+    /// `flowctl ARGS` with a clean environment pointing at the sandbox and the database.
+    pub fn flowctl(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_flowctl"));
         c.env_clear()
             .current_dir(self.dir.path())
@@ -107,9 +114,15 @@ impl Campaign {
             .env("GRAPH_API_TIMEOUT", "5s")
             .env("FLOWCTL_DB", self.db())
             .env("FLOWCTL_PROGRESS_INTERVAL_MS", "500")
-            .arg("bulk")
             .args(args)
             .stdin(Stdio::null());
+        c
+    }
+
+    /// `flowctl bulk ARGS`.
+    pub fn bulk(&self, args: &[&str]) -> Command {
+        let mut c = self.flowctl(&["bulk"]);
+        c.args(args);
         c
     }
 
@@ -247,6 +260,33 @@ impl Campaign {
         }
     }
 
+    /// SIGKILLs `flowctl bulk ARGS` after a random 20..`max_ms` ms, then checks the
+    /// invariants (panicking with the seed and the kill's number). True when the run had
+    /// already ended by itself.
+    pub fn kill_bulk_at_random(
+        &self,
+        args: &[&str],
+        rng: &mut Rng,
+        max_ms: u64,
+        seed: u64,
+        kill: usize,
+    ) -> bool {
+        let mut child = self
+            .bulk(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn bulk");
+        std::thread::sleep(Duration::from_millis(rng.range(20, max_ms)));
+        let finished = child.try_wait().expect("try_wait").is_some();
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        if let Err(e) = self.check() {
+            panic!("seed {seed}: after kill {kill}: {e}");
+        }
+        finished
+    }
+
     /// `PRAGMA integrity_check` of the store.
     pub fn integrity(&self) -> String {
         let c = rusqlite::Connection::open(self.db()).expect("open db");
@@ -273,15 +313,6 @@ pub fn summary(out: &Output) -> serde_json::Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
-}
-
-/// Percentile `p` (0..=100) of sorted values.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// A small deterministic generator (xorshift), so that a failing campaign can be replayed
