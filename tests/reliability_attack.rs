@@ -640,27 +640,7 @@ struct Good {
 
 /// Completes one token's survey (INIT + three screens) as a WhatsApp client.
 async fn complete_survey(client: &FlowClient, token: &str, good: &Mutex<Good>) {
-    let steps = [
-        (
-            json!({"version": "3.0", "action": "INIT", "flow_token": token}),
-            "ACCUEIL_SERVICE",
-        ),
-        (
-            json!({"version": "3.0", "action": "data_exchange", "screen": "ACCUEIL_SERVICE",
-                   "data": {"q1_accueil": "5_etoiles", "q2_delai": "4_etoiles"}, "flow_token": token}),
-            "QUALITE_PRIX",
-        ),
-        (
-            json!({"version": "3.0", "action": "data_exchange", "screen": "QUALITE_PRIX",
-                   "data": {"q3_qualite": "5_etoiles", "q4_prix": "3_etoiles"}, "flow_token": token}),
-            "RECOMMANDATION",
-        ),
-        (
-            json!({"version": "3.0", "action": "data_exchange", "screen": "RECOMMANDATION",
-                   "data": {"q5_recommandation": "5_etoiles", "commentaire": "ok"}, "flow_token": token}),
-            "SUCCESS",
-        ),
-    ];
+    let steps = load::survey_steps(token);
     for (request, next) in steps {
         let started = Instant::now();
         let a = client.call(&request).await;
@@ -841,6 +821,22 @@ fn serve_under_test(env: &Env, max_connections: usize) -> Running {
         ],
         &["--flow-json", flow.to_str().unwrap()],
     )
+}
+
+/// Runs `plan` against a fresh server, prints its report under `label` and checks it.
+async fn run_plan(label: &str, plan: &Plan) {
+    let env = Env::new();
+    let mut server = serve_under_test(&env, plan.max_connections);
+    let report = campaign(&env, &server, plan).await;
+    print_report(label, plan, &report);
+    check(
+        &env,
+        &mut server,
+        plan,
+        &report,
+        Duration::from_secs(2),
+        RSS_CAP_KIB,
+    );
 }
 
 async fn campaign(env: &Env, server: &Running, plan: &Plan) -> Report {
@@ -1211,18 +1207,7 @@ async fn bad_input_under_load_gets_exact_statuses_and_stores_nothing() {
         idle_connections: 48,
         flood_connections: 32,
     };
-    let env = Env::new();
-    let mut server = serve_under_test(&env, plan.max_connections);
-    let report = campaign(&env, &server, &plan).await;
-    print_report("quick", &plan, &report);
-    check(
-        &env,
-        &mut server,
-        &plan,
-        &report,
-        Duration::from_secs(2),
-        RSS_CAP_KIB,
-    );
+    run_plan("quick", &plan).await;
 }
 
 /// Regression: bodies are read in full before their signature can be checked, so without a
@@ -1317,16 +1302,5 @@ async fn long_bad_input_campaign() {
         idle_connections: 200,
         flood_connections: 64,
     };
-    let env = Env::new();
-    let mut server = serve_under_test(&env, plan.max_connections);
-    let report = campaign(&env, &server, &plan).await;
-    print_report("long", &plan, &report);
-    check(
-        &env,
-        &mut server,
-        &plan,
-        &report,
-        Duration::from_secs(2),
-        RSS_CAP_KIB,
-    );
+    run_plan("long", &plan).await;
 }

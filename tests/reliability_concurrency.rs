@@ -87,27 +87,7 @@ fn http_client() -> reqwest::Client {
 }
 
 async fn survey(client: &FlowClient, token: &str, out: &Mutex<ServeLoad>) {
-    let steps = [
-        (
-            json!({"version": "3.0", "action": "INIT", "flow_token": token}),
-            "ACCUEIL_SERVICE",
-        ),
-        (
-            json!({"version": "3.0", "action": "data_exchange", "screen": "ACCUEIL_SERVICE",
-                   "data": {"q1_accueil": "5_etoiles", "q2_delai": "4_etoiles"}, "flow_token": token}),
-            "QUALITE_PRIX",
-        ),
-        (
-            json!({"version": "3.0", "action": "data_exchange", "screen": "QUALITE_PRIX",
-                   "data": {"q3_qualite": "5_etoiles", "q4_prix": "3_etoiles"}, "flow_token": token}),
-            "RECOMMANDATION",
-        ),
-        (
-            json!({"version": "3.0", "action": "data_exchange", "screen": "RECOMMANDATION",
-                   "data": {"q5_recommandation": "5_etoiles", "commentaire": "ok"}, "flow_token": token}),
-            "SUCCESS",
-        ),
-    ];
+    let steps = load::survey_steps(token);
     for (request, next) in steps {
         let started = Instant::now();
         let a = client.call(&request).await;

@@ -253,3 +253,30 @@ impl Rng {
         self.next() % n.max(1)
     }
 }
+
+/// The example survey (`examples/survey_flow.json`) answered screen by screen as a WhatsApp
+/// client: each request with the screen the server must answer with.
+pub fn survey_steps(token: &str) -> [(serde_json::Value, &'static str); 4] {
+    use serde_json::json;
+    [
+        (
+            json!({"version": "3.0", "action": "INIT", "flow_token": token}),
+            "ACCUEIL_SERVICE",
+        ),
+        (
+            json!({"version": "3.0", "action": "data_exchange", "screen": "ACCUEIL_SERVICE",
+                   "data": {"q1_accueil": "5_etoiles", "q2_delai": "4_etoiles"}, "flow_token": token}),
+            "QUALITE_PRIX",
+        ),
+        (
+            json!({"version": "3.0", "action": "data_exchange", "screen": "QUALITE_PRIX",
+                   "data": {"q3_qualite": "5_etoiles", "q4_prix": "3_etoiles"}, "flow_token": token}),
+            "RECOMMANDATION",
+        ),
+        (
+            json!({"version": "3.0", "action": "data_exchange", "screen": "RECOMMANDATION",
+                   "data": {"q5_recommandation": "5_etoiles", "commentaire": "ok"}, "flow_token": token}),
+            "SUCCESS",
+        ),
+    ]
+}
