@@ -5,9 +5,10 @@
 #
 # Targets: data_endpoint webhook_envelope csv_row flow_json phone (default: all, one after
 # the other). Seconds: run time per target (default 600). Needs a nightly toolchain; installs
-# cargo-fuzz when missing. The corpus grows in fuzz/corpus/<target> (seeded from
-# fuzz/seeds/<target> and fuzz/regressions/<target>), findings land in fuzz/artifacts/<target>.
-# Environment: FUZZ_SANITIZER (default address; "none" for a faster, uninstrumented-C build),
+# cargo-fuzz when missing. Each target has a dictionary in fuzz/dicts. The corpus grows in
+# fuzz/corpus/<target> (seeded from fuzz/seeds/<target> and fuzz/regressions/<target>),
+# findings land in fuzz/artifacts/<target>; the fuzzer stops at the first one.
+# Environment: FUZZ_SANITIZER (default address; "none" runs faster without AddressSanitizer),
 # FUZZ_TOOLCHAIN (default nightly), FUZZ_ARGS (extra libFuzzer flags).
 set -euo pipefail
 
@@ -55,13 +56,18 @@ for t in "${targets[@]}"; do
             cp -n "$dir/$t"/* "$corpus"/ 2>/dev/null || true
         fi
     done
+    case $t in
+        csv_row) dict=dicts/csv.dict ;;
+        phone) dict=dicts/phone.dict ;;
+        *) dict=dicts/json.dict ;;
+    esac
     echo "== $t: $seconds s, corpus $(find "$corpus" -type f | wc -l) files"
     # libFuzzer's default is one process fuzzing in the foreground: targets run one at a
     # time, as the machine is shared with builds and tests.
     # shellcheck disable=SC2086
     cargo "+$toolchain" fuzz run -s "$sanitizer" "$t" "$corpus" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        ${FUZZ_ARGS:-} || status=$?
+        -dict="$dict" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 ${FUZZ_ARGS:-} || status=$?
     if ((status != 0)); then
         echo "== $t found something: see fuzz/artifacts/$t" >&2
         break

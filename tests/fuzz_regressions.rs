@@ -1,7 +1,8 @@
 //! Replays the fuzz targets' committed inputs through the very functions the fuzzer runs
 //! (`fuzz/src/harness.rs`), so the harnesses and every minimised finding stay checked by
-//! the normal test suite. Seeds: `fuzz/seeds/<target>/`; findings: `fuzz/regressions/<target>/`
-//! plus the named tests below. Run the fuzzer itself with `scripts/fuzz.sh`.
+//! the normal test suite. Seeds: `fuzz/seeds/<target>/`; `fuzz/regressions/<target>/` holds
+//! minimised findings and a sample of the corpus the fuzzer grew; the named tests below pin
+//! each bug found. Run the fuzzer itself with `scripts/fuzz.sh`.
 
 #[allow(dead_code)]
 #[path = "../fuzz/src/harness.rs"]
