@@ -14,6 +14,7 @@ use flowctl::sandbox::{start, Fault, SandboxHandle, SandboxOptions};
 pub struct Campaign {
     pub dir: tempfile::TempDir,
     db: PathBuf,
+    program: PathBuf,
     sandbox: Option<SandboxHandle>,
     pub rt: tokio::runtime::Runtime,
 }
@@ -64,6 +65,7 @@ impl Campaign {
         let sandbox = rt.block_on(start(opts)).expect("sandbox");
         Campaign {
             db: dir.path().join("flowctl.db"),
+            program: PathBuf::from(env!("CARGO_BIN_EXE_flowctl")),
             dir,
             sandbox: Some(sandbox),
             rt,
@@ -76,6 +78,11 @@ impl Campaign {
 
     pub fn db(&self) -> PathBuf {
         self.db.clone()
+    }
+
+    /// Runs this copy of the binary (one another user can reach, say).
+    pub fn use_program(&mut self, program: PathBuf) {
+        self.program = program;
     }
 
     /// Puts the database elsewhere (on a small disk, say).
@@ -104,7 +111,7 @@ impl Campaign {
 
     /// `flowctl ARGS` with a clean environment pointing at the sandbox and the database.
     pub fn flowctl(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_flowctl"));
+        let mut c = Command::new(&self.program);
         c.env_clear()
             .current_dir(self.dir.path())
             .env("WHATSAPP_ACCESS_TOKEN", "test-token")
