@@ -310,7 +310,8 @@ async fn attack(ctx: &Ctx, kind: Kind) -> (Outcome, Duration) {
             bytes.extend_from_slice(body.as_bytes());
             load::exchange(&ctx.host, &bytes, CLIENT_DEADLINE).await
         }
-        Truncated => {
+        Truncated | TruncatedClosed => {
+            // 100 of the 4,096 bytes announced, then the client stops writing.
             let mut s = match TcpStream::connect(&ctx.host).await {
                 Ok(s) => s,
                 Err(e) => return (Outcome::Reset(e.to_string()), started.elapsed()),
@@ -322,23 +323,14 @@ async fn attack(ctx: &Ctx, kind: Kind) -> (Outcome, Duration) {
             );
             let _ = s.write_all(head.as_bytes()).await;
             let _ = s.write_all(&[b'{'; 100]).await;
-            let _ = s.shutdown().await;
-            load::read_head(&mut s, CLIENT_DEADLINE).await
-        }
-        TruncatedClosed => {
-            let mut s = match TcpStream::connect(&ctx.host).await {
-                Ok(s) => s,
-                Err(e) => return (Outcome::Reset(e.to_string()), started.elapsed()),
-            };
-            let head = load::post_head(
-                &ctx.host,
-                "/api/flow",
-                "Content-Length: 4096\r\nX-Hub-Signature-256: sha256=00\r\n",
-            );
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(&[b'{'; 100]).await;
-            drop(s);
-            Outcome::Closed
+            if kind == Truncated {
+                // Half-closed: the server still answers on the open read side.
+                let _ = s.shutdown().await;
+                load::read_head(&mut s, CLIENT_DEADLINE).await
+            } else {
+                drop(s);
+                Outcome::Closed
+            }
         }
         HugeHeader | TooManyHeaders | NotHttp => {
             let bytes = match kind {

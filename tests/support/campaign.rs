@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use flowctl::sandbox::{start, Fault, SandboxHandle, SandboxOptions};
 
+#[path = "rng.rs"]
+mod rng;
+pub use rng::Rng;
+
 /// A directory with its database and CSV, and a sandbox in this process.
 pub struct Campaign {
     pub dir: tempfile::TempDir,
@@ -320,43 +324,6 @@ pub fn summary(out: &Output) -> serde_json::Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
-}
-
-/// A small deterministic generator (xorshift), so that a failing campaign can be replayed
-/// from its printed seed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    /// A seed from `FLOWCTL_SEED`, else the clock.
-    pub fn seed() -> u64 {
-        std::env::var("FLOWCTL_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            })
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Uniform in `lo..hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
-    }
 }
 
 /// `FLOWCTL_<name>` as a number, else `default` (the long harnesses scale with these).
