@@ -215,12 +215,12 @@ pub async fn run(db: &Path, args: BulkArgs) -> anyhow::Result<i32> {
         return dry_run(db, &args, rows, campaign).await;
     }
     let graph = GraphClient::new(args.graph.resolve()?)?;
-    let (writer, writer_thread) = Writer::start(db)?;
+    let stats = Arc::new(Stats::default());
+    let (writer, writer_thread) = Writer::start(db, stats.recorded.clone())?;
     // Held until the run ends: a second run of this campaign would send the same rows (and
     // truncate the first run's --failures file).
     let _lock = lock::CampaignLock::acquire(db, &campaign)?;
     let failures = FailureLog::create(args.failures.as_deref(), &rows.headers())?;
-    let stats = Arc::new(Stats::default());
     let progress = Progress::new();
     spawn_count(&args.csv, stats.clone());
     let concurrency = args
@@ -278,10 +278,14 @@ pub async fn run(db: &Path, args: BulkArgs) -> anyhow::Result<i32> {
         .map_err(|e| anyhow::anyhow!("bookkeeping thread failed: {e}"))?
         .map_err(|_| anyhow::anyhow!("bookkeeping thread panicked"))?;
 
-    if let Err(failure) = &written {
-        // Accepted sends whose outcome was lost with the failed commit are not claimed as
-        // sent: the store keeps them `sending`, which the rerun reports as unknown.
-        stats.unrecorded.fetch_add(failure.unrecorded_sent, Relaxed);
+    if written.is_err() {
+        // Accepted sends whose outcome the failed commit lost are not claimed as sent: the
+        // store keeps them `sending`, which the rerun reports as unknown.
+        let lost = stats
+            .sent
+            .load(Relaxed)
+            .saturating_sub(stats.recorded.load(Relaxed));
+        stats.unrecorded.store(lost, Relaxed);
     }
     let mut summary = Summary::collect(&campaign, &stats, start.elapsed());
     summary.interrupted = stopped == Some(Stop::Interrupted);
@@ -748,11 +752,7 @@ fn record(ctx: &Ctx, job: &Job, ended: Ended, extra_attempts: i64) {
             }
         }
     };
-    let accepted = matches!(outcome, BulkOutcome::Sent { .. });
     if ctx.writer.record(outcome).is_err() {
-        if accepted {
-            Stats::bump(&ctx.stats.unrecorded);
-        }
         ctx.request_stop(Stop::Fatal(
             "cannot record outcomes: the bookkeeping thread has stopped".into(),
         ));

@@ -40,8 +40,10 @@ pub struct Stats {
     pub outages: AtomicU64,
     /// Milliseconds spent paused by those outages.
     pub outage_ms: AtomicU64,
+    /// Of `sent`: committed to the store by the bookkeeping thread.
+    pub recorded: Arc<AtomicU64>,
     /// Of `sent`: accepted by the API but lost with a failed commit (the store keeps them
-    /// `sending`); the summary counts them as unknown, not sent.
+    /// `sending`); set at the end of a run, the summary counts them as unknown, not sent.
     pub unrecorded: AtomicU64,
 }
 

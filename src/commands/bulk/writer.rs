@@ -7,7 +7,8 @@
 //! commit leaves the row `sending`: the rerun reports it as unknown, never sends it twice.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,41 +38,23 @@ pub struct Writer {
     tx: mpsc::Sender<Cmd>,
 }
 
-/// Why the writer thread stopped: a failed commit, and how many accepted sends it could not
-/// record (their rows stay `sending`, so a rerun reports them as unknown, never resends them).
-#[derive(Debug, thiserror::Error)]
-#[error("{error}")]
-pub struct WriterFailure {
-    pub error: StoreError,
-    pub unrecorded_sent: u64,
-}
-
-impl WriterFailure {
-    fn new(error: StoreError, lost: &[BulkOutcome]) -> WriterFailure {
-        WriterFailure {
-            error,
-            unrecorded_sent: lost
-                .iter()
-                .filter(|o| matches!(o, BulkOutcome::Sent { .. }))
-                .count() as u64,
-        }
-    }
-}
-
 /// The writer has stopped (its commit failed, see the join result).
 #[derive(Debug, thiserror::Error)]
 #[error("the bookkeeping thread has stopped")]
 pub struct WriterGone;
 
 impl Writer {
-    /// Starts the thread on its own connection to `db`.
-    #[allow(clippy::type_complexity)]
-    pub fn start(db: &Path) -> Result<(Writer, JoinHandle<Result<(), WriterFailure>>), StoreError> {
+    /// Starts the thread on its own connection to `db`. `recorded_sent` counts the accepted
+    /// sends it has committed: a run that ends on a failed commit claims no more than that.
+    pub fn start(
+        db: &Path,
+        recorded_sent: Arc<AtomicU64>,
+    ) -> Result<(Writer, JoinHandle<Result<(), StoreError>>), StoreError> {
         let store = Store::open(db)?;
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("bulk-writer".into())
-            .spawn(move || run(store, rx))
+            .spawn(move || run(store, rx, recorded_sent))
             .map_err(|e| StoreError::Task(e.to_string()))?;
         Ok((Writer { tx }, handle))
     }
@@ -100,31 +83,45 @@ impl Writer {
     }
 }
 
-fn run(mut store: Store, rx: mpsc::Receiver<Cmd>) -> Result<(), WriterFailure> {
-    let mut outcomes: Vec<BulkOutcome> = Vec::with_capacity(FLUSH_AT);
-    let r = run_loop(&mut store, &rx, &mut outcomes);
-    r.map_err(|e| {
-        // What was queued and not committed is lost with the failed commit, and so is what
-        // arrives after it.
-        while let Ok(cmd) = rx.try_recv() {
-            if let Cmd::Outcome(o) = cmd {
-                outcomes.push(o);
-            }
-        }
-        WriterFailure::new(e, &outcomes)
-    })
+/// Outcomes waiting for the next commit.
+struct Pending {
+    outcomes: Vec<BulkOutcome>,
+    oldest: Option<Instant>,
+    recorded_sent: Arc<AtomicU64>,
 }
 
-fn run_loop(
-    store: &mut Store,
-    rx: &mpsc::Receiver<Cmd>,
-    outcomes: &mut Vec<BulkOutcome>,
+impl Pending {
+    /// Commits the waiting outcomes (and marks `sending` what is about to leave), then
+    /// counts the accepted sends it recorded. On failure nothing is counted.
+    fn commit(&mut self, store: &mut Store, sending: &[String]) -> Result<(), StoreError> {
+        store.bulk_commit(&self.outcomes, sending)?;
+        let sent = self
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o, BulkOutcome::Sent { .. }))
+            .count() as u64;
+        self.recorded_sent.fetch_add(sent, Ordering::Relaxed);
+        self.outcomes.clear();
+        self.oldest = None;
+        Ok(())
+    }
+}
+
+fn run(
+    mut store: Store,
+    rx: mpsc::Receiver<Cmd>,
+    recorded_sent: Arc<AtomicU64>,
 ) -> Result<(), StoreError> {
-    let mut oldest: Option<Instant> = None;
+    let mut pending = Pending {
+        outcomes: Vec::with_capacity(FLUSH_AT),
+        oldest: None,
+        recorded_sent,
+    };
     let mut wal_checked = Instant::now();
     let mut deferred: Option<Cmd> = None;
     loop {
-        let wait = oldest
+        let wait = pending
+            .oldest
             .map(|t| (t + FLUSH_EVERY).saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
         let next = match deferred.take() {
@@ -133,12 +130,10 @@ fn run_loop(
         };
         match next {
             Ok(Cmd::Outcome(o)) => {
-                outcomes.push(o);
-                oldest.get_or_insert_with(Instant::now);
-                if outcomes.len() >= FLUSH_AT {
-                    store.bulk_commit(outcomes, &[])?;
-                    outcomes.clear();
-                    oldest = None;
+                pending.outcomes.push(o);
+                pending.oldest.get_or_insert_with(Instant::now);
+                if pending.outcomes.len() >= FLUSH_AT {
+                    pending.commit(&mut store, &[])?;
                 }
             }
             Ok(Cmd::MarkSending(mut tokens, reply)) => {
@@ -150,43 +145,30 @@ fn run_loop(
                             tokens.extend(more);
                             replies.push(r);
                         }
-                        Cmd::Outcome(o) => outcomes.push(o),
+                        Cmd::Outcome(o) => pending.outcomes.push(o),
                         issue @ Cmd::Issue(..) => {
                             deferred = Some(issue);
                             break;
                         }
                     }
                 }
-                let r = store.bulk_commit(outcomes, &tokens);
-                match r {
-                    Ok(()) => {
-                        outcomes.clear();
-                        oldest = None;
-                        replies.into_iter().for_each(|r| {
-                            let _ = r.send(Ok(()));
-                        })
-                    }
-                    Err(e) => {
-                        for r in replies {
-                            let _ = r.send(Err(StoreError::Task(e.to_string())));
-                        }
-                        return Err(e);
-                    }
+                let r = pending.commit(&mut store, &tokens);
+                for reply in replies {
+                    let _ = reply.send(match &r {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(StoreError::Task(e.to_string())),
+                    });
                 }
+                r?;
             }
             Ok(Cmd::Issue(rows, reply)) => {
-                if let Err(e) = store.bulk_commit(outcomes, &[]) {
-                    let _ = reply.send(Err(StoreError::Task(e.to_string())));
-                    return Err(e);
-                }
-                outcomes.clear();
-                oldest = None;
-                reply_or_stop(reply, store.bulk_issue(&rows))?;
+                let r = pending
+                    .commit(&mut store, &[])
+                    .and_then(|()| store.bulk_issue(&rows));
+                reply_or_stop(reply, r)?;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                store.bulk_commit(outcomes, &[])?;
-                outcomes.clear();
-                oldest = None;
+                pending.commit(&mut store, &[])?;
                 if wal_checked.elapsed() >= WAL_CHECK_EVERY {
                     wal_checked = Instant::now();
                     // Readers beside the run (exports, stats) would let the log grow
@@ -194,11 +176,7 @@ fn run_loop(
                     let _ = store.truncate_wal_if_over(WAL_LIMIT, Duration::from_millis(200));
                 }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                store.bulk_commit(outcomes, &[])?;
-                outcomes.clear();
-                return Ok(());
-            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return pending.commit(&mut store, &[]),
         }
     }
 }
