@@ -4,6 +4,7 @@
 //! Data flows one way: `cli` → `config` → `commands` → (`store` | `graph` | `server`), with
 //! the domain types (`Phone`, `FlowToken`) shared by all and `crypto` as pure functions.
 
+pub mod atomic_file;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -13,6 +14,8 @@ pub mod graph;
 pub mod phone;
 pub mod sandbox;
 pub mod server;
+pub mod signals;
 pub mod store;
 pub mod time;
 pub mod token;
+pub mod webhook_events;

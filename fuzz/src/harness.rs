@@ -17,7 +17,7 @@ use flowctl::crypto::{
 };
 use flowctl::flow_json::FlowJson;
 use flowctl::phone::{DefaultCountry, Phone};
-use flowctl::server::inbox::{parse_events, WebhookEvent};
+use flowctl::webhook_events::{parse_events, WebhookEvent};
 use serde_json::{Map, Value};
 
 /// The shared crypto vectors: the test private key and recorded envelopes.

@@ -21,15 +21,15 @@
 //! an `answers` object with the raw values, unescaped.
 
 use std::borrow::Cow;
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{exit, UsageError};
+use crate::atomic_file::{AtomicFile, Mode};
 use crate::cli::{ExportArgs, ExportFormat};
 use crate::flow_json::FlowJson;
 use crate::store::{ExportFilter, Store, StoredResponse};
@@ -82,7 +82,7 @@ pub fn run(db: &Path, args: &ExportArgs) -> anyhow::Result<i32> {
                 .open(path)
                 .map_err(|e| UsageError(format!("cannot write --out {}: {e}", path.display())))?,
         ))),
-        Some(path) => Sink::File(AtomicFile::create(path)?),
+        Some(path) => Sink::File(create_out(path)?),
         None => Sink::Stdout(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
     };
     let result = export(
@@ -343,7 +343,7 @@ impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Sink::Stdout(w) => w.write(buf),
-            Sink::File(f) => f.out.write(buf),
+            Sink::File(f) => f.write(buf),
             Sink::Writer(w) => w.write(buf),
         }
     }
@@ -351,7 +351,7 @@ impl Write for Sink {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Sink::Stdout(w) => w.write_all(buf),
-            Sink::File(f) => f.out.write_all(buf),
+            Sink::File(f) => f.write_all(buf),
             Sink::Writer(w) => w.write_all(buf),
         }
     }
@@ -359,7 +359,7 @@ impl Write for Sink {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Sink::Stdout(w) => w.flush(),
-            Sink::File(f) => f.out.flush(),
+            Sink::File(f) => f.flush(),
             Sink::Writer(w) => w.flush(),
         }
     }
@@ -370,69 +370,29 @@ impl Sink {
     pub fn commit(self) -> anyhow::Result<()> {
         match self {
             Sink::Stdout(mut w) => Ok(w.flush()?),
-            Sink::File(f) => f.commit(),
+            Sink::File(f) => Ok(f.commit()?),
             Sink::Writer(mut w) => Ok(w.flush()?),
         }
     }
 }
 
-/// A file written under a temporary name in the destination's directory, then synced and
-/// renamed over the destination: readers see the old file or the complete new one, never a
-/// partial one. Dropped without `commit`, the temporary file is removed.
-pub struct AtomicFile {
-    out: BufWriter<tempfile::NamedTempFile>,
-    path: PathBuf,
-}
-
-impl AtomicFile {
-    /// Creates the temporary file next to `path`. An existing destination's permissions are
-    /// kept; a new file is owner-only (it holds phone numbers). Failure is a usage error that
-    /// names `path`.
-    pub fn create(path: &Path) -> anyhow::Result<AtomicFile> {
-        let cannot = |e: &dyn std::fmt::Display| {
-            UsageError(format!("cannot write --out {}: {e}", path.display()))
-        };
-        if path.is_dir() {
-            return Err(cannot(&"it is a directory").into());
-        }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(".flowctl-export-")
-            .tempfile_in(dir)
-            .map_err(|e| cannot(&e))?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            tmp.as_file()
-                .set_permissions(meta.permissions())
-                .map_err(|e| cannot(&e))?;
-        }
-        Ok(AtomicFile {
-            out: BufWriter::with_capacity(1 << 16, tmp),
-            path: path.to_path_buf(),
-        })
+/// Creates the `--out` file, renamed over `path` on commit (see [`AtomicFile`]). An
+/// existing destination's permissions are kept; a new file is owner-only (it holds phone
+/// numbers). Failure is a usage error that names `path`.
+fn create_out(path: &Path) -> anyhow::Result<AtomicFile> {
+    let cannot = |e: &dyn std::fmt::Display| {
+        UsageError(format!("cannot write --out {}: {e}", path.display()))
+    };
+    if path.is_dir() {
+        return Err(cannot(&"it is a directory").into());
     }
-
-    fn commit(self) -> anyhow::Result<()> {
-        let path = self.path;
-        let ctx = || format!("writing {}", path.display());
-        let tmp = self
-            .out
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(ctx)?;
-        tmp.as_file().sync_all().with_context(ctx)?;
-        let file: File = tmp.persist(&path).map_err(|e| e.error).with_context(ctx)?;
-        drop(file);
-        // Make the rename itself durable; the data is already safe if this fails.
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+    AtomicFile::create(path, ".flowctl-export-", Mode::KeepExisting).map_err(|e| {
+        match e.io_error() {
+            Some(io) => cannot(io),
+            None => cannot(&e),
         }
-        Ok(())
-    }
+        .into()
+    })
 }
 
 #[cfg(test)]
@@ -535,14 +495,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out.csv");
         std::fs::write(&dest, "previous").unwrap();
-        let mut f = AtomicFile::create(&dest).unwrap();
-        f.out.write_all(b"partial").unwrap();
-        f.out.flush().unwrap();
+        let mut f = create_out(&dest).unwrap();
+        f.write_all(b"partial").unwrap();
+        f.flush().unwrap();
         drop(f); // an error mid-export drops the sink without committing
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "previous");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-        let mut f = AtomicFile::create(&dest).unwrap();
-        f.out.write_all(b"new").unwrap();
+        let mut f = create_out(&dest).unwrap();
+        f.write_all(b"new").unwrap();
         f.commit().unwrap();
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "new");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

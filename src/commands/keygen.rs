@@ -1,12 +1,11 @@
 //! `flowctl keygen`: creates the data endpoint's RSA-2048 key pair on disk.
 
-use std::fs::Permissions;
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
+use crate::atomic_file::{AtomicFile, AtomicFileError, Mode};
 use crate::crypto::PrivateKey;
 
 /// Mode of the private key file: owner read/write only, from the moment it exists.
@@ -52,53 +51,27 @@ pub fn write_private_key(path: &Path, pem: &[u8]) -> anyhow::Result<()> {
 }
 
 fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: bool) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    // The temporary file is created with `mode` (tempfile passes it to open(2)), so the
-    // private key is never readable by others, not even between create and chmod.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".flowctl-key-")
-        .permissions(Permissions::from_mode(mode))
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    // The umask may have narrowed the mode at creation; set it exactly (never wider than
-    // `mode`, so this cannot expose the private key).
-    tmp.as_file()
-        .set_permissions(Permissions::from_mode(mode))
-        .with_context(|| format!("setting permissions on {}", tmp.path().display()))?;
-    tmp.write_all(contents)
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    let mut file = AtomicFile::create(path, ".flowctl-key-", Mode::Exactly(mode))?;
+    file.write_all(contents)
+        .with_context(|| format!("writing {}", path.display()))?;
     if overwrite {
-        tmp.persist(path)
-            .map_err(|e| e.error)
-            .with_context(|| format!("writing {}", path.display()))?;
-    } else {
-        // No-clobber rename: a file created meanwhile by someone else is not replaced.
-        tmp.persist_noclobber(path).map_err(|e| {
-            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-                anyhow::anyhow!(
-                    "{} already exists; pass --force to overwrite it",
-                    path.display()
-                )
-            } else {
-                anyhow::Error::new(e.error).context(format!("writing {}", path.display()))
-            }
-        })?;
+        return Ok(file.commit()?);
     }
-    // Make the rename durable; a failure here is not worth failing the command for.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    // No-clobber rename: a file created meanwhile by someone else is not replaced.
+    file.commit_new().map_err(|e| match e {
+        AtomicFileError::AlreadyExists { .. } => anyhow::anyhow!(
+            "{} already exists; pass --force to overwrite it",
+            path.display()
+        ),
+        other => other.into(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt as _;
+    use std::fs::Permissions;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().mode() & 0o777

@@ -134,26 +134,10 @@ pub async fn run(db: &Path, args: ServeArgs) -> anyhow::Result<i32> {
     Ok(super::exit::OK)
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT or SIGTERM; at once when neither can be watched, rather than serve
+/// with no way to stop gracefully.
 pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+    if let Err(e) = crate::signals::first().await {
+        tracing::error!(error = %e, "stopping: no way to receive SIGINT or SIGTERM");
     }
 }

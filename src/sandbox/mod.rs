@@ -174,25 +174,8 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
             .and_then(|()| out.flush())
             .context("cannot write to stdout")?;
     }
-    wait_for_signal().await?;
+    crate::signals::first().await?;
     handle.shutdown().await
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot install the SIGINT handler"),
-        _ = term.recv() => Ok(()),
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> anyhow::Result<()> {
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot install the Ctrl-C handler")
 }
 
 /// Resolves once shutdown is requested (or the handle is gone).

@@ -10,13 +10,11 @@ use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
 use hyper::{Request, StatusCode};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::http::{self, Resp};
 use super::AppState;
 use crate::commands::send::{send_one, SendRequest};
-use crate::config::{Secret, SendSettings};
+use crate::config::SendSettings;
 use crate::graph::{GraphClient, RetryPolicy};
 use crate::phone::Phone;
 use crate::store::{Origin, ResponsesQuery};
@@ -53,7 +51,7 @@ fn refusal(state: &AppState, req: &Request<Incoming>) -> Option<Resp> {
         })
         .map(str::trim);
     match given {
-        Some(given) if keys_equal(given, key) => None,
+        Some(given) if key.matches(given.as_bytes()) => None,
         _ => {
             let mut resp = http::json_error(
                 StatusCode::UNAUTHORIZED,
@@ -66,14 +64,6 @@ fn refusal(state: &AppState, req: &Request<Incoming>) -> Option<Resp> {
             Some(resp)
         }
     }
-}
-
-/// Constant-time comparison that does not reveal the key's length either (both sides are
-/// hashed to a fixed size first).
-fn keys_equal(given: &str, key: &Secret) -> bool {
-    let a = Sha256::digest(given.as_bytes());
-    let b = Sha256::digest(key.expose().as_bytes());
-    a.ct_eq(&b).into()
 }
 
 /// `POST /api/send-flow`: `{"phoneNumber","customerName"[,"data"][,"campaign"]}` → the
@@ -292,9 +282,9 @@ mod tests {
 
     #[test]
     fn keys_compare_exactly() {
-        let k = Secret::new("abc");
-        assert!(keys_equal("abc", &k));
-        assert!(!keys_equal("abd", &k));
-        assert!(!keys_equal("", &k));
+        let k = crate::config::Secret::new("abc");
+        assert!(k.matches(b"abc"));
+        assert!(!k.matches(b"abd"));
+        assert!(!k.matches(b""));
     }
 }

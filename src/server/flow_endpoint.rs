@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::http::{self, Resp};
+use super::signed::{read_signed_body, SignedRoute};
 use super::AppState;
 use crate::crypto::{self, Decrypted, EncryptedRequest, ResponseKey};
 use crate::store::{Completion, CompletionInput, TokenRecord};
@@ -39,36 +40,30 @@ enum Reply {
     Plain(StatusCode, &'static str),
 }
 
+/// The data endpoint's signature check: plain-text answers, 432 on refusal.
+const SIGNED: SignedRoute = SignedRoute {
+    metric_route: "/api/flow",
+    log_name: "data endpoint",
+    json_errors: false,
+    refusal: || {
+        http::text(
+            StatusCode::from_u16(432).unwrap_or(StatusCode::FORBIDDEN),
+            "invalid signature",
+        )
+    },
+};
+
 /// Handles one request to the data endpoint.
 pub async fn handle(
     state: &Arc<AppState>,
     budget: &http::BodyBudget,
     req: Request<Incoming>,
 ) -> Resp {
-    let signature = req
-        .headers()
-        .get(crypto::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let limits = &state.limits;
-    let body = match http::read_body(req, limits.max_body, limits.body_timeout, budget).await {
+    let limit = state.limits.max_body;
+    let body = match read_signed_body(state, budget, req, limit, &SIGNED).await {
         Ok(b) => b,
-        Err(e) => return e.response(false),
+        Err(resp) => return resp,
     };
-    if !state.app_secrets.is_empty() {
-        if let Err(e) = crypto::verify_signature(&state.secret_bytes(), &body, signature.as_deref())
-        {
-            state.metrics.inc(
-                "flowctl_signature_failures_total",
-                "route=\"/api/flow\"".into(),
-            );
-            tracing::warn!(reason = %e, "data endpoint: signature refused");
-            return http::text(
-                StatusCode::from_u16(432).unwrap_or(StatusCode::FORBIDDEN),
-                "invalid signature",
-            );
-        }
-    }
     let envelope = match EncryptedRequest::from_json(&body) {
         Ok(e) => e,
         Err(e) => {

@@ -7,6 +7,7 @@ pub mod http;
 pub mod inbox;
 pub mod io;
 pub mod metrics;
+mod signed;
 pub mod webhook;
 
 use std::convert::Infallible;

@@ -13,11 +13,19 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 
 use super::http::{self, Resp};
+use super::signed::{read_signed_body, SignedRoute};
 use super::AppState;
-use crate::crypto;
 
 /// Meta's payloads are at most 3 MB; a little headroom for the envelope.
 pub const MAX_WEBHOOK_BODY: usize = 4 << 20;
+
+/// The webhook's signature check: JSON answers, 403 on refusal.
+const SIGNED: SignedRoute = SignedRoute {
+    metric_route: "/api/message-webhook",
+    log_name: "message webhook",
+    json_errors: true,
+    refusal: || http::json_error(StatusCode::FORBIDDEN, "invalid signature"),
+};
 
 /// Answers the verification GET: the `hub.challenge` as plain text when `hub.mode` is
 /// `subscribe` and `hub.verify_token` is ours; 403 otherwise, and always 403 when no
@@ -49,27 +57,11 @@ pub async fn receive(
     budget: &http::BodyBudget,
     req: Request<Incoming>,
 ) -> Resp {
-    let signature = req
-        .headers()
-        .get(crypto::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
     let limit = state.limits.max_body.max(MAX_WEBHOOK_BODY);
-    let body = match http::read_body(req, limit, state.limits.body_timeout, budget).await {
+    let body = match read_signed_body(state, budget, req, limit, &SIGNED).await {
         Ok(b) => b,
-        Err(e) => return e.response(true),
+        Err(resp) => return resp,
     };
-    if !state.app_secrets.is_empty() {
-        if let Err(e) = crypto::verify_signature(&state.secret_bytes(), &body, signature.as_deref())
-        {
-            state.metrics.inc(
-                "flowctl_signature_failures_total",
-                "route=\"/api/message-webhook\"".into(),
-            );
-            tracing::warn!(reason = %e, "message webhook: signature refused");
-            return http::json_error(StatusCode::FORBIDDEN, "invalid signature");
-        }
-    }
     let bytes = Bytes::clone(&body);
     match state.store.call(move |s| s.insert_inbox(&bytes)).await {
         Ok(id) => {
