@@ -28,6 +28,7 @@ pub enum AtomicFileError {
     Create {
         /// The destination's directory.
         dir: PathBuf,
+        /// What the operating system said.
         #[source]
         source: io::Error,
     },
@@ -36,6 +37,7 @@ pub enum AtomicFileError {
     Permissions {
         /// The temporary file.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: io::Error,
     },
@@ -44,6 +46,7 @@ pub enum AtomicFileError {
     Write {
         /// The destination.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: io::Error,
     },
