@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use campaign::{summary, Campaign, Rng};
+use flowctl::sandbox::SandboxOptions;
 use serde_json::json;
 use support::{nfm_reply, post_webhook, Env, FlowClient, APP_SECRET};
 
@@ -381,14 +382,18 @@ fn bulk_crash_then_reconcile(rows: usize, kills: usize) -> (u64, usize, usize, u
     let users = UserOptions {
         complete_via: CompleteVia::Webhook,
         endpoint: None,
-        webhook: Some(format!("{}/api/message-webhook", serve.url)),
         public_key: None,
-        app_secret: Some(APP_SECRET.to_string()),
         flow: None,
         delay: Duration::ZERO,
-        phone_number_id: "106540352242922".into(),
     };
-    let c = Campaign::with(dir, Duration::from_millis(15), Some(users));
+    let opts = SandboxOptions {
+        latency: Duration::from_millis(15),
+        users: Some(users),
+        webhook: Some(format!("{}/api/message-webhook", serve.url)),
+        app_secret: Some(APP_SECRET.to_string()),
+        ..SandboxOptions::default()
+    };
+    let c = Campaign::with(dir, opts);
     let csv = c.contacts(rows);
     let args = [csv.to_str().unwrap(), "--rate", "400"];
     for k in 0..kills {

@@ -32,6 +32,9 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<i32> {
         record: args.record.clone(),
         probe,
         users: user_options(&args)?,
+        webhook: args.webhook.clone(),
+        app_secret: crate::config::secret("APP_SECRET").map(|s| s.expose().to_string()),
+        status_delay: Duration::from_millis(args.user_delay_ms),
     };
     crate::sandbox::run(opts).await?;
     Ok(exit::OK)
@@ -76,12 +79,9 @@ fn user_options(args: &SandboxArgs) -> anyhow::Result<Option<UserOptions>> {
     Ok(Some(UserOptions {
         complete_via,
         endpoint: args.endpoint.clone(),
-        webhook: args.webhook.clone(),
         public_key,
-        app_secret: crate::config::secret("APP_SECRET").map(|s| s.expose().to_string()),
         flow,
         delay: Duration::from_millis(args.user_delay_ms),
-        phone_number_id: "106540352242922".into(),
     }))
 }
 

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 /// Title (the text after `(#CODE)` in `error.message`) and `error_data.details` for the codes
 /// of the reference table. Unknown codes get a generic title so any code can be simulated.
-fn describe(code: u32) -> (&'static str, &'static str) {
+pub(crate) fn describe(code: u32) -> (&'static str, &'static str) {
     match code {
         0 => ("AuthException", "We were unable to authenticate the app user."),
         1 => ("API Unknown", "Invalid request or possible server error."),

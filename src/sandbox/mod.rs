@@ -12,6 +12,7 @@
 //! - anything else: 404 with a Graph envelope, code 100.
 
 mod errors;
+pub mod notify;
 mod record;
 mod rules;
 mod server;
@@ -62,6 +63,13 @@ pub struct SandboxOptions {
     pub probe: Option<Probe>,
     /// When set, the sandbox plays the recipients of the Flows it accepts.
     pub users: Option<user::UserOptions>,
+    /// The message webhook of the server under test (`--webhook`): statuses, completions and
+    /// the failures that arrive after a send was accepted are posted there.
+    pub webhook: Option<String>,
+    /// Signs what the sandbox posts (`X-Hub-Signature-256`), as Meta does with the app secret.
+    pub app_secret: Option<String>,
+    /// How long after accepting a message a `@status` failure is posted.
+    pub status_delay: Duration,
 }
 
 impl Default for SandboxOptions {
@@ -73,6 +81,9 @@ impl Default for SandboxOptions {
             record: None,
             probe: None,
             users: None,
+            webhook: None,
+            app_secret: None,
+            status_delay: Duration::from_millis(100),
         }
     }
 }
@@ -85,6 +96,8 @@ impl fmt::Debug for SandboxOptions {
             .field("failures", &self.failures)
             .field("record", &self.record)
             .field("probe", &self.probe.as_ref().map(|_| "Fn(&Value) -> Value"))
+            .field("webhook", &self.webhook)
+            .field("status_delay", &self.status_delay)
             .finish()
     }
 }
@@ -145,13 +158,18 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         .context("cannot read the bound address")?;
     let (recorder, writer) = record::Recorder::new(opts.record.as_deref())?;
     let (stop, stopped) = watch::channel(false);
+    let notifier = Arc::new(notify::Notifier::new(opts.webhook, opts.app_secret));
     let state = Arc::new(server::State {
         latency: opts.latency,
         rules: rules::ActiveRules::new(opts.failures),
         probe: opts.probe,
         recorder,
         keys: Mutex::new(Default::default()),
-        users: opts.users.map(|u| Arc::new(user::Users::new(u))),
+        users: opts
+            .users
+            .map(|u| Arc::new(user::Users::new(u, Arc::clone(&notifier)))),
+        notifier,
+        status_delay: opts.status_delay,
         shutdown: stopped.clone(),
         outage: Mutex::new(None),
     });

@@ -18,8 +18,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::errors;
+use super::notify::{self, Notifier, Status};
 use super::record::{RecordedRequest, Recorder};
-use super::rules::{ActiveRules, Fault};
+use super::rules::{ActiveRules, Fault, Hit, When};
 use super::validate::{flow_token_of, validate_message};
 use super::Probe;
 
@@ -48,6 +49,10 @@ pub(crate) struct State {
     pub(crate) keys: Mutex<HashMap<String, String>>,
     /// Simulated recipients, when the sandbox plays the user.
     pub(crate) users: Option<Arc<super::user::Users>>,
+    /// Posts to the server under test's webhook.
+    pub(crate) notifier: Arc<Notifier>,
+    /// Delay before a `@status` failure is posted.
+    pub(crate) status_delay: Duration,
     /// Becomes `true` when the sandbox shuts down; releases hanging requests.
     pub(crate) shutdown: watch::Receiver<bool>,
     /// A whole-API outage set through `POST /_sandbox/outage`: every Graph request gets this
@@ -240,11 +245,51 @@ async fn messages(
 ) -> Answer {
     log.to = body.get("to").and_then(Value::as_str).map(str::to_owned);
     log.flow_token = flow_token_of(body);
-    let answer = message_answer(state, authorized, raw, body, log);
+    let (answer, later) = message_answer(state, authorized, raw, body, log);
     if let Some(probe) = &state.probe {
         log.probe = Some(run_probe(probe, body).await);
     }
+    if let Some(later) = later {
+        later_failure(state, later).await;
+    }
     answer
+}
+
+/// A failure Meta reports on the status webhook after accepting the message.
+struct LaterFailure {
+    wamid: String,
+    wa_id: String,
+    code: u32,
+    when: When,
+    callback: Option<String>,
+}
+
+/// Posts the `failed` status of an accepted message: before the send's answer leaves
+/// (`@early`, awaited, so the status overtakes the answer) or after the status delay.
+async fn later_failure(state: &State, f: LaterFailure) {
+    let notifier = Arc::clone(&state.notifier);
+    let post = async move {
+        let (title, details) = errors::describe(f.code);
+        let event = notify::status_event(&Status {
+            wamid: &f.wamid,
+            wa_id: &f.wa_id,
+            status: "failed",
+            callback: f.callback.as_deref(),
+            error: Some((f.code, title, details)),
+        });
+        if let Err(e) = notifier.post_webhook(&event).await {
+            tracing::warn!(wamid = %f.wamid, error = %e, "sandbox: cannot post the failed status");
+        }
+    };
+    if f.when == When::Early {
+        post.await;
+    } else {
+        let delay = state.status_delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            post.await;
+        });
+    }
 }
 
 fn message_answer(
@@ -253,51 +298,102 @@ fn message_answer(
     raw: Option<&Bytes>,
     body: &Value,
     log: &mut LogFields,
-) -> Answer {
+) -> (Answer, Option<LaterFailure>) {
     if !authorized {
-        return graph_error(
+        let answer = graph_error(
             log,
             190,
             "(#190) Invalid OAuth access token - the request needs an Authorization: Bearer <token> header",
         );
+        return (answer, None);
     }
     if raw.is_none() || body.is_string() || body.is_null() {
-        return graph_error(
+        let answer = graph_error(
             log,
             100,
             "(#100) Invalid parameter: body must be a JSON object (the request body is not valid JSON)",
         );
+        return (answer, None);
     }
     let accepted = match validate_message(body) {
         Ok(a) => a,
-        Err(invalid) => return graph_error(log, invalid.code, &invalid.message),
+        Err(invalid) => return (graph_error(log, invalid.code, &invalid.message), None),
     };
+    let callback = body
+        .get("biz_opaque_callback_data")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let wa_id = notify::wa_id_of(&accepted.to);
     match state.rules.check(&accepted.to) {
-        Some(fault) => fault_answer(fault, log),
+        Some(Hit {
+            fault: Fault::GraphError(code),
+            when: when @ (When::Status | When::Early),
+            ..
+        }) => {
+            // Accepted now, failed later: the recipient never gets it.
+            let wamid = next_wamid();
+            log.wamid = Some(wamid.clone());
+            log.fault = Some("failed_status");
+            log.error_code = Some(code);
+            let later = LaterFailure {
+                wamid: wamid.clone(),
+                wa_id: wa_id.clone(),
+                code,
+                when,
+                callback,
+            };
+            (accepted_answer(&accepted.to, &wa_id, &wamid), Some(later))
+        }
+        Some(hit) => (hit_answer(hit, log), None),
         None => {
             let wamid = next_wamid();
             log.wamid = Some(wamid.clone());
             if let (Some(users), Some(token)) = (&state.users, &log.flow_token) {
                 users.on_delivered(super::user::Delivered {
                     to: accepted.to.clone(),
+                    wa_id: wa_id.clone(),
                     flow_token: token.clone(),
                     wamid: wamid.clone(),
-                    callback: body
-                        .get("biz_opaque_callback_data")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
+                    callback,
                 });
             }
-            Answer::Reply(json_response(
-                StatusCode::OK,
-                &json!({
-                    "messaging_product": "whatsapp",
-                    "contacts": [{ "input": accepted.to, "wa_id": accepted.to }],
-                    "messages": [{ "id": wamid, "message_status": "accepted" }],
-                }),
-            ))
+            (accepted_answer(&accepted.to, &wa_id, &wamid), None)
         }
     }
+}
+
+/// The `200` answer of an accepted message: `contacts[].input` echoes the number sent to,
+/// `wa_id` is the recipient's WhatsApp id, which may differ from it.
+fn accepted_answer(to: &str, wa_id: &str, wamid: &str) -> Answer {
+    Answer::Reply(json_response(
+        StatusCode::OK,
+        &json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{ "input": to, "wa_id": wa_id }],
+            "messages": [{ "id": wamid, "message_status": "accepted" }],
+        }),
+    ))
+}
+
+/// A rule's answer; a throughput error with `@regain=MIN` carries the business-use-case
+/// header Meta puts on throttled answers (`X-Business-Use-Case-Usage`, whose
+/// `estimated_time_to_regain_access` is in minutes:
+/// <https://developers.facebook.com/docs/graph-api/overview/rate-limiting/>).
+fn hit_answer(hit: Hit, log: &mut LogFields) -> Answer {
+    let mut answer = fault_answer(hit.fault, log);
+    if let (Answer::Reply(resp), Some(minutes)) = (&mut answer, hit.regain_minutes) {
+        let usage = json!({ "102290129340398": [{
+            "type": "whatsapp",
+            "call_count": 100,
+            "total_cputime": 100,
+            "total_time": 100,
+            "estimated_time_to_regain_access": minutes,
+        }]});
+        if let Ok(v) = HeaderValue::from_str(&usage.to_string()) {
+            resp.headers_mut().insert("x-business-use-case-usage", v);
+        }
+    }
+    answer
 }
 
 /// What a fault (a `--fail` rule's, or the outage's) answers instead of the Graph API.

@@ -609,3 +609,179 @@ async fn the_graph_client_probe_tells_an_outage_from_an_answer() {
     graph.probe().await.unwrap();
     sb.shutdown().await.unwrap();
 }
+
+/// A webhook receiver on 127.0.0.1:0 that keeps what it is posted, with the moment it came, and
+/// answers after `hold` (so that an awaited post is measurably before the send's answer).
+struct Receiver {
+    url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Value)>>>,
+}
+
+async fn receiver(hold: Duration) -> Receiver {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/api/message-webhook",
+        listener.local_addr().unwrap()
+    );
+    let got: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Value)>>> = Default::default();
+    let kept = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let kept = kept.clone();
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let kept = kept.clone();
+                async move {
+                    use http_body_util::BodyExt;
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    kept.lock().unwrap().push((Instant::now(), v));
+                    tokio::time::sleep(hold).await;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                    ))
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Receiver { url, got }
+}
+
+impl Receiver {
+    /// The statuses received so far.
+    fn statuses(&self) -> Vec<(Instant, Value)> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(at, v)| {
+                v.pointer("/entry/0/changes/0/value/statuses/0")
+                    .map(|s| (*at, s.clone()))
+            })
+            .collect()
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<(Instant, Value)> {
+        let started = Instant::now();
+        while self.statuses().len() < n && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.statuses()
+    }
+}
+
+async fn sandbox_with_webhook(failures: &[&str], webhook: &Receiver) -> SandboxHandle {
+    start(SandboxOptions {
+        failures: failures.iter().map(|f| f.parse().unwrap()).collect(),
+        webhook: Some(webhook.url.clone()),
+        app_secret: Some("sandbox-app-secret".into()),
+        status_delay: Duration::from_millis(50),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_status_failure_is_accepted_then_reported_failed_on_the_webhook() {
+    let hook = receiver(Duration::ZERO).await;
+    let sb = sandbox_with_webhook(&["+212610059159=131047@status"], &hook).await;
+    let (status, body) = send(&sb, &interactive(TO, "flow_late")).await;
+    assert_eq!(status, 200, "Meta accepts the message first: {body}");
+    let wamid = body["messages"][0]["id"].as_str().unwrap().to_owned();
+    let statuses = hook.wait_for(1).await;
+    assert_eq!(statuses.len(), 1, "one failed status, nothing else");
+    let s = &statuses[0].1;
+    assert_eq!(s["id"], wamid);
+    assert_eq!(s["status"], "failed");
+    assert_eq!(s["recipient_id"], TO);
+    assert_eq!(s["errors"][0]["code"], 131047);
+    assert_eq!(s["errors"][0]["title"], "Re-engagement message");
+    let recs = sb.requests();
+    assert_eq!(recs[0].status, Some(200));
+    assert_eq!(recs[0].error_code, Some(131047));
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_early_status_overtakes_the_send_answer() {
+    let hold = Duration::from_millis(300);
+    let hook = receiver(hold).await;
+    let sb = sandbox_with_webhook(&["*=131026@early"], &hook).await;
+    let sent_at = Instant::now();
+    let (status, body) = send(&sb, &interactive(TO, "flow_early")).await;
+    let answered = Instant::now();
+    assert_eq!(status, 200, "{body}");
+    let statuses = hook.statuses();
+    assert_eq!(
+        statuses.len(),
+        1,
+        "the status was already there when the answer came"
+    );
+    assert!(statuses[0].0 < answered);
+    assert!(
+        answered - sent_at >= hold,
+        "the answer waited for the webhook's"
+    );
+    assert_eq!(statuses[0].1["errors"][0]["code"], 131026);
+    assert_eq!(statuses[0].1["id"], body["messages"][0]["id"]);
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn brazilian_and_mexican_recipients_get_a_different_wa_id() {
+    let hook = receiver(Duration::ZERO).await;
+    let sb = sandbox_with_webhook(&["*=131026@status"], &hook).await;
+    for (to, wa_id) in [
+        ("5511987654321", "551187654321"),
+        ("525512345678", "5215512345678"),
+    ] {
+        let (status, body) = send(&sb, &interactive(to, "flow_br")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["contacts"][0]["input"], to);
+        assert_eq!(body["contacts"][0]["wa_id"], wa_id);
+    }
+    let statuses = hook.wait_for(2).await;
+    let ids: HashSet<&str> = statuses
+        .iter()
+        .filter_map(|(_, s)| s["recipient_id"].as_str())
+        .collect();
+    assert_eq!(ids, HashSet::from(["551187654321", "5215512345678"]));
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_throttled_answer_says_when_access_returns() {
+    let sb = sandbox(&["*=80007@regain=2x1"]).await;
+    let resp = reqwest::Client::new()
+        .post(messages_url(&sb))
+        .bearer_auth("t")
+        .json(&interactive(TO, "flow_buc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let usage: Value = serde_json::from_str(
+        resp.headers()
+            .get("x-business-use-case-usage")
+            .expect("the business-use-case header")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let entry = usage.as_object().unwrap().values().next().unwrap();
+    assert_eq!(entry[0]["estimated_time_to_regain_access"], 2);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], 80007);
+    // x1: the next one goes through.
+    assert_eq!(send(&sb, &interactive(TO, "flow_buc2")).await.0, 200);
+    sb.shutdown().await.unwrap();
+}

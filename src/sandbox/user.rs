@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
+use super::notify::{self, Notifier, Status};
 use crate::crypto::{self, PublicKey};
 use crate::flow_json::FlowJson;
 
@@ -45,18 +46,12 @@ pub struct UserOptions {
     pub complete_via: CompleteVia,
     /// `…/api/flow` of the server under test.
     pub endpoint: Option<String>,
-    /// `…/api/message-webhook` of the server under test.
-    pub webhook: Option<String>,
     /// The data endpoint's public key (to encrypt as the WhatsApp client does).
     pub public_key: Option<PublicKey>,
-    /// App secret that signs endpoint requests and webhooks.
-    pub app_secret: Option<String>,
     /// The Flow the people fill in.
     pub flow: Option<Arc<FlowJson>>,
     /// How long a person waits after the message is accepted before acting.
     pub delay: Duration,
-    /// The business number's id, in the webhook metadata.
-    pub phone_number_id: String,
 }
 
 /// Counters of what the simulated people did (`GET /_sandbox/users`).
@@ -84,7 +79,7 @@ impl UserStats {
 /// The simulated people.
 pub struct Users {
     opts: UserOptions,
-    http: reqwest::Client,
+    notifier: Arc<Notifier>,
     pub stats: UserStats,
 }
 
@@ -92,6 +87,8 @@ pub struct Users {
 #[derive(Clone, Debug)]
 pub struct Delivered {
     pub to: String,
+    /// The recipient's WhatsApp id (may differ from `to`; see [`notify::wa_id_of`]).
+    pub wa_id: String,
     pub flow_token: String,
     pub wamid: String,
     /// The message's `biz_opaque_callback_data`, echoed in its statuses as Meta does.
@@ -99,14 +96,10 @@ pub struct Delivered {
 }
 
 impl Users {
-    pub fn new(opts: UserOptions) -> Users {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .build()
-            .unwrap_or_default();
+    pub(crate) fn new(opts: UserOptions, notifier: Arc<Notifier>) -> Users {
         Users {
             opts,
-            http,
+            notifier,
             stats: UserStats::default(),
         }
     }
@@ -136,9 +129,16 @@ impl Users {
 
     async fn act(&self, msg: &Delivered) -> Result<(), String> {
         let via = self.opts.complete_via;
-        if self.opts.webhook.is_some() {
+        if self.notifier.has_webhook() {
             for status in ["sent", "delivered", "read"] {
-                self.post_webhook(&self.status_event(msg, status)).await?;
+                let event = notify::status_event(&Status {
+                    wamid: &msg.wamid,
+                    wa_id: &msg.wa_id,
+                    status,
+                    callback: msg.callback.as_deref(),
+                    error: None,
+                });
+                self.notifier.post_webhook(&event).await?;
             }
         }
         let mut params = None;
@@ -154,8 +154,10 @@ impl Users {
                     answers
                 }
             };
-            self.post_webhook(&self.completion_event(msg, &params))
-                .await?;
+            let response_json = Value::Object(params).to_string();
+            let reply_id = format!("wamid.reply.{}", hash(&msg.wamid));
+            let event = notify::completion_event(&msg.wamid, &msg.wa_id, &reply_id, &response_json);
+            self.notifier.post_webhook(&event).await?;
         }
         Ok(())
     }
@@ -198,6 +200,7 @@ impl Users {
         };
         let (envelope, rkey) = crypto::encrypt_request(key, request.to_string().as_bytes());
         let (status, text) = self
+            .notifier
             .signed_post(url, envelope.to_json(), "data endpoint")
             .await?;
         if status != 200 {
@@ -206,44 +209,6 @@ impl Users {
         let plain = crypto::decrypt_response(&rkey, &text)
             .map_err(|e| format!("cannot decrypt the answer: {e}"))?;
         serde_json::from_slice(&plain).map_err(|e| format!("answer is not JSON: {e}"))
-    }
-
-    async fn post_webhook(&self, event: &Value) -> Result<(), String> {
-        let Some(url) = &self.opts.webhook else {
-            return Err("--complete-via webhook needs --webhook".into());
-        };
-        let (status, _) = self.signed_post(url, event.to_string(), "webhook").await?;
-        if !(200..300).contains(&status) {
-            return Err(format!("webhook answered {status}"));
-        }
-        Ok(())
-    }
-
-    /// POSTs a JSON body signed with the app secret, as Meta does; returns status and body.
-    async fn signed_post(
-        &self,
-        url: &str,
-        body: String,
-        what: &str,
-    ) -> Result<(u16, String), String> {
-        let mut req = self
-            .http
-            .post(url)
-            .header("content-type", "application/json");
-        if let Some(secret) = &self.opts.app_secret {
-            req = req.header(
-                crypto::SIGNATURE_HEADER,
-                crypto::sign(secret.as_bytes(), body.as_bytes()),
-            );
-        }
-        let resp = req
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| format!("{what}: {e}"))?;
-        Ok((status, text))
     }
 
     /// Plausible answers for one screen: an option of each choice field (varied per person),
@@ -288,47 +253,6 @@ impl Users {
         }
         all
     }
-
-    fn envelope(&self, value: Value) -> Value {
-        json!({
-            "object": "whatsapp_business_account",
-            "entry": [{ "id": "102290129340398", "changes": [{ "field": "messages", "value": value }] }]
-        })
-    }
-
-    fn metadata(&self) -> Value {
-        json!({ "display_phone_number": "15550783881", "phone_number_id": self.opts.phone_number_id })
-    }
-
-    fn status_event(&self, msg: &Delivered, status: &str) -> Value {
-        let mut s = json!({ "id": msg.wamid, "status": status, "timestamp": unix_now(), "recipient_id": msg.to });
-        if let Some(cb) = &msg.callback {
-            s["biz_opaque_callback_data"] = json!(cb);
-        }
-        self.envelope(json!({
-            "messaging_product": "whatsapp",
-            "metadata": self.metadata(),
-            "statuses": [s]
-        }))
-    }
-
-    fn completion_event(&self, msg: &Delivered, params: &Map<String, Value>) -> Value {
-        let response_json = Value::Object(params.clone()).to_string();
-        self.envelope(json!({
-            "messaging_product": "whatsapp",
-            "metadata": self.metadata(),
-            "contacts": [{ "profile": { "name": "Sandbox user" }, "wa_id": msg.to }],
-            "messages": [{
-                "context": { "from": "15550783881", "id": msg.wamid },
-                "from": msg.to,
-                "id": format!("wamid.reply.{}", hash(&msg.wamid)),
-                "timestamp": unix_now(),
-                "type": "interactive",
-                "interactive": { "type": "nfm_reply", "nfm_reply": {
-                    "name": "flow", "body": "Sent", "response_json": response_json } }
-            }]
-        }))
-    }
 }
 
 const COMMENTS: &[&str] = &[
@@ -342,8 +266,4 @@ fn hash<T: Hash + ?Sized>(v: &T) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     v.hash(&mut h);
     h.finish()
-}
-
-fn unix_now() -> String {
-    chrono::Utc::now().timestamp().to_string()
 }

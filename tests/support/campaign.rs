@@ -47,25 +47,22 @@ pub fn phone(i: usize) -> String {
 
 impl Campaign {
     pub fn new(latency: Duration) -> Campaign {
-        Campaign::with(tempfile::tempdir().expect("tempdir"), latency, None)
+        Campaign::with(
+            tempfile::tempdir().expect("tempdir"),
+            SandboxOptions {
+                latency,
+                ..SandboxOptions::default()
+            },
+        )
     }
 
-    /// A campaign in `dir` whose sandbox plays the recipients as `users` say.
-    pub fn with(
-        dir: tempfile::TempDir,
-        latency: Duration,
-        users: Option<flowctl::sandbox::user::UserOptions>,
-    ) -> Campaign {
+    /// A campaign in `dir` whose sandbox runs with `opts` (its recipients, webhook, faults).
+    pub fn with(dir: tempfile::TempDir, opts: SandboxOptions) -> Campaign {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
-        let opts = SandboxOptions {
-            latency,
-            users,
-            ..SandboxOptions::default()
-        };
         let sandbox = rt.block_on(start(opts)).expect("sandbox");
         Campaign {
             db: dir.path().join("flowctl.db"),
