@@ -12,6 +12,7 @@ pub mod flow_json;
 pub mod graph;
 pub mod phone;
 pub mod sandbox;
+pub mod secret;
 pub mod server;
 pub mod store;
 pub mod time;

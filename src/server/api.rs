@@ -16,9 +16,10 @@ use subtle::ConstantTimeEq;
 use super::http::{self, Resp};
 use super::AppState;
 use crate::commands::send::{send_one, SendRequest};
-use crate::config::{Secret, SendSettings};
+use crate::config::SendSettings;
 use crate::graph::{GraphClient, RetryPolicy};
 use crate::phone::Phone;
+use crate::secret::Secret;
 use crate::store::{Origin, ResponsesQuery};
 
 /// Largest `/api/send-flow` body.
