@@ -1,8 +1,16 @@
 //! Command-line definitions (clap). Every flag is declared and documented here, once.
+//!
+//! Values clap can check are typed here (enumerations, durations, addresses), so that a bad
+//! one is refused at parse time, naming the flag and its variable; `config` turns the parsed
+//! arguments into each command's settings.
 
+use std::ffi::OsStr;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Send WhatsApp Flows and join every completion back to the recipient's phone number.
@@ -105,10 +113,22 @@ pub struct GraphArgs {
     #[arg(
         long = "graph-timeout",
         env = "GRAPH_API_TIMEOUT",
+        value_name = "GRAPH_API_TIMEOUT",
         default_value = "20s",
+        value_parser = crate::time::parse_ttl,
         hide_env_values = true
     )]
-    pub graph_timeout: String,
+    pub graph_timeout: Duration,
+}
+
+/// How the Flow opens (`--flow-action`); `navigate` also needs `--screen`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum FlowActionKind {
+    /// The Flow opens with an INIT request to the data endpoint (`serve`).
+    #[value(name = "data_exchange")]
+    DataExchange,
+    /// The Flow opens on the screen given by `--screen`.
+    Navigate,
 }
 
 /// What is sent.
@@ -126,10 +146,12 @@ pub struct MessageArgs {
     #[arg(
         long,
         env = "FLOW_ACTION",
+        value_name = "FLOW_ACTION",
         default_value = "data_exchange",
+        value_parser = Trimmed::<FlowActionKind>::new(),
         hide_env_values = true
     )]
-    pub flow_action: String,
+    pub flow_action: FlowActionKind,
 
     /// First screen, required with `navigate`.
     #[arg(long, env = "FLOW_SCREEN", hide_env_values = true)]
@@ -152,10 +174,12 @@ pub struct MessageArgs {
     #[arg(
         long,
         env = "FLOW_TOKEN_TTL",
+        value_name = "FLOW_TOKEN_TTL",
         default_value = "30d",
+        value_parser = crate::time::parse_ttl,
         hide_env_values = true
     )]
-    pub token_ttl: String,
+    pub token_ttl: Duration,
 
     /// Template mode: index of the Flow button among the template's buttons.
     #[arg(long, default_value_t = 0)]
@@ -235,7 +259,7 @@ pub struct BulkArgs {
     /// How long to wait out a Graph API outage (5xx answers, refused or broken connections)
     /// before stopping the run; sends pause meanwhile and resume when the API answers again.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    pub max_outage: std::time::Duration,
+    pub max_outage: Duration,
 
     /// Send as this approved template with a Flow button.
     #[arg(long, requires = "lang")]
@@ -365,6 +389,17 @@ pub struct KeysArgs {
     pub graph: GraphArgs,
 }
 
+/// Which path the sandbox's simulated people complete the Flows through (`--complete-via`).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CompleteViaArg {
+    /// The encrypted data endpoint only.
+    Endpoint,
+    /// The `nfm_reply` webhook only.
+    Webhook,
+    /// Both, as WhatsApp does for an endpoint-powered Flow.
+    Both,
+}
+
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
     /// Address to listen on (`127.0.0.1:0` picks a free port, printed on stdout).
@@ -386,8 +421,8 @@ pub struct SandboxArgs {
     pub check_db: Option<PathBuf>,
     /// Play the recipients: after accepting a Flow message, post statuses and complete the
     /// Flow through the data endpoint, the webhook, or both.
-    #[arg(long, value_name = "endpoint|webhook|both")]
-    pub complete_via: Option<String>,
+    #[arg(long, value_enum)]
+    pub complete_via: Option<CompleteViaArg>,
     /// The data endpoint to complete Flows through (e.g. http://127.0.0.1:8080/api/flow).
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -404,4 +439,39 @@ pub struct SandboxArgs {
     /// How long a simulated person waits before acting on a message.
     #[arg(long, default_value_t = 200)]
     pub user_delay_ms: u64,
+}
+
+/// Parses a [`ValueEnum`] with surrounding whitespace ignored: values also come from the
+/// environment and `.env`, where a stray space is easy to miss. Help and errors still list
+/// the possible values.
+#[derive(Clone, Copy)]
+struct Trimmed<E>(PhantomData<fn() -> E>);
+
+impl<E> Trimmed<E> {
+    /// The parser, for `value_parser = Trimmed::<E>::new()`.
+    const fn new() -> Self {
+        Trimmed(PhantomData)
+    }
+}
+
+impl<E: ValueEnum + Clone + Send + Sync + 'static> TypedValueParser for Trimmed<E> {
+    type Value = E;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<E, clap::Error> {
+        let trimmed = value.to_str().map_or(value, |v| OsStr::new(v.trim()));
+        clap::builder::EnumValueParser::<E>::new().parse_ref(cmd, arg, trimmed)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            E::value_variants()
+                .iter()
+                .filter_map(ValueEnum::to_possible_value),
+        ))
+    }
 }

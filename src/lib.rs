@@ -1,8 +1,9 @@
 //! flowctl: send WhatsApp Flows and join every completion back to the recipient's phone
 //! number through a per-recipient `flow_token` stored before the send.
 //!
-//! Data flows one way: `cli` → `config` → `commands` → (`store` | `graph` | `server`), with
-//! the domain types (`Phone`, `FlowToken`) shared by all and `crypto` as pure functions.
+//! Data flows one way: `cli` → `config` (flags, environment and `.env`, resolved once into
+//! each command's settings) → `commands` → (`store` | `graph` | `server`), with the domain
+//! types (`Phone`, `FlowToken`) and `secret` shared by all and `crypto` as pure functions.
 
 pub mod atomic_file;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod flow_json;
 pub mod graph;
 pub mod phone;
 pub mod sandbox;
+pub mod secret;
 pub mod server;
 pub mod signals;
 pub mod store;

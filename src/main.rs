@@ -12,7 +12,7 @@ fn main() {
     let code = match dotenv.map_err(anyhow::Error::from).and_then(|_| run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("flowctl: {}", flowctl::config::redact(&one_line(&err)));
+            eprintln!("flowctl: {}", flowctl::secret::redact(&one_line(&err)));
             exit_code(&err)
         }
     };
@@ -33,13 +33,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let db = cli.db.clone();
     rt.block_on(async move {
         match cli.command {
-            Command::Send(args) => commands::send::run(&db, args).await,
-            Command::Bulk(args) => commands::bulk::run(&db, args).await,
-            Command::Serve(args) => commands::serve::run(&db, args).await,
-            Command::Sandbox(args) => commands::sandbox::run(args).await,
+            Command::Send(args) => commands::send::run(&db, args.resolve()?).await,
+            Command::Bulk(args) => commands::bulk::run(&db, args.resolve()?).await,
+            Command::Serve(args) => commands::serve::run(&db, args.resolve()?).await,
+            Command::Sandbox(args) => commands::sandbox::run(args.resolve()?).await,
             Command::Demo(args) => commands::demo::run(args).await,
-            Command::Keys(KeysCommand::Upload(args)) => commands::keys::run_upload(&args).await,
-            Command::Keys(KeysCommand::Check(args)) => commands::keys::run_check(&args).await,
+            Command::Keys(KeysCommand::Upload(args)) => {
+                commands::keys::run_upload(args.resolve()?).await
+            }
+            Command::Keys(KeysCommand::Check(args)) => {
+                commands::keys::run_check(args.resolve()?).await
+            }
             other => Err(
                 commands::UsageError(format!("{other:?} is not available in this build")).into(),
             ),
@@ -65,7 +69,7 @@ fn init_tracing(cli: &Cli) {
 }
 
 /// stderr for log lines, with every secret read so far blanked out (see
-/// `flowctl::config::redact`): a field carrying text from elsewhere, such as an error message
+/// `flowctl::secret::redact`): a field carrying text from elsewhere, such as an error message
 /// that echoes a credential, must not put the credential in the logs. The formatter writes
 /// each event with one `write`, so a line is redacted whole.
 struct RedactingStderr;
@@ -74,7 +78,7 @@ impl std::io::Write for RedactingStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let mut err = std::io::stderr().lock();
         match std::str::from_utf8(buf) {
-            Ok(text) => err.write_all(flowctl::config::redact(text).as_bytes())?,
+            Ok(text) => err.write_all(flowctl::secret::redact(text).as_bytes())?,
             Err(_) => err.write_all(buf)?,
         }
         Ok(buf.len())

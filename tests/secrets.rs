@@ -1239,7 +1239,7 @@ fn the_signature_check_refuses_every_near_miss() {
 
 #[test]
 fn secrets_do_not_show_in_debug_prints() {
-    use flowctl::config::Secret;
+    use flowctl::secret::Secret;
     let s = Secret::new(S_APP_SECRET);
     assert!(!format!("{s:?} {s} {:?}", Some(&s)).contains(S_APP_SECRET));
     let settings = flowctl::graph::GraphSettings {

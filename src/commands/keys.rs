@@ -1,7 +1,8 @@
 //! `flowctl keygen`, `flowctl keys upload` and `flowctl keys check`.
 
 use super::{exit, UsageError};
-use crate::cli::{KeygenArgs, KeysArgs};
+use crate::cli::KeygenArgs;
+use crate::config::KeysSettings;
 use crate::graph::GraphClient;
 
 /// `flowctl keygen`: writes the key pair and prints the public key.
@@ -26,14 +27,9 @@ pub fn run_keygen(args: &KeygenArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-fn client(args: &KeysArgs) -> anyhow::Result<(GraphClient, crate::crypto::PrivateKey)> {
-    let key = super::serve::load_private_key(args.private_key_file.as_deref())?;
-    Ok((GraphClient::new(args.graph.resolve()?)?, key))
-}
-
 /// `flowctl keys upload`: registers the local key's public half.
-pub async fn run_upload(args: &KeysArgs) -> anyhow::Result<i32> {
-    let (graph, key) = client(args)?;
+pub async fn run_upload(settings: KeysSettings) -> anyhow::Result<i32> {
+    let (graph, key) = (GraphClient::new(settings.graph)?, settings.key);
     graph.upload_public_key(&key.public_key_pem()).await?;
     println!(
         "{}",
@@ -48,8 +44,8 @@ pub async fn run_upload(args: &KeysArgs) -> anyhow::Result<i32> {
 
 /// `flowctl keys check`: compares the registered key with the local one. Exit 1 on a
 /// mismatch or when none is registered (the usual cause of endless 421s).
-pub async fn run_check(args: &KeysArgs) -> anyhow::Result<i32> {
-    let (graph, key) = client(args)?;
+pub async fn run_check(settings: KeysSettings) -> anyhow::Result<i32> {
+    let (graph, key) = (GraphClient::new(settings.graph)?, settings.key);
     let registered = graph.registered_public_key().await?;
     let (matches, status) = match &registered {
         Some(r) => (key.matches_public_pem(&r.pem), r.signature_status.clone()),

@@ -2,87 +2,26 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::{exit, UsageError};
-use crate::cli::SandboxArgs;
-use crate::crypto::PublicKey;
-use crate::flow_json::FlowJson;
-use crate::sandbox::user::{CompleteVia, UserOptions};
-use crate::sandbox::{FailRule, Probe, SandboxOptions};
+use crate::config::SandboxSettings;
+use crate::sandbox::{Probe, SandboxOptions};
 use crate::store::Store;
 
-/// Resolves the flags and runs the sandbox until SIGINT/SIGTERM.
-pub async fn run(args: SandboxArgs) -> anyhow::Result<i32> {
-    let failures = args
-        .fail
-        .iter()
-        .map(|s| s.parse::<FailRule>().map_err(|e| UsageError(e.to_string())))
-        .collect::<Result<Vec<_>, _>>()?;
-    let probe = match &args.check_db {
+/// Runs the sandbox with its resolved settings until SIGINT/SIGTERM.
+pub async fn run(settings: SandboxSettings) -> anyhow::Result<i32> {
+    let probe = match &settings.check_db {
         Some(db) => Some(token_probe(db)?),
         None => None,
     };
-    let opts = SandboxOptions {
-        listen: args.listen,
-        latency: Duration::from_millis(args.latency_ms),
-        failures,
-        record: args.record.clone(),
+    crate::sandbox::run(SandboxOptions {
         probe,
-        users: user_options(&args)?,
-        webhook: args.webhook.clone(),
-        app_secret: crate::config::secret("APP_SECRET").map(|s| s.expose().to_string()),
-        status_delay: Duration::from_millis(args.user_delay_ms),
-    };
-    crate::sandbox::run(opts).await?;
+        ..settings.options
+    })
+    .await?;
     Ok(exit::OK)
-}
-
-/// The simulated recipients' settings, when `--complete-via` is given.
-fn user_options(args: &SandboxArgs) -> anyhow::Result<Option<UserOptions>> {
-    let Some(via) = &args.complete_via else {
-        return Ok(None);
-    };
-    let complete_via: CompleteVia = via.parse().map_err(UsageError)?;
-    let needs_endpoint = matches!(complete_via, CompleteVia::Endpoint | CompleteVia::Both);
-    if needs_endpoint && (args.endpoint.is_none() || args.public_key.is_none()) {
-        return Err(UsageError(
-            "--complete-via endpoint|both needs --endpoint URL and --public-key FILE".into(),
-        )
-        .into());
-    }
-    if !needs_endpoint && args.webhook.is_none() {
-        return Err(UsageError("--complete-via webhook needs --webhook URL".into()).into());
-    }
-    let public_key = match &args.public_key {
-        Some(path) => {
-            let pem = std::fs::read_to_string(path).map_err(|e| {
-                UsageError(format!("cannot read --public-key {}: {e}", path.display()))
-            })?;
-            Some(
-                PublicKey::from_pem(&pem)
-                    .map_err(|e| UsageError(format!("--public-key {}: {e}", path.display())))?,
-            )
-        }
-        None => None,
-    };
-    let flow = match &args.flow_json {
-        Some(path) => {
-            Some(Arc::new(FlowJson::load(path).map_err(|e| {
-                UsageError(format!("--flow-json {}: {e}", path.display()))
-            })?))
-        }
-        None => None,
-    };
-    Ok(Some(UserOptions {
-        complete_via,
-        endpoint: args.endpoint.clone(),
-        public_key,
-        flow,
-        delay: Duration::from_millis(args.user_delay_ms),
-    }))
 }
 
 /// The flow_token a message carries (interactive or template), if any.

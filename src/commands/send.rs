@@ -134,46 +134,31 @@ pub async fn send_one(
 pub fn failure_of(e: &GraphError) -> Failure {
     Failure {
         code: e.code(),
-        message: crate::config::redact(&e.to_string()).into_owned(),
+        message: crate::secret::redact(&e.to_string()).into_owned(),
         retryable: e.is_retryable(),
     }
 }
 
-/// Parses `--data` / the API's `data`: a JSON object, or nothing.
-pub fn parse_data(text: &str) -> Result<Option<Map<String, Value>>, String> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(m)) if m.is_empty() => Ok(None),
-        Ok(Value::Object(m)) => Ok(Some(m)),
-        Ok(_) => Err(format!("invalid --data {text:?}: expected a JSON object")),
-        Err(e) => Err(format!("invalid --data {text:?}: {e}")),
-    }
-}
-
 /// `flowctl send`: prints the JSON outcome on stdout; on failure one line on stderr.
-pub async fn run(db: &std::path::Path, args: crate::cli::SendArgs) -> anyhow::Result<i32> {
+pub async fn run(
+    db: &std::path::Path,
+    settings: crate::config::SendCommandSettings,
+) -> anyhow::Result<i32> {
     use anyhow::Context;
 
-    use super::{exit, UsageError};
+    use super::exit;
 
-    let template = args.template.clone().zip(args.lang.clone());
-    let settings = args.message.resolve(template)?;
-    let phone = Phone::parse(&args.phone, settings.default_country)
-        .map_err(|e| UsageError(e.to_string()))?;
-    let data = match &args.data {
-        Some(text) => parse_data(text).map_err(UsageError)?,
-        None => None,
-    };
-    let graph = GraphClient::new(args.graph.resolve()?)?;
+    let graph = GraphClient::new(settings.graph)?;
     let store = crate::store::Store::open(db)?;
     let store = SharedStore::new(store);
     let req = SendRequest {
-        phone,
-        customer_name: args.name.clone().filter(|n| !n.trim().is_empty()),
-        data,
-        campaign: args.campaign.clone(),
+        phone: settings.phone,
+        customer_name: settings.customer_name,
+        data: settings.data,
+        campaign: settings.campaign,
         origin: Origin::Send,
     };
-    let outcome = send_one(&store, &graph, &settings, RetryPolicy::default(), req)
+    let outcome = send_one(&store, &graph, &settings.send, RetryPolicy::default(), req)
         .await
         .context("cannot record the send")?;
     println!("{}", serde_json::to_string(&outcome)?);

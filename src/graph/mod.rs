@@ -14,7 +14,7 @@ use serde_json::Value;
 pub use error::{classify, ErrorClass, GraphError};
 pub use message::{flow_message, FlowAction, MessageSettings, Recipient, Template};
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Where and how to reach the Graph API.
 #[derive(Clone, Debug)]
@@ -246,7 +246,7 @@ impl GraphClient {
         let text = resp.text().await.map_err(|e| self.transport_error(e))?;
         // A proxy or an API that echoes the request (Authorization included) must not put the
         // token into errors, logs, the failures file or the database.
-        let text = crate::config::redact(&text).into_owned();
+        let text = crate::secret::redact(&text).into_owned();
         Ok((status, text))
     }
 

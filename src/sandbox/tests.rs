@@ -593,7 +593,7 @@ async fn the_graph_client_probe_tells_an_outage_from_an_answer() {
         base_url: format!("http://{}", sb.addr()),
         version: "v21.0".into(),
         phone_number_id: "106540352242922".into(),
-        access_token: crate::config::Secret::new("t"),
+        access_token: crate::secret::Secret::new("t"),
         timeout: Duration::from_secs(2),
     })
     .unwrap();

@@ -26,20 +26,6 @@ pub enum CompleteVia {
     Both,
 }
 
-impl std::str::FromStr for CompleteVia {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "endpoint" => Ok(CompleteVia::Endpoint),
-            "webhook" => Ok(CompleteVia::Webhook),
-            "both" => Ok(CompleteVia::Both),
-            other => Err(format!(
-                "invalid --complete-via {other:?}: expected endpoint, webhook or both"
-            )),
-        }
-    }
-}
-
 /// How the simulated people behave.
 #[derive(Clone)]
 pub struct UserOptions {

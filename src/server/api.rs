@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn keys_compare_exactly() {
-        let k = crate::config::Secret::new("abc");
+        let k = crate::secret::Secret::new("abc");
         assert!(k.matches(b"abc"));
         assert!(!k.matches(b"abd"));
         assert!(!k.matches(b""));

@@ -23,9 +23,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::config::Secret;
 use crate::crypto::PrivateKey;
 use crate::flow_json::FlowJson;
+use crate::secret::Secret;
 use crate::store::SharedStore;
 pub use api::Sender;
 use http::Resp;
@@ -33,11 +33,8 @@ pub use metrics::Metrics;
 
 /// Limits that protect the server from slow or abusive clients.
 ///
-/// `Limits::default()` is the built-in values ([`Limits::BUILTIN`]) with the environment's
-/// overrides applied: `FLOWCTL_HEADER_TIMEOUT`, `FLOWCTL_BODY_TIMEOUT` and
-/// `FLOWCTL_WRITE_TIMEOUT` (durations such as `10s` or `500ms`), `FLOWCTL_MAX_CONNECTIONS` and `FLOWCTL_BODY_MEMORY` (bytes), whole
-/// numbers. A value that cannot be used is reported in the log and the built-in values are
-/// kept.
+/// [`Limits::BUILTIN`] are the values used when nothing overrides them; `serve`'s settings
+/// (`crate::config::ServeSettings`) apply `--max-body` and the environment's overrides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request body, in bytes (413 above).
@@ -57,13 +54,6 @@ pub struct Limits {
     pub body_memory: usize,
 }
 
-/// Environment variables overriding [`Limits::BUILTIN`].
-pub const HEADER_TIMEOUT_VAR: &str = "FLOWCTL_HEADER_TIMEOUT";
-pub const BODY_TIMEOUT_VAR: &str = "FLOWCTL_BODY_TIMEOUT";
-pub const WRITE_TIMEOUT_VAR: &str = "FLOWCTL_WRITE_TIMEOUT";
-pub const MAX_CONNECTIONS_VAR: &str = "FLOWCTL_MAX_CONNECTIONS";
-pub const BODY_MEMORY_VAR: &str = "FLOWCTL_BODY_MEMORY";
-
 impl Limits {
     /// The values used when nothing overrides them.
     pub const BUILTIN: Limits = Limits {
@@ -74,61 +64,6 @@ impl Limits {
         max_connections: 1024,
         body_memory: 64 << 20,
     };
-
-    /// `self` with the overrides found by `lookup` (the environment in [`Default`]);
-    /// `Err` names the first unusable value.
-    pub fn with_overrides(
-        mut self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Limits, String> {
-        let duration = |var: &str, current: Duration| -> Result<Duration, String> {
-            match lookup(var) {
-                None => Ok(current),
-                Some(v) => match humantime::parse_duration(v.trim()) {
-                    Ok(d) if !d.is_zero() && d <= Duration::from_secs(3600) => Ok(d),
-                    _ => Err(format!(
-                        "{var}={v:?}: expected a duration from 1ms to 1h, such as 10s or 500ms"
-                    )),
-                },
-            }
-        };
-        self.header_timeout = duration(HEADER_TIMEOUT_VAR, self.header_timeout)?;
-        self.body_timeout = duration(BODY_TIMEOUT_VAR, self.body_timeout)?;
-        self.write_timeout = duration(WRITE_TIMEOUT_VAR, self.write_timeout)?;
-        let number =
-            |var: &str, current: usize, range: std::ops::RangeInclusive<usize>| match lookup(var) {
-                None => Ok(current),
-                Some(v) => match v.trim().parse::<usize>() {
-                    Ok(n) if range.contains(&n) => Ok(n),
-                    _ => Err(format!(
-                        "{var}={v:?}: expected a whole number from {} to {}",
-                        range.start(),
-                        range.end()
-                    )),
-                },
-            };
-        self.max_connections = number(MAX_CONNECTIONS_VAR, self.max_connections, 1..=1 << 20)?;
-        self.body_memory = number(BODY_MEMORY_VAR, self.body_memory, 1 << 20..=1 << 40)?;
-        Ok(self)
-    }
-}
-
-impl Limits {
-    /// The built-in values with the environment's overrides; `Err` names the first unusable
-    /// value (`flowctl serve` exits 2 with it).
-    pub fn from_env() -> Result<Limits, String> {
-        let from_env = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
-        Limits::BUILTIN.with_overrides(from_env)
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits::from_env().unwrap_or_else(|reason| {
-            tracing::warn!(%reason, "server limits: ignoring an unusable setting");
-            Limits::BUILTIN
-        })
-    }
 }
 
 /// Everything the handlers share.
@@ -300,60 +235,6 @@ async fn health(state: &AppState) -> Resp {
                 StatusCode::SERVICE_UNAVAILABLE,
                 &serde_json::json!({ "status": "database unavailable" }),
             )
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    }
-
-    #[test]
-    fn limits_take_the_environments_overrides() {
-        assert_eq!(
-            Limits::BUILTIN.with_overrides(vars(&[])),
-            Ok(Limits::BUILTIN)
-        );
-        let l = Limits::BUILTIN
-            .with_overrides(vars(&[
-                (HEADER_TIMEOUT_VAR, "750ms"),
-                (BODY_TIMEOUT_VAR, "2s"),
-                (WRITE_TIMEOUT_VAR, "3s"),
-                (MAX_CONNECTIONS_VAR, " 8 "),
-                (BODY_MEMORY_VAR, "16777216"),
-            ]))
-            .unwrap();
-        assert_eq!(l.header_timeout, Duration::from_millis(750));
-        assert_eq!(l.body_timeout, Duration::from_secs(2));
-        assert_eq!(l.write_timeout, Duration::from_secs(3));
-        assert_eq!(l.max_connections, 8);
-        assert_eq!(l.body_memory, 16 << 20);
-        assert_eq!(l.max_body, Limits::BUILTIN.max_body);
-    }
-
-    #[test]
-    fn unusable_limits_are_refused_by_name() {
-        for (var, value) in [
-            (HEADER_TIMEOUT_VAR, "0s"),
-            (HEADER_TIMEOUT_VAR, "soon"),
-            (BODY_TIMEOUT_VAR, "2h"),
-            (MAX_CONNECTIONS_VAR, "0"),
-            (MAX_CONNECTIONS_VAR, "-3"),
-            (BODY_MEMORY_VAR, "1k"),
-            (BODY_MEMORY_VAR, "1024"),
-        ] {
-            let err = Limits::BUILTIN
-                .with_overrides(vars(&[(var, value)]))
-                .unwrap_err();
-            assert!(err.starts_with(var), "{err}");
         }
     }
 }

@@ -34,13 +34,12 @@ use anyhow::Context;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 pub use pacer::{burst_for, default_concurrency, AdaptiveRate, Pacer};
-pub use progress::{Stats, Summary, INTERVAL_VAR};
+pub use progress::{Stats, Summary};
 pub use reader::{parse_row, Columns, CrlfToLf, CsvRows};
 
 use super::send::failure_of;
 use super::{exit, UsageError};
-use crate::cli::BulkArgs;
-use crate::config::SendSettings;
+use crate::config::{BulkSettings, SendSettings};
 use crate::graph::{flow_message, ErrorClass, GraphClient, GraphError, RetryPolicy};
 use crate::phone::Phone;
 use crate::store::{BulkMember, BulkOutcome, Issued, NewToken, Origin, SendState, Store};
@@ -196,32 +195,21 @@ impl Ctx {
 }
 
 /// `flowctl bulk`.
-pub async fn run(db: &Path, args: BulkArgs) -> anyhow::Result<i32> {
-    let template = args.template.clone().zip(args.lang.clone());
-    let settings = args.message.resolve(template)?;
-    if !(args.rate.is_finite() && args.rate > 0.0) {
-        return Err(UsageError(format!(
-            "invalid --rate {}: expected a positive number",
-            args.rate
-        ))
-        .into());
-    }
-    if args.concurrency == Some(0) {
-        return Err(UsageError("invalid --concurrency 0: expected at least 1".into()).into());
-    }
-    let campaign = campaign_of(&args);
+pub async fn run(db: &Path, args: BulkSettings) -> anyhow::Result<i32> {
+    let settings = args.send.clone();
+    let campaign = args.campaign.clone();
     let rows = CsvRows::open(&args.csv, settings.default_country).map_err(UsageError)?;
-    if args.dry_run {
+    let Some(graph) = args.graph.clone() else {
         return dry_run(db, &args, rows, campaign).await;
-    }
-    let graph = GraphClient::new(args.graph.resolve()?)?;
+    };
+    let graph = GraphClient::new(graph)?;
     let stats = Arc::new(Stats::default());
     let (writer, writer_thread) = Writer::start(db, stats.recorded.clone())?;
     // Held until the run ends: a second run of this campaign would send the same rows (and
     // truncate the first run's --failures file).
     let _lock = lock::CampaignLock::acquire(db, &campaign)?;
     let failures = FailureLog::create(args.failures.as_deref(), &rows.headers())?;
-    let progress = Progress::new();
+    let progress = Progress::new(args.progress_interval);
     spawn_count(&args.csv, stats.clone());
     let concurrency = args
         .concurrency
@@ -299,7 +287,7 @@ pub async fn run(db: &Path, args: BulkArgs) -> anyhow::Result<i32> {
 }
 
 /// Prints the summaries and picks the exit code.
-fn finish(args: &BulkArgs, summary: &Summary, store_failed: bool) -> anyhow::Result<i32> {
+fn finish(args: &BulkSettings, summary: &Summary, store_failed: bool) -> anyhow::Result<i32> {
     eprintln!("{}", summary.human());
     if summary.interrupted {
         eprintln!(
@@ -322,20 +310,6 @@ fn finish(args: &BulkArgs, summary: &Summary, store_failed: bool) -> anyhow::Res
     } else {
         exit::OK
     })
-}
-
-/// The campaign: `--campaign`, else the CSV file's stem.
-fn campaign_of(args: &BulkArgs) -> String {
-    args.campaign
-        .clone()
-        .filter(|c| !c.trim().is_empty())
-        .or_else(|| {
-            args.csv
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| "bulk".to_string())
 }
 
 /// The command line that resumes this run: the same arguments, shell-quoted.
@@ -762,7 +736,7 @@ fn record(ctx: &Ctx, job: &Job, ended: Ended, extra_attempts: i64) {
 /// `--dry-run`: validates and counts every row, reads (never writes) the campaign's state.
 async fn dry_run(
     db: &Path,
-    args: &BulkArgs,
+    args: &BulkSettings,
     rows: CsvRows,
     campaign: String,
 ) -> anyhow::Result<i32> {

@@ -9,10 +9,6 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-/// Environment variable: interval of the plain progress lines, in milliseconds.
-pub const INTERVAL_VAR: &str = "FLOWCTL_PROGRESS_INTERVAL_MS";
-const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
-
 /// The counters of a run, updated from every thread and task.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -199,13 +195,19 @@ impl Summary {
 #[derive(Clone)]
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// Interval of the plain lines printed when there is no bar.
+    lines_every: Duration,
 }
 
 impl Progress {
-    /// A bar when stderr is a terminal, nothing otherwise (see [`Progress::spawn_lines`]).
-    pub fn new() -> Progress {
+    /// A bar when stderr is a terminal; otherwise a plain line every `lines_every` (see
+    /// [`Progress::spawn_updates`]).
+    pub fn new(lines_every: Duration) -> Progress {
         if !std::io::stderr().is_terminal() {
-            return Progress { bar: None };
+            return Progress {
+                bar: None,
+                lines_every,
+            };
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         bar.set_style(
@@ -215,7 +217,10 @@ impl Progress {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.enable_steady_tick(Duration::from_millis(200));
-        Progress { bar: Some(bar) }
+        Progress {
+            bar: Some(bar),
+            lines_every,
+        }
     }
 
     /// Prints a line (a bad row, a failure) without tearing the bar.
@@ -238,12 +243,7 @@ impl Progress {
         let interval = if bar.is_some() {
             Duration::from_millis(200)
         } else {
-            std::env::var(INTERVAL_VAR)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .filter(|ms| *ms > 0)
-                .map(Duration::from_millis)
-                .unwrap_or(DEFAULT_INTERVAL)
+            self.lines_every
         };
         tokio::spawn(async move {
             let start = Instant::now();

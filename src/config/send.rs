@@ -1,0 +1,187 @@
+//! Settings of the sending commands: `send` (one recipient) and `bulk` (a CSV file).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::{env_value, ConfigError, SendSettings};
+use crate::cli::{BulkArgs, SendArgs};
+use crate::graph::GraphSettings;
+use crate::phone::Phone;
+
+/// Environment variable (no flag): interval of `bulk`'s plain progress lines (when stderr is
+/// not a terminal), in milliseconds.
+const PROGRESS_INTERVAL_VAR: &str = "FLOWCTL_PROGRESS_INTERVAL_MS";
+/// Interval of the plain progress lines when [`PROGRESS_INTERVAL_VAR`] is unset or unusable.
+const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `flowctl send`: one recipient, validated, and everything needed to send to it.
+#[derive(Clone, Debug)]
+pub struct SendCommandSettings {
+    /// The message and token settings.
+    pub send: SendSettings,
+    /// Where the Graph API is, with the access token.
+    pub graph: GraphSettings,
+    /// The recipient, in E.164 (a national number is read with `DEFAULT_COUNTRY`).
+    pub phone: Phone,
+    /// `--name`, when not blank.
+    pub customer_name: Option<String>,
+    /// `--data`: the Flow's initial data (`None` for none or an empty object).
+    pub data: Option<Map<String, Value>>,
+    /// `--campaign`.
+    pub campaign: String,
+}
+
+impl SendArgs {
+    /// The settings of `flowctl send`, checked in the order a user fixes them: the message,
+    /// the recipient, the data, then the Graph API.
+    pub fn resolve(&self) -> Result<SendCommandSettings, ConfigError> {
+        let template = self.template.clone().zip(self.lang.clone());
+        let send = self.message.resolve(template)?;
+        let phone = Phone::parse(&self.phone, send.default_country)
+            .map_err(|e| ConfigError::Unusable(e.to_string()))?;
+        let data = match &self.data {
+            Some(text) => json_object(text).map_err(ConfigError::Unusable)?,
+            None => None,
+        };
+        let graph = self.graph.resolve()?;
+        Ok(SendCommandSettings {
+            send,
+            graph,
+            phone,
+            customer_name: self.name.clone().filter(|n| !n.trim().is_empty()),
+            data,
+            campaign: self.campaign.clone(),
+        })
+    }
+}
+
+/// `--data`: a JSON object, or nothing (an empty object is nothing).
+fn json_object(text: &str) -> Result<Option<Map<String, Value>>, String> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) if m.is_empty() => Ok(None),
+        Ok(Value::Object(m)) => Ok(Some(m)),
+        Ok(_) => Err(format!("invalid --data {text:?}: expected a JSON object")),
+        Err(e) => Err(format!("invalid --data {text:?}: {e}")),
+    }
+}
+
+/// `flowctl bulk`: the file, the campaign, the pace, and what a run needs to send.
+#[derive(Clone, Debug)]
+pub struct BulkSettings {
+    /// The message and token settings.
+    pub send: SendSettings,
+    /// Where the Graph API is; `None` for `--dry-run`, which sends nothing and so needs no
+    /// credentials.
+    pub graph: Option<GraphSettings>,
+    /// The CSV file.
+    pub csv: PathBuf,
+    /// `--campaign`, else the CSV file's stem, else `bulk`.
+    pub campaign: String,
+    /// Messages per second: finite and positive.
+    pub rate: f64,
+    /// Requests in flight at most, at least 1; `None` sizes it from the rate.
+    pub concurrency: Option<usize>,
+    /// `--json`: the final summary as one JSON object on stdout.
+    pub json: bool,
+    /// `--failures`: where to write the failed and invalid rows.
+    pub failures: Option<PathBuf>,
+    /// `--resend-unknown`: also resend rows whose earlier outcome is unknown.
+    pub resend_unknown: bool,
+    /// `--max-outage`: how long a Graph API outage is waited out.
+    pub max_outage: Duration,
+    /// Interval of the plain progress lines (`FLOWCTL_PROGRESS_INTERVAL_MS`, default 5 s).
+    pub progress_interval: Duration,
+}
+
+impl BulkArgs {
+    /// The settings of `flowctl bulk`. The Graph API settings are resolved only when the run
+    /// sends (not for `--dry-run`).
+    pub fn resolve(&self) -> Result<BulkSettings, ConfigError> {
+        let template = self.template.clone().zip(self.lang.clone());
+        let send = self.message.resolve(template)?;
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return Err(ConfigError::Unusable(format!(
+                "invalid --rate {}: expected a positive number",
+                self.rate
+            )));
+        }
+        if self.concurrency == Some(0) {
+            return Err(ConfigError::Unusable(
+                "invalid --concurrency 0: expected at least 1".into(),
+            ));
+        }
+        let graph = if self.dry_run {
+            None
+        } else {
+            Some(self.graph.resolve()?)
+        };
+        Ok(BulkSettings {
+            send,
+            graph,
+            csv: self.csv.clone(),
+            campaign: self.campaign(),
+            rate: self.rate,
+            concurrency: self.concurrency,
+            json: self.json,
+            failures: self.failures.clone(),
+            resend_unknown: self.resend_unknown,
+            max_outage: self.max_outage,
+            progress_interval: progress_interval(env_value(PROGRESS_INTERVAL_VAR).as_deref()),
+        })
+    }
+
+    /// The campaign: `--campaign`, else the CSV file's stem.
+    fn campaign(&self) -> String {
+        self.campaign
+            .clone()
+            .filter(|c| !c.trim().is_empty())
+            .or_else(|| {
+                self.csv
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| "bulk".to_string())
+    }
+}
+
+/// The progress-line interval from [`PROGRESS_INTERVAL_VAR`]'s value: whole milliseconds
+/// above zero; anything else keeps the default (a display setting is not worth a refusal).
+fn progress_interval(value: Option<&str>) -> Duration {
+    value
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_PROGRESS_INTERVAL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_is_a_json_object_or_nothing() {
+        assert_eq!(json_object("{}"), Ok(None));
+        assert_eq!(
+            json_object(r#"{"city":"Rabat"}"#)
+                .unwrap()
+                .and_then(|m| m.get("city").cloned()),
+            Some(Value::from("Rabat"))
+        );
+        assert_eq!(
+            json_object("[1]").unwrap_err(),
+            r#"invalid --data "[1]": expected a JSON object"#
+        );
+        assert!(json_object("{").unwrap_err().starts_with("invalid --data"));
+    }
+
+    #[test]
+    fn progress_interval_falls_back_on_unusable_values() {
+        assert_eq!(progress_interval(Some(" 200 ")), Duration::from_millis(200));
+        for unusable in [None, Some("0"), Some("-5"), Some("soon")] {
+            assert_eq!(progress_interval(unusable), DEFAULT_PROGRESS_INTERVAL);
+        }
+    }
+}

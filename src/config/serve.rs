@@ -1,0 +1,237 @@
+//! Settings of `serve` (the server's secrets, key, Flow JSON, limits and what
+//! `/api/send-flow` sends with) and of `keys`, which shares the private key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{env_value, secret, ConfigError, SendSettings};
+use crate::cli::{KeysArgs, ServeArgs};
+use crate::crypto::PrivateKey;
+use crate::flow_json::FlowJson;
+use crate::graph::GraphSettings;
+use crate::secret::Secret;
+use crate::server::Limits;
+
+// Environment variables (no flags) overriding `Limits::BUILTIN`: durations such as `10s` or
+// `500ms` for the timeouts, whole numbers of connections and bytes for the others.
+const HEADER_TIMEOUT_VAR: &str = "FLOWCTL_HEADER_TIMEOUT";
+const BODY_TIMEOUT_VAR: &str = "FLOWCTL_BODY_TIMEOUT";
+const WRITE_TIMEOUT_VAR: &str = "FLOWCTL_WRITE_TIMEOUT";
+const MAX_CONNECTIONS_VAR: &str = "FLOWCTL_MAX_CONNECTIONS";
+const BODY_MEMORY_VAR: &str = "FLOWCTL_BODY_MEMORY";
+
+/// `flowctl serve`: everything the server is started with.
+#[derive(Debug)]
+pub struct ServeSettings {
+    /// `--listen`.
+    pub listen: SocketAddr,
+    /// `APP_SECRET`, plus `APP_SECRET_PREVIOUS` during a rotation. Empty only with
+    /// `--allow-unsigned`.
+    pub app_secrets: Vec<Secret>,
+    /// The data endpoint's private key.
+    pub key: PrivateKey,
+    /// `--flow-json`, parsed: its routing model drives the next screen.
+    pub flow: Option<FlowJson>,
+    /// `FLOW_SCREEN`: the first screen when there is no Flow JSON.
+    pub first_screen: Option<String>,
+    /// `WEBHOOK_VERIFY_TOKEN` (`None`: the verification GET answers 403).
+    pub verify_token: Option<Secret>,
+    /// `FLOWCTL_API_KEY` (`None`: the CRM routes are off).
+    pub api_key: Option<Secret>,
+    /// What `/api/send-flow` sends with. Optional for `serve`: when the settings are missing
+    /// or invalid the server still starts and the route answers 503 with this reason.
+    pub sender: Result<(GraphSettings, SendSettings), String>,
+    /// The server's limits: `--max-body`, and the environment's overrides of the others
+    /// (`FLOWCTL_HEADER_TIMEOUT`, `FLOWCTL_BODY_TIMEOUT`, `FLOWCTL_WRITE_TIMEOUT`,
+    /// `FLOWCTL_MAX_CONNECTIONS`, `FLOWCTL_BODY_MEMORY`).
+    pub limits: Limits,
+}
+
+impl ServeArgs {
+    /// The settings of `flowctl serve`. What `/api/send-flow` needs is not required (see
+    /// [`ServeSettings::sender`]); an unusable limit is an error, not a silent fallback.
+    pub fn resolve(&self) -> Result<ServeSettings, ConfigError> {
+        let app_secrets = app_secrets(self.allow_unsigned)?;
+        let key = private_key(self.private_key_file.as_deref())?;
+        let flow = match &self.flow_json {
+            Some(path) => Some(FlowJson::load(path).map_err(|e| {
+                ConfigError::Unusable(format!("--flow-json {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let verify_token = secret("WEBHOOK_VERIFY_TOKEN");
+        let api_key = secret("FLOWCTL_API_KEY");
+        let sender = self
+            .graph
+            .resolve()
+            .and_then(|graph| Ok((graph, self.message.resolve(None)?)))
+            .map_err(|e| e.to_string());
+        let limits = Limits {
+            max_body: self.max_body,
+            ..limits_with_overrides(Limits::BUILTIN, env_value).map_err(ConfigError::Unusable)?
+        };
+        Ok(ServeSettings {
+            listen: self.listen,
+            app_secrets,
+            key,
+            flow,
+            first_screen: self.message.screen.clone(),
+            verify_token,
+            api_key,
+            sender,
+            limits,
+        })
+    }
+}
+
+/// `flowctl keys upload|check`: the local key and the Graph API.
+#[derive(Debug)]
+pub struct KeysSettings {
+    /// The data endpoint's private key.
+    pub key: PrivateKey,
+    /// Where the key is registered.
+    pub graph: GraphSettings,
+}
+
+impl KeysArgs {
+    /// The settings of `flowctl keys`: the key first, then the Graph API.
+    pub fn resolve(&self) -> Result<KeysSettings, ConfigError> {
+        let key = private_key(self.private_key_file.as_deref())?;
+        Ok(KeysSettings {
+            key,
+            graph: self.graph.resolve()?,
+        })
+    }
+}
+
+/// The app secrets: `APP_SECRET`, plus `APP_SECRET_PREVIOUS` during a rotation.
+fn app_secrets(allow_unsigned: bool) -> Result<Vec<Secret>, ConfigError> {
+    let secrets: Vec<Secret> = ["APP_SECRET", "APP_SECRET_PREVIOUS"]
+        .into_iter()
+        .filter_map(secret)
+        .collect();
+    if secrets.is_empty() && !allow_unsigned {
+        return Err(ConfigError::MissingSecret { var: "APP_SECRET" });
+    }
+    Ok(secrets)
+}
+
+/// Loads the data endpoint's private key from `--private-key-file`/`PRIVATE_KEY_FILE` or the
+/// `PRIVATE_KEY` text, with `PRIVATE_KEY_PASSPHRASE` when it is encrypted.
+fn private_key(file: Option<&Path>) -> Result<PrivateKey, ConfigError> {
+    let passphrase = secret("PRIVATE_KEY_PASSPHRASE");
+    let (pem, origin) = match (file, secret("PRIVATE_KEY")) {
+        (Some(path), _) => (
+            Secret::new(std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::Unusable(format!(
+                    "cannot read private key file {}: {e}",
+                    path.display()
+                ))
+            })?),
+            path.display().to_string(),
+        ),
+        (None, Some(pem)) => (pem, "PRIVATE_KEY".to_string()),
+        (None, None) => {
+            return Err(ConfigError::Missing {
+                var: "PRIVATE_KEY_FILE",
+                flag: "--private-key-file (or set PRIVATE_KEY)",
+            })
+        }
+    };
+    // PEM text pasted into an env var often has literal "\n".
+    let text = pem.expose().replace("\\n", "\n");
+    PrivateKey::from_pem(&text, passphrase.as_ref().map(Secret::expose))
+        .map_err(|e| ConfigError::Unusable(format!("private key {origin}: {e}")))
+}
+
+/// `base` with the overrides found by `lookup` (the environment in `serve`); `Err` names the
+/// first unusable value.
+fn limits_with_overrides(
+    mut base: Limits,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Limits, String> {
+    let duration = |var: &str, current: Duration| -> Result<Duration, String> {
+        match lookup(var) {
+            None => Ok(current),
+            Some(v) => match humantime::parse_duration(v.trim()) {
+                Ok(d) if !d.is_zero() && d <= Duration::from_secs(3600) => Ok(d),
+                _ => Err(format!(
+                    "{var}={v:?}: expected a duration from 1ms to 1h, such as 10s or 500ms"
+                )),
+            },
+        }
+    };
+    base.header_timeout = duration(HEADER_TIMEOUT_VAR, base.header_timeout)?;
+    base.body_timeout = duration(BODY_TIMEOUT_VAR, base.body_timeout)?;
+    base.write_timeout = duration(WRITE_TIMEOUT_VAR, base.write_timeout)?;
+    let number =
+        |var: &str, current: usize, range: std::ops::RangeInclusive<usize>| match lookup(var) {
+            None => Ok(current),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if range.contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "{var}={v:?}: expected a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                )),
+            },
+        };
+    base.max_connections = number(MAX_CONNECTIONS_VAR, base.max_connections, 1..=1 << 20)?;
+    base.body_memory = number(BODY_MEMORY_VAR, base.body_memory, 1 << 20..=1 << 40)?;
+    Ok(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn limits_take_the_environments_overrides() {
+        assert_eq!(
+            limits_with_overrides(Limits::BUILTIN, vars(&[])),
+            Ok(Limits::BUILTIN)
+        );
+        let l = limits_with_overrides(
+            Limits::BUILTIN,
+            vars(&[
+                (HEADER_TIMEOUT_VAR, "750ms"),
+                (BODY_TIMEOUT_VAR, "2s"),
+                (WRITE_TIMEOUT_VAR, "3s"),
+                (MAX_CONNECTIONS_VAR, " 8 "),
+                (BODY_MEMORY_VAR, "16777216"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(l.header_timeout, Duration::from_millis(750));
+        assert_eq!(l.body_timeout, Duration::from_secs(2));
+        assert_eq!(l.write_timeout, Duration::from_secs(3));
+        assert_eq!(l.max_connections, 8);
+        assert_eq!(l.body_memory, 16 << 20);
+        assert_eq!(l.max_body, Limits::BUILTIN.max_body);
+    }
+
+    #[test]
+    fn unusable_limits_are_refused_by_name() {
+        for (var, value) in [
+            (HEADER_TIMEOUT_VAR, "0s"),
+            (HEADER_TIMEOUT_VAR, "soon"),
+            (BODY_TIMEOUT_VAR, "2h"),
+            (MAX_CONNECTIONS_VAR, "0"),
+            (MAX_CONNECTIONS_VAR, "-3"),
+            (BODY_MEMORY_VAR, "1k"),
+            (BODY_MEMORY_VAR, "1024"),
+        ] {
+            let err = limits_with_overrides(Limits::BUILTIN, vars(&[(var, value)])).unwrap_err();
+            assert!(err.starts_with(var), "{err}");
+        }
+    }
+}
