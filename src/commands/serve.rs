@@ -11,9 +11,9 @@ use crate::cli::ServeArgs;
 use crate::config::{self, ConfigError, Secret};
 use crate::crypto::PrivateKey;
 use crate::flow_json::FlowJson;
-use crate::graph::{GraphClient, RetryPolicy};
 use crate::server::{AppState, Limits, Metrics, Sender};
 use crate::store::{SharedStore, Store};
+use crate::{graph::GraphClient, outbound::RetryPolicy};
 
 /// Loads the data endpoint's private key from `--private-key-file`/`PRIVATE_KEY_FILE` or the
 /// `PRIVATE_KEY` text, with `PRIVATE_KEY_PASSPHRASE` when it is encrypted.
