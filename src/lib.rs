@@ -12,6 +12,7 @@ pub mod config;
 pub mod crypto;
 pub mod flow_json;
 pub mod graph;
+pub mod outbound;
 pub mod phone;
 pub mod sandbox;
 pub mod secret;

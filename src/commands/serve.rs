@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::UsageError;
-use crate::config::{SendSettings, ServeSettings};
-use crate::graph::{GraphClient, GraphSettings, RetryPolicy};
+use crate::config::ServeSettings;
+use crate::graph::{GraphClient, GraphSettings};
+use crate::outbound::{RetryPolicy, SendSettings};
 use crate::server::{AppState, Metrics, Sender};
 use crate::store::{SharedStore, Store};
 

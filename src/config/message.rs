@@ -1,10 +1,9 @@
 //! The settings every sending command shares: where the Graph API is, and what is sent.
 
-use std::time::Duration;
-
 use super::{require_secret, required, ConfigError};
 use crate::cli::{FlowActionKind, GraphArgs, MessageArgs};
 use crate::graph::{FlowAction, GraphSettings, MessageSettings, Template};
+use crate::outbound::SendSettings;
 use crate::phone::DefaultCountry;
 
 impl GraphArgs {
@@ -34,19 +33,6 @@ impl GraphArgs {
             timeout: self.graph_timeout,
         })
     }
-}
-
-/// What a send needs besides the Graph API: the message, the region of numbers written
-/// without a country code, and the lifetime of the tokens issued. Shared by `send`, `bulk`
-/// and `serve`'s `/api/send-flow`.
-#[derive(Clone, Debug)]
-pub struct SendSettings {
-    /// The Flow message (interactive, or a template with a Flow button).
-    pub message: MessageSettings,
-    /// `DEFAULT_COUNTRY`, for numbers written without a country code.
-    pub default_country: Option<DefaultCountry>,
-    /// `FLOW_TOKEN_TTL`: how long an issued token can be completed.
-    pub token_ttl: Duration,
 }
 
 impl MessageArgs {

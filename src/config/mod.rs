@@ -9,7 +9,7 @@
 //! once and hands the command its settings:
 //!
 //! - `message`: what every sending command shares ([`GraphSettings`](crate::graph::GraphSettings),
-//!   [`SendSettings`]);
+//!   [`crate::outbound::SendSettings`]);
 //! - `send`: [`SendCommandSettings`] and [`BulkSettings`];
 //! - `serve`: [`ServeSettings`] (with the server's [`Limits`](crate::server::Limits)) and
 //!   [`KeysSettings`], which share the private key;
@@ -20,7 +20,6 @@ mod sandbox;
 mod send;
 mod serve;
 
-pub use message::SendSettings;
 pub use sandbox::SandboxSettings;
 pub use send::{BulkSettings, SendCommandSettings};
 pub use serve::{KeysSettings, ServeSettings};

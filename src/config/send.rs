@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{env_value, ConfigError, SendSettings};
+use super::{env_value, ConfigError};
 use crate::cli::{BulkArgs, SendArgs};
 use crate::graph::GraphSettings;
+use crate::outbound::SendSettings;
 use crate::phone::Phone;
 
 /// Environment variable (no flag): interval of `bulk`'s plain progress lines (when stderr is

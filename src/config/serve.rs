@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{env_value, secret, ConfigError, SendSettings};
+use super::{env_value, secret, ConfigError};
 use crate::cli::{KeysArgs, ServeArgs};
 use crate::crypto::PrivateKey;
 use crate::flow_json::FlowJson;
 use crate::graph::GraphSettings;
+use crate::outbound::SendSettings;
 use crate::secret::Secret;
 use crate::server::Limits;
 

@@ -8,7 +8,6 @@ mod message;
 
 use std::time::Duration;
 
-use rand::Rng;
 use serde_json::Value;
 
 pub use error::{classify, ErrorClass, GraphError};
@@ -45,43 +44,6 @@ pub struct Sent {
 pub struct RegisteredKey {
     pub pem: String,
     pub signature_status: Option<String>,
-}
-
-/// How often and how patiently to retry retryable failures.
-#[derive(Clone, Copy, Debug)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included.
-    pub max_attempts: u32,
-    /// First backoff step; doubled per attempt, with full jitter.
-    pub base_delay: Duration,
-    /// Cap of one wait.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before attempt `attempt + 1` after `err` (exponential backoff, full jitter,
-    /// never shorter than what the error itself asks for).
-    pub fn delay(&self, attempt: u32, err: &GraphError) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-        let capped = exp.min(self.max_delay);
-        let jittered =
-            Duration::from_secs_f64(capped.as_secs_f64() * rand::rng().random_range(0.5..=1.0));
-        jittered
-            .max(err.min_retry_delay(attempt))
-            .min(self.max_delay.max(err.min_retry_delay(attempt)))
-    }
 }
 
 /// The Graph API client (cheap to clone; connections are pooled).
@@ -142,7 +104,7 @@ impl GraphClient {
         )
     }
 
-    /// Sends one message body once (no retry).
+    /// Sends one message body, once: whether and when to retry is the caller's policy.
     pub async fn send_message(&self, body: &Value) -> Result<Sent, GraphError> {
         let req = self
             .http
@@ -154,34 +116,6 @@ impl GraphClient {
             return Err(parse_error(status, &text));
         }
         parse_sent(&text)
-    }
-
-    /// Sends with retries for rate-limit and transient failures, per `policy`.
-    /// `before_attempt(n)` runs before each attempt (1-based), e.g. to count attempts.
-    pub async fn send_message_with_retry(
-        &self,
-        body: &Value,
-        policy: RetryPolicy,
-        mut before_attempt: impl FnMut(u32),
-    ) -> (Result<Sent, GraphError>, u32) {
-        let mut attempt = 1;
-        loop {
-            before_attempt(attempt);
-            match self.send_message(body).await {
-                Err(e) if e.is_retryable() && attempt < policy.max_attempts => {
-                    let wait = policy.delay(attempt, &e);
-                    tracing::debug!(
-                        attempt,
-                        code = e.code(),
-                        wait_ms = wait.as_millis() as u64,
-                        "retrying send"
-                    );
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                other => return (other, attempt),
-            }
-        }
     }
 
     /// Registers the business public key for the data endpoint (form-urlencoded, as Meta wants).
@@ -379,33 +313,5 @@ mod tests {
             parse_error(502, "Bad gateway"),
             GraphError::Http { status: 502, .. }
         ));
-    }
-
-    #[test]
-    fn backoff_grows_is_capped_and_respects_the_error() {
-        let p = RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
-        };
-        let transient = GraphError::Http {
-            status: 503,
-            snippet: String::new(),
-        };
-        for attempt in 1..10 {
-            let d = p.delay(attempt, &transient);
-            let full = Duration::from_millis(100)
-                .saturating_mul(1 << (attempt - 1))
-                .min(Duration::from_secs(2));
-            assert!(d <= full && d >= full / 2, "attempt {attempt}: {d:?}");
-        }
-        let rate = GraphError::Api {
-            status: 400,
-            code: 130429,
-            message: String::new(),
-            details: None,
-            fbtrace_id: None,
-        };
-        assert!(p.delay(1, &rate) >= Duration::from_secs(1));
     }
 }

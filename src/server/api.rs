@@ -13,9 +13,8 @@ use serde_json::{json, Map, Value};
 
 use super::http::{self, Resp};
 use super::AppState;
-use crate::commands::send::{send_one, SendRequest};
-use crate::config::SendSettings;
-use crate::graph::{GraphClient, RetryPolicy};
+use crate::graph::GraphClient;
+use crate::outbound::{send_one, RetryPolicy, SendRequest, SendSettings};
 use crate::phone::Phone;
 use crate::store::{Origin, ResponsesQuery};
 
@@ -27,11 +26,15 @@ pub const MAX_LIMIT: usize = 1000;
 /// Campaign of API sends that do not name one.
 pub const DEFAULT_CAMPAIGN: &str = "api";
 
-/// What `/api/send-flow` needs to send: the Graph client and the message settings.
+/// What `/api/send-flow` needs to send: the Graph client, the message settings and the
+/// retry policy (the one `send` and `bulk` follow).
 #[derive(Debug)]
 pub struct Sender {
+    /// The Graph API client.
     pub graph: GraphClient,
+    /// The message, the default country of national numbers, the token lifetime.
     pub settings: SendSettings,
+    /// How refused sends are retried.
     pub policy: RetryPolicy,
 }
 
@@ -96,8 +99,9 @@ pub async fn send_flow(
     let outcome = send_one(
         &state.store,
         &sender.graph,
-        &sender.settings,
-        sender.policy,
+        &sender.settings.message,
+        sender.settings.token_ttl,
+        &sender.policy,
         send,
     )
     .await;

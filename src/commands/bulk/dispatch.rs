@@ -1,0 +1,299 @@
+//! The send stage of a run: pacing, batches marked `sending` in one commit, one task per
+//! request, retries (the shared [`RetryPolicy`]), outages, and recording each outcome.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use super::failures::FailureLog;
+use super::feed::Job;
+use super::outage::{self, OutageGate};
+use super::progress::Progress;
+use super::writer::Writer;
+use super::{Pacer, Stats, Stop};
+use crate::graph::{flow_message, ErrorClass, GraphClient, GraphError, MessageSettings};
+use crate::outbound::{failure_of, RetryPolicy};
+use crate::store::{BulkOutcome, SendState};
+
+/// Requests marked `sending` in one commit at most.
+const MAX_BATCH: usize = 64;
+
+/// Everything the dispatcher and the send tasks share.
+pub(super) struct Ctx {
+    pub(super) graph: GraphClient,
+    pub(super) message: MessageSettings,
+    pub(super) policy: RetryPolicy,
+    pub(super) pacer: Pacer,
+    pub(super) slots: Arc<Semaphore>,
+    pub(super) writer: Writer,
+    pub(super) stats: Arc<Stats>,
+    pub(super) progress: Progress,
+    pub(super) failures: FailureLog,
+    pub(super) stop: watch::Sender<Option<Stop>>,
+    /// Closed while the Graph API is unreachable; see [`outage`].
+    pub(super) outage: OutageGate,
+    /// How long an outage is waited out before the run stops.
+    pub(super) max_outage: Duration,
+}
+
+impl Ctx {
+    /// Stops the run taking rows, for the first reason given.
+    pub(super) fn request_stop(&self, why: Stop) {
+        self.stop.send_if_modified(|cur| {
+            let first = cur.is_none();
+            if first {
+                *cur = Some(why);
+            }
+            first
+        });
+    }
+}
+
+/// The dispatcher: paces the rows, marks each granted batch `sending` in one commit, then
+/// lets its requests leave.
+pub(super) async fn dispatch(ctx: Arc<Ctx>, mut jobs: mpsc::Receiver<Job>) {
+    let mut stop = ctx.stop.subscribe();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut held: Option<Job> = None;
+    loop {
+        let job = match held.take() {
+            Some(j) => j,
+            None => tokio::select! {
+                biased;
+                _ = stop.wait_for(Option::is_some) => break,
+                j = jobs.recv() => match j { Some(j) => j, None => break },
+            },
+        };
+        // Nothing new leaves while the API is down.
+        if !ctx.outage.wait_open(&mut stop).await {
+            break;
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = stop.wait_for(Option::is_some) => break,
+            p = ctx.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(Option::is_some) => break,
+            _ = ctx.pacer.acquire() => {}
+        }
+        let mut batch = vec![(job, permit)];
+        // Grow the batch with whatever the pacer grants right now, so that one commit covers
+        // several requests at high rates.
+        while batch.len() < MAX_BATCH {
+            let Ok(p) = ctx.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let Ok(j) = jobs.try_recv() else { break };
+            if !ctx.pacer.try_acquire() {
+                held = Some(j);
+                break;
+            }
+            batch.push((j, p));
+        }
+        // The commit runs while the dispatcher already waits for the next permits: a serial
+        // commit per batch (about 1 ms) would cap the run near 1,000 msg/s. Concurrent
+        // batches are merged into one commit by the writer.
+        ctx.stats.queued.fetch_sub(batch.len() as u64, Relaxed);
+        tasks.spawn(send_batch(ctx.clone(), batch));
+        while tasks.try_join_next().is_some() {}
+    }
+    // Rows still queued stay `pending`: the rerun sends them.
+    drop(jobs);
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Marks a batch `sending` (its requests leave only after the commit), then sends each row.
+async fn send_batch(ctx: Arc<Ctx>, batch: Vec<(Job, OwnedSemaphorePermit)>) {
+    let tokens = batch.iter().map(|(j, _)| j.token.clone()).collect();
+    if let Err(e) = ctx.writer.mark_sending(tokens).await {
+        ctx.request_stop(Stop::Fatal(format!("cannot record the sends: {e:#}")));
+        // Not sent: the rows stay `pending` (or the commit did not happen) for the rerun.
+        ctx.stats.queued.fetch_add(batch.len() as u64, Relaxed);
+        return;
+    }
+    let mut sends = tokio::task::JoinSet::new();
+    for (job, permit) in batch {
+        sends.spawn(send_job(ctx.clone(), job, permit));
+    }
+    while sends.join_next().await.is_some() {}
+}
+
+/// How a send ended. A row whose retry was due when the run stopped ends `Refused` with a
+/// retryable error, so the rerun sends it.
+enum Ended {
+    Sent(crate::graph::Sent),
+    Refused(GraphError),
+}
+
+/// One row's request, with its retries (through the pacer, like every request).
+async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
+    let body = flow_message(
+        &ctx.message,
+        &crate::graph::Recipient {
+            phone: &job.recipient.phone,
+            flow_token: &job.token,
+            customer_name: job.recipient.name.as_deref(),
+            data: Some(&job.recipient.data),
+        },
+    );
+    let mut permit = Some(permit);
+    let mut attempt: u32 = 1;
+    // Attempts that met an outage do not count against the retry limits: the outage is
+    // bounded by --max-outage instead.
+    let mut outage_attempts: u32 = 0;
+    let ended = loop {
+        let err = match ctx.graph.send_message(&body).await {
+            Ok(sent) => break Ended::Sent(sent),
+            Err(e) => e,
+        };
+        if err.is_outage() || err.outcome_unknown() {
+            close_gate(&ctx, &err);
+        }
+        if err.is_outage() {
+            // Refused before the API took it: safe to send again once the API answers.
+            permit = None;
+            if !ctx.outage.wait_open(&mut ctx.stop.subscribe()).await {
+                break Ended::Refused(err);
+            }
+            outage_attempts += 1;
+        } else {
+            // The shared policy says whether this row tries again, and after how long.
+            let Some(wait) = ctx.policy.retry_after(&err, attempt - outage_attempts) else {
+                break Ended::Refused(err);
+            };
+            if err.class() == ErrorClass::RateLimit {
+                // The throughput limit is the whole run's: the pacer also pauses and slows
+                // every other request.
+                ctx.pacer.on_rate_limit();
+            }
+            permit = None;
+            if !wait_unless_stopped(&ctx, wait).await {
+                break Ended::Refused(err);
+            }
+        }
+        match ctx.slots.clone().acquire_owned().await {
+            Ok(p) => permit = Some(p),
+            Err(_) => break Ended::Refused(err),
+        }
+        ctx.pacer.acquire().await;
+        attempt += 1;
+    };
+    record(&ctx, &job, ended, i64::from(attempt) - 1);
+    drop(permit);
+}
+
+/// Closes the outage gate after `err`; the first to close it starts the prober.
+fn close_gate(ctx: &Arc<Ctx>, err: &GraphError) {
+    if ctx.outage.close() {
+        Stats::bump(&ctx.stats.outages);
+        ctx.progress.report(&format!(
+            "flowctl: the Graph API is unreachable or broken ({err}); sends paused until it answers again (at most {})",
+            humantime::format_duration(ctx.max_outage)
+        ));
+        tokio::spawn(probe_until_up(ctx.clone()));
+    }
+}
+
+/// Polls a harmless read until the API answers, then opens the gate; stops the run when the
+/// outage outlasts `--max-outage`.
+async fn probe_until_up(ctx: Arc<Ctx>) {
+    let since = ctx.outage.closed_since().unwrap_or_else(Instant::now);
+    let mut probes = 0;
+    loop {
+        if !wait_unless_stopped(&ctx, outage::probe_wait(probes)).await {
+            return;
+        }
+        probes += 1;
+        match ctx.graph.probe().await {
+            Ok(()) => {
+                let paused = ctx.outage.open().unwrap_or_default();
+                ctx.stats
+                    .outage_ms
+                    .fetch_add(paused.as_millis() as u64, Relaxed);
+                ctx.progress.report(&format!(
+                    "flowctl: the Graph API answers again after {:.1}s; sends resume",
+                    paused.as_secs_f64()
+                ));
+                return;
+            }
+            Err(e) if since.elapsed() >= ctx.max_outage => {
+                ctx.stats
+                    .outage_ms
+                    .fetch_add(since.elapsed().as_millis() as u64, Relaxed);
+                ctx.request_stop(Stop::Fatal(format!(
+                    "the Graph API has been unreachable for {} (--max-outage); last answer: {e}",
+                    humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
+                )));
+                return;
+            }
+            Err(e) => tracing::debug!(probes, error = %e, "Graph API still unreachable"),
+        }
+    }
+}
+
+/// Sleeps `wait` (then waits for nothing more); false when the run is stopping.
+async fn wait_unless_stopped(ctx: &Ctx, wait: Duration) -> bool {
+    let mut stop = ctx.stop.subscribe();
+    let stopped = tokio::select! {
+        _ = stop.wait_for(Option::is_some) => true,
+        _ = tokio::time::sleep(wait) => false,
+    };
+    !stopped && ctx.stop.borrow().is_none()
+}
+
+/// Counts and records how a row's send ended; a failure the whole run shares stops it.
+fn record(ctx: &Ctx, job: &Job, ended: Ended, extra_attempts: i64) {
+    let phone = job.recipient.phone.e164();
+    let outcome = match ended {
+        Ended::Sent(sent) => {
+            Stats::bump(&ctx.stats.sent);
+            BulkOutcome::Sent {
+                token: job.token.clone(),
+                message_id: sent.message_id,
+                wa_id: sent.wa_id,
+                extra_attempts,
+            }
+        }
+        Ended::Refused(e) if e.outcome_unknown() => {
+            Stats::bump(&ctx.stats.unknown);
+            let msg = format!("outcome unknown, not resent: {e}");
+            ctx.progress
+                .report(&format!("line {}: {phone} {msg}", job.line));
+            ctx.failures.write(&job.record, job.line, &msg);
+            BulkOutcome::NotSent {
+                token: job.token.clone(),
+                state: SendState::Unknown,
+                failure: failure_of(&e),
+                extra_attempts,
+            }
+        }
+        Ended::Refused(e) => {
+            let mut failure = failure_of(&e);
+            if matches!(e.class(), ErrorClass::Fatal | ErrorClass::Throttled) {
+                // Not the recipient's fault: once the cause is fixed, the rerun sends it.
+                failure.retryable = true;
+                ctx.request_stop(Stop::Fatal(e.to_string()));
+            }
+            Stats::bump(&ctx.stats.failed);
+            let msg = format!("failed: {e}");
+            ctx.progress
+                .report(&format!("line {}: {phone} {msg}", job.line));
+            ctx.failures.write(&job.record, job.line, &msg);
+            BulkOutcome::NotSent {
+                token: job.token.clone(),
+                state: SendState::Failed,
+                failure,
+                extra_attempts,
+            }
+        }
+    };
+    if ctx.writer.record(outcome).is_err() {
+        ctx.request_stop(Stop::Fatal(
+            "cannot record outcomes: the bookkeeping thread has stopped".into(),
+        ));
+    }
+}

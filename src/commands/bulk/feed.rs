@@ -1,0 +1,168 @@
+//! The reader stage of a run: rows -> tokens -> jobs. Its row loop ([`RowLoop`]) is the dry
+//! run's too.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::decision::{account, decide, Decision, Mode};
+use super::failures::FailureLog;
+use super::progress::Progress;
+use super::reader::{self, CsvRows};
+use super::writer::Writer;
+use super::{Stats, Stop};
+use crate::phone::Phone;
+use crate::store::{Issued, NewToken, Origin};
+use crate::token::FlowToken;
+
+/// Rows issued per transaction by the reader.
+pub(super) const CHUNK: usize = 256;
+
+/// One row on its way to the API.
+pub(super) struct Job {
+    pub(super) token: String,
+    pub(super) recipient: reader::Recipient,
+    pub(super) line: u64,
+    pub(super) record: csv::StringRecord,
+}
+
+/// A valid row, not met earlier in the file.
+pub(super) type Row = (reader::Line, reader::Recipient);
+
+/// The row loop of a run and of a dry run: reads the rows, counts them, reports the invalid
+/// ones (and logs them to `--failures`), drops in-file duplicates, and hands the others on in
+/// chunks of [`CHUNK`].
+pub(super) struct RowLoop<'a> {
+    pub(super) stats: &'a Stats,
+    pub(super) failures: &'a FailureLog,
+    /// Prints a line about a row (above a run's progress bar).
+    pub(super) say: &'a dyn Fn(&str),
+}
+
+impl RowLoop<'_> {
+    /// Runs the loop over `rows`; `seen` holds the phones met so far. Ends early, without
+    /// settling the chunk in hand, when `stopped()` says so or when `settle` returns false.
+    pub(super) fn run(
+        &self,
+        rows: &mut CsvRows,
+        seen: &mut HashSet<u64>,
+        stopped: impl Fn() -> bool,
+        mut settle: impl FnMut(&mut Vec<Row>) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
+        while let Some(next) = rows.next_line() {
+            if stopped() {
+                return Ok(());
+            }
+            let mut line = next.map_err(anyhow::Error::msg)?;
+            Stats::bump(&self.stats.read);
+            match std::mem::replace(&mut line.parsed, Err(String::new())) {
+                Err(reason) => {
+                    Stats::bump(&self.stats.invalid);
+                    (self.say)(&format!("line {}: {reason}", line.line));
+                    self.failures.write(&line.record, line.line, &reason);
+                }
+                // Phones as integers: 8 bytes each, so a million-row file dedups in a few MB.
+                Ok(r) if !seen.insert(r.phone.as_u64()) => Stats::bump(&self.stats.duplicates),
+                Ok(r) => {
+                    chunk.push((line, r));
+                    if chunk.len() >= CHUNK && !settle(&mut chunk)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            settle(&mut chunk)?;
+        }
+        Ok(())
+    }
+}
+
+/// The line that tells about a row that is not sent.
+pub(super) fn row_line(line: u64, phone: &Phone, what: &str) -> String {
+    format!("line {line}: {} {what}", phone.e164())
+}
+
+/// The reader stage: validates rows, drops in-file duplicates, issues tokens chunk by chunk
+/// and hands the rows to send to the dispatcher.
+pub(super) struct Feed {
+    pub(super) campaign: String,
+    pub(super) ttl: Duration,
+    pub(super) resend_unknown: bool,
+    pub(super) writer: Writer,
+    pub(super) stats: Arc<Stats>,
+    pub(super) progress: Progress,
+    pub(super) failures: FailureLog,
+    pub(super) stop: watch::Receiver<Option<Stop>>,
+}
+
+impl Feed {
+    /// Feeds `rows` to the dispatcher through `jobs` until the file ends or the run stops.
+    pub(super) fn run(self, mut rows: CsvRows, jobs: mpsc::Sender<Job>) -> anyhow::Result<()> {
+        let say = |text: &str| self.progress.report(text);
+        let rows_loop = RowLoop {
+            stats: &self.stats,
+            failures: &self.failures,
+            say: &say,
+        };
+        rows_loop.run(
+            &mut rows,
+            &mut HashSet::new(),
+            || self.stop.borrow().is_some(),
+            |chunk| self.flush(chunk, &jobs),
+        )
+    }
+
+    /// Issues the chunk's tokens in one transaction and queues what is to be sent. Returns
+    /// false when the dispatcher has stopped.
+    fn flush(&self, chunk: &mut Vec<Row>, jobs: &mpsc::Sender<Job>) -> anyhow::Result<bool> {
+        let tokens: Vec<NewToken> = chunk
+            .iter()
+            .map(|(_, r)| NewToken {
+                token: FlowToken::generate(),
+                phone: r.phone.clone(),
+                customer_name: r.name.clone(),
+                campaign: self.campaign.clone(),
+                origin: Origin::Bulk,
+                initial_data: (!r.data.is_empty()).then(|| r.data.clone()),
+                ttl: self.ttl,
+            })
+            .collect();
+        let fresh: Vec<String> = tokens
+            .iter()
+            .map(|t| t.token.as_str().to_string())
+            .collect();
+        let issued = self.writer.issue(tokens)?;
+        for (((line, recipient), issued), fresh) in chunk.drain(..).zip(issued).zip(fresh) {
+            let held = match &issued {
+                Issued::New => None,
+                Issued::Existing(m) => Some(m),
+            };
+            let decision = decide(held, self.resend_unknown);
+            let said = account(&decision, Mode::Run, &self.stats);
+            match (decision, said) {
+                (Decision::Send(reused), _) => {
+                    let job = Job {
+                        token: reused.unwrap_or(fresh),
+                        recipient,
+                        line: line.line,
+                        record: line.record,
+                    };
+                    if jobs.blocking_send(job).is_err() {
+                        return Ok(false);
+                    }
+                }
+                (_, Some(why)) => {
+                    self.progress
+                        .report(&row_line(line.line, &recipient.phone, &why));
+                    self.failures.write(&line.record, line.line, &why);
+                }
+                (_, None) => {}
+            }
+        }
+        Ok(true)
+    }
+}
