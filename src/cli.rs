@@ -104,7 +104,7 @@ pub struct GraphArgs {
     #[arg(
         long = "graph-version",
         env = "GRAPH_API_VERSION",
-        default_value = "v21.0",
+        default_value = crate::graph::version::DEFAULT_VERSION,
         hide_env_values = true
     )]
     pub graph_version: String,

@@ -311,3 +311,34 @@ fn the_sandbox_rejects_a_malformed_message_naming_the_field() {
     );
     assert!(j["error"]["code"].is_i64());
 }
+
+/// The default Graph API version is v25.0 (v21.0 ends on 2027-01-21, Meta's changelog); a
+/// version that ends within 90 days, or has ended, is warned about once on stderr.
+#[test]
+fn the_default_graph_version_is_v25_and_an_expiring_one_is_warned_about() {
+    let env = Env::new();
+    let sb = env.sandbox(&[]);
+    let out = run(
+        {
+            let mut c = env.graph_cmd(&sb.url);
+            c.env_remove("GRAPH_API_VERSION")
+                .args(["send", "+212610059159"]);
+            c
+        },
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "no warning for the default");
+    let msgs = sandbox_messages(&sb.url);
+    let path = msgs[0]["path"].as_str().unwrap();
+    assert!(path.starts_with("/v25.0/"), "{path}");
+
+    let mut c = env.graph_cmd(&sb.url);
+    c.env("GRAPH_API_VERSION", "v20.0")
+        .args(["send", "+212610059160"]);
+    let out = run(c, LIMIT);
+    let err = stderr(&out);
+    assert_eq!(err.matches("warning").count(), 1, "warned once: {err}");
+    assert!(err.contains("v20.0") && err.contains("2026-09-24"), "{err}");
+    assert!(err.contains("GRAPH_API_VERSION"), "{err}");
+}

@@ -25,6 +25,7 @@ impl GraphArgs {
                 reason: format!("{base_url:?} is not an http(s) URL"),
             });
         }
+        warn_if_expiring(&self.graph_version);
         Ok(GraphSettings {
             base_url,
             version: self.graph_version.clone(),
@@ -32,6 +33,16 @@ impl GraphArgs {
             access_token,
             timeout: self.graph_timeout,
         })
+    }
+}
+
+/// Warns once on stderr when the configured Graph API version has expired or expires within
+/// 90 days (see [`crate::graph::version`]).
+fn warn_if_expiring(version: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let today = chrono::Utc::now().date_naive();
+    if let Some(warning) = crate::graph::version::warning(version, today) {
+        ONCE.call_once(|| eprintln!("flowctl: warning: {warning}"));
     }
 }
 

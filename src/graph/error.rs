@@ -2,21 +2,42 @@
 
 use std::time::Duration;
 
-/// What kind of failure a Graph error code is, following the protocol reference's table.
+/// What kind of failure a Graph error code is, and so what a sender does about it.
+///
+/// Meta's error codes page
+/// (<https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes/>)
+/// groups 4, 80007, 130429, 131048, 131056, 131064 and 133016 as throttling errors and says
+/// errors arrive "synchronously as a Graph API response, asynchronously via Webhook, or
+/// sometimes through both": the same table classifies a send's answer and a `failed` status.
+/// The grouping into what a campaign does is flowctl's policy, following the advice of
+/// `../shared/spec/whatsapp-cloud-api.md` section c.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Throughput exceeded (4, 80007, 130429, HTTP 429): slow the whole run down, retry.
+    /// Throughput of the number, app or account exceeded (130429, 4, 80007, HTTP 429): a
+    /// campaign-wide pause — slow the whole run down, wait what the
+    /// `X-Business-Use-Case-Usage` header says when it says it ([`GraphError::regain_after`]),
+    /// and retry.
     RateLimit,
-    /// Too many messages to one user (131056): retry that recipient later, others unaffected.
+    /// Too many messages to one user (131056): back off for that recipient alone, 4^X seconds;
+    /// others are unaffected, and a recipient still limited is deferred, not failed.
     PairRateLimit,
+    /// A limit of this user (131049: Meta's per-user marketing limit, "to maintain healthy
+    /// ecosystem engagement"): defer the recipient, no retry sooner than 24 hours.
+    UserLimit,
     /// Temporary server trouble (1, 2, 131000, 131016, 131057, 133004, 5xx, no JSON): retry.
     Transient,
-    /// This recipient or request cannot succeed as is (131026, 131047, 100, …): record, move on.
+    /// This recipient cannot be reached by this message (131026 undeliverable, 131047 outside
+    /// the 24-hour window — a template reaches them —, 131050 stopped marketing messages,
+    /// 130403, 131021, 130472, …): record, move on.
     Permanent,
-    /// The business is being throttled for quality or the Flow is throttled/blocked
-    /// (131048, 131049, 131064, 132015, 132016, 132068, 132069): stop the campaign.
+    /// The request as configured is wrong for everyone (100, 131008, 131009, 131051, 131053,
+    /// 132000, 132001, 132005, 132007, 132012): a run that meets it again and again stops
+    /// early, and the rows stay retryable for when the setting is fixed.
+    Config,
+    /// The business is being throttled for quality, or the template or Flow is paused,
+    /// throttled or blocked (131048, 131064, 132015, 132016, 132068, 132069): stop the campaign.
     Throttled,
-    /// Credentials, configuration or account trouble (0, 190, 3, 10, 200–299, …): abort.
+    /// Credentials, permissions or account trouble (0, 190, 3, 10, 200–299, …): abort.
     Fatal,
 }
 
@@ -26,13 +47,41 @@ pub fn classify(code: i64) -> ErrorClass {
     match code {
         4 | 80007 | 130429 => RateLimit,
         131056 => PairRateLimit,
+        131049 => UserLimit,
         1 | 2 | 131000 | 131016 | 131057 | 133004 => Transient,
-        131048 | 131049 | 131064 | 132015 | 132016 | 132068 | 132069 => Throttled,
+        100 | 131008 | 131009 | 131051 | 131053 | 132000 | 132001 | 132005 | 132007 | 132012 => {
+            Config
+        }
+        131048 | 131064 | 132015 | 132016 | 132068 | 132069 => Throttled,
         0 | 190 | 3 | 10 | 33 | 131005 | 131045 | 133010 | 131031 | 368 | 130497 | 131042
         | 131037 | 131063 => Fatal,
         200..=299 => Fatal,
         _ => Permanent,
     }
+}
+
+/// How long a recipient hit by Meta's per-user marketing limit (131049) is left alone: Meta
+/// advises against retrying such a message within 24 hours.
+pub const USER_LIMIT_DEFERRAL: Duration = Duration::from_secs(24 * 3600);
+
+/// The likely cause of a configuration-level error, as a sentence naming what to check.
+pub fn likely_cause(code: i64) -> Option<&'static str> {
+    Some(match code {
+        100 => "a parameter of the message is invalid: check FLOW_ID, FLOW_ACTION/FLOW_SCREEN and the template settings",
+        131008 => "a required parameter of the message is missing: check FLOW_ID, FLOW_CTA, FLOW_BODY and the template settings",
+        131009 => "a parameter value is not valid: check FLOW_ID (the Flow must be published), FLOW_SCREEN and the template's parameters",
+        131051 => "this message type is not supported for this number: check FLOW_ACTION and the template",
+        131053 => "the media of the message could not be uploaded: check the template's header media",
+        132000 => "the number of template parameters does not match the template: check --template-name-param and the template's body",
+        132001 => "the template does not exist in that language or is not approved: check --template and --lang",
+        132005 | 132007 => "the template's text is refused: check the template in WhatsApp Manager",
+        132012 => "the template parameters do not have the template's format: check the template's variables",
+        190 => "the access token is invalid or expired: set a new WHATSAPP_ACCESS_TOKEN",
+        0 => "the access token could not be authenticated: set a valid WHATSAPP_ACCESS_TOKEN",
+        3 | 10 | 200..=299 => "the access token lacks a permission: give it whatsapp_business_messaging",
+        33 | 133010 => "PHONE_NUMBER_ID is not a registered business number",
+        _ => return None,
+    })
 }
 
 /// A failed Graph API call.
@@ -46,6 +95,9 @@ pub enum GraphError {
         message: String,
         details: Option<String>,
         fbtrace_id: Option<String>,
+        /// `estimated_time_to_regain_access` of the `X-Business-Use-Case-Usage` header, when
+        /// the answer carried one above zero.
+        regain: Option<Duration>,
     },
     /// A non-2xx answer without a usable error envelope.
     #[error("Graph API answered HTTP {status} without an error envelope: {snippet}")]
@@ -133,6 +185,23 @@ impl GraphError {
         }
     }
 
+    /// This error with the throttle time of the answer's business-use-case header.
+    pub fn with_regain(mut self, after: Option<Duration>) -> GraphError {
+        if let GraphError::Api { regain, .. } = &mut self {
+            *regain = after;
+        }
+        self
+    }
+
+    /// How long the whole app or account is throttled, when the answer said so
+    /// (`X-Business-Use-Case-Usage`): a run pauses that long instead of burning rows.
+    pub fn regain_after(&self) -> Option<Duration> {
+        match self {
+            GraphError::Api { regain, .. } => *regain,
+            _ => None,
+        }
+    }
+
     /// A short stable word for logs, metrics and summaries.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -157,6 +226,7 @@ mod tests {
             message: "x".into(),
             details: None,
             fbtrace_id: None,
+            regain: None,
         }
     }
 
@@ -166,21 +236,34 @@ mod tests {
             assert_eq!(api(c).class(), ErrorClass::RateLimit, "{c}");
         }
         assert_eq!(api(131056).class(), ErrorClass::PairRateLimit);
+        assert_eq!(api(131049).class(), ErrorClass::UserLimit);
+        assert!(!api(131049).is_retryable(), "never retried within the run");
         for c in [1, 2, 131000, 131016, 131057, 133004] {
             assert_eq!(api(c).class(), ErrorClass::Transient, "{c}");
             assert!(api(c).is_retryable());
         }
-        for c in [
-            131026, 131047, 131050, 130403, 131021, 100, 131008, 131009, 132000, 132001, 135000,
-        ] {
+        for c in [131026, 131047, 131050, 130403, 131021, 130472, 135000] {
             assert_eq!(api(c).class(), ErrorClass::Permanent, "{c}");
             assert!(!api(c).is_retryable());
         }
-        for c in [132068, 132069, 131048, 131049] {
+        for c in [
+            100, 131008, 131009, 131051, 131053, 132000, 132001, 132005, 132007, 132012,
+        ] {
+            assert_eq!(api(c).class(), ErrorClass::Config, "{c}");
+            assert!(!api(c).is_retryable());
+            assert!(likely_cause(c).is_some(), "{c} names its likely cause");
+        }
+        for c in [132068, 132069, 131048, 131064, 132015, 132016] {
             assert_eq!(api(c).class(), ErrorClass::Throttled, "{c}");
         }
-        for c in [0, 190, 10, 200, 131031, 131042] {
+        for c in [
+            0, 3, 10, 33, 190, 200, 299, 368, 131005, 131031, 131037, 131042, 131045, 131063,
+            130497, 133010,
+        ] {
             assert_eq!(api(c).class(), ErrorClass::Fatal, "{c}");
+        }
+        for c in [0, 190, 10, 200, 33, 133010] {
+            assert!(likely_cause(c).is_some(), "{c} names its likely cause");
         }
     }
 

@@ -5,12 +5,13 @@
 
 mod error;
 mod message;
+pub mod version;
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-pub use error::{classify, ErrorClass, GraphError};
+pub use error::{classify, likely_cause, ErrorClass, GraphError, USER_LIMIT_DEFERRAL};
 pub use message::{flow_message, FlowAction, MessageSettings, Recipient, Template};
 
 use crate::secret::Secret;
@@ -87,9 +88,9 @@ impl GraphClient {
             .http
             .get(format!("{}?fields=id", self.node_url()))
             .bearer_auth(self.settings.access_token.expose());
-        let (status, text) = self.execute(req).await?;
+        let (status, text, regain) = self.execute(req).await?;
         if status >= 500 {
-            return Err(parse_error(status, &text));
+            return Err(parse_error(status, &text).with_regain(regain));
         }
         Ok(())
     }
@@ -111,9 +112,9 @@ impl GraphClient {
             .post(self.url("messages"))
             .bearer_auth(self.settings.access_token.expose())
             .json(body);
-        let (status, text) = self.execute(req).await?;
+        let (status, text, regain) = self.execute(req).await?;
         if !(200..300).contains(&status) {
-            return Err(parse_error(status, &text));
+            return Err(parse_error(status, &text).with_regain(regain));
         }
         parse_sent(&text)
     }
@@ -132,9 +133,9 @@ impl GraphClient {
                 "application/x-www-form-urlencoded",
             )
             .body(form);
-        let (status, text) = self.execute(req).await?;
+        let (status, text, regain) = self.execute(req).await?;
         if !(200..300).contains(&status) {
-            return Err(parse_error(status, &text));
+            return Err(parse_error(status, &text).with_regain(regain));
         }
         let v: Value =
             serde_json::from_str(&text).map_err(|_| GraphError::InvalidResponse(snippet(&text)))?;
@@ -151,9 +152,9 @@ impl GraphClient {
             .http
             .get(self.url("whatsapp_business_encryption"))
             .bearer_auth(self.settings.access_token.expose());
-        let (status, text) = self.execute(req).await?;
+        let (status, text, regain) = self.execute(req).await?;
         if !(200..300).contains(&status) {
-            return Err(parse_error(status, &text));
+            return Err(parse_error(status, &text).with_regain(regain));
         }
         let v: Value =
             serde_json::from_str(&text).map_err(|_| GraphError::InvalidResponse(snippet(&text)))?;
@@ -174,14 +175,24 @@ impl GraphClient {
             }))
     }
 
-    async fn execute(&self, req: reqwest::RequestBuilder) -> Result<(u16, String), GraphError> {
+    /// Sends `req`; the answer's status, its (redacted) text, and how long the app or account
+    /// is throttled when the answer's business-use-case header says so.
+    async fn execute(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(u16, String, Option<Duration>), GraphError> {
         let resp = req.send().await.map_err(|e| self.transport_error(e))?;
         let status = resp.status().as_u16();
+        let regain = resp
+            .headers()
+            .get("x-business-use-case-usage")
+            .and_then(|h| h.to_str().ok())
+            .and_then(regain_of_usage);
         let text = resp.text().await.map_err(|e| self.transport_error(e))?;
         // A proxy or an API that echoes the request (Authorization included) must not put the
         // token into errors, logs, the failures file or the database.
         let text = crate::secret::redact(&text).into_owned();
-        Ok((status, text))
+        Ok((status, text, regain))
     }
 
     fn transport_error(&self, e: reqwest::Error) -> GraphError {
@@ -212,6 +223,23 @@ fn snippet(text: &str) -> String {
     }
 }
 
+/// The longest `estimated_time_to_regain_access` (minutes, per Meta's rate-limiting guide:
+/// <https://developers.facebook.com/docs/graph-api/overview/rate-limiting/>) of an
+/// `X-Business-Use-Case-Usage` header — `{"<business id>": [{"type": …, "call_count": …,
+/// "estimated_time_to_regain_access": N}, …]}` — when above zero.
+pub fn regain_of_usage(header: &str) -> Option<Duration> {
+    let v: Value = serde_json::from_str(header).ok()?;
+    let minutes = v
+        .as_object()?
+        .values()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(|e| e.get("estimated_time_to_regain_access"))
+        .filter_map(|m| m.as_u64().or_else(|| m.as_str()?.trim().parse().ok()))
+        .max()?;
+    (minutes > 0).then(|| Duration::from_secs(minutes.saturating_mul(60)))
+}
+
 /// Parses a non-2xx answer: the error envelope (`code` as a number or a string), else a
 /// bare HTTP failure.
 pub fn parse_error(status: u16, text: &str) -> GraphError {
@@ -240,6 +268,7 @@ pub fn parse_error(status: u16, text: &str) -> GraphError {
                 .get("fbtrace_id")
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            regain: None,
         },
         _ => GraphError::Http {
             status,
@@ -278,6 +307,24 @@ pub fn parse_sent(text: &str) -> Result<Sent, GraphError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_business_use_case_header_gives_the_pause_in_minutes() {
+        let h = r#"{"102290129340398":[{"type":"whatsapp","call_count":100,"total_cputime":10,"total_time":10,"estimated_time_to_regain_access":3}]}"#;
+        assert_eq!(regain_of_usage(h), Some(Duration::from_secs(180)));
+        let zero = r#"{"1":[{"call_count":90,"estimated_time_to_regain_access":0}]}"#;
+        assert_eq!(regain_of_usage(zero), None, "zero: not throttled");
+        assert_eq!(regain_of_usage("not json"), None);
+        let two = r#"{"1":[{"estimated_time_to_regain_access":"1"}],"2":[{"estimated_time_to_regain_access":5}]}"#;
+        assert_eq!(
+            regain_of_usage(two),
+            Some(Duration::from_secs(300)),
+            "the longest"
+        );
+        let e = parse_error(400, r#"{"error":{"code":80007,"message":"x"}}"#)
+            .with_regain(regain_of_usage(h));
+        assert_eq!(e.regain_after(), Some(Duration::from_secs(180)));
+    }
 
     #[test]
     fn success_reply_is_parsed() {

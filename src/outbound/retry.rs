@@ -73,7 +73,11 @@ impl RetryPolicy {
             ErrorClass::RateLimit => self.rate_limit,
             ErrorClass::PairRateLimit => self.pair_rate_limit,
             ErrorClass::Transient => self.transient,
-            ErrorClass::Permanent | ErrorClass::Throttled | ErrorClass::Fatal => Rule::NEVER,
+            ErrorClass::Permanent
+            | ErrorClass::UserLimit
+            | ErrorClass::Config
+            | ErrorClass::Throttled
+            | ErrorClass::Fatal => Rule::NEVER,
         }
     }
 
@@ -114,6 +118,7 @@ mod tests {
             message: String::new(),
             details: None,
             fbtrace_id: None,
+            regain: None,
         }
     }
 
