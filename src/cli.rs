@@ -408,8 +408,12 @@ pub struct SandboxArgs {
     /// Delay every answer by this many milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
-    /// Inject a failure: `PHONE=CODE` (Graph error code, `http503`, `hang` or `reset`),
-    /// `*` for any phone, optional `xN` to fail only the first N requests. Repeatable.
+    /// Inject a failure: `PHONE=CODE[@status|@early][@regain=MIN][%P][xN]`. CODE is a Graph
+    /// error code, `http503`, `hang` or `reset`; `*` is any phone. `@status`: accept, then post
+    /// a `failed` status to --webhook; `@early`: post it before the send's answer;
+    /// `@regain=MIN`: a business-use-case header with that throttle time; `%P` (with `*`): the
+    /// same P percent of the recipients; `xN`: only the first N requests (per recipient with
+    /// `%P`). Repeatable.
     #[arg(long = "fail", value_name = "PHONE=CODE")]
     pub fail: Vec<String>,
     /// Append every request received to this NDJSON file.
