@@ -134,9 +134,9 @@ impl fmt::Debug for PrivateKey {
 
 impl PrivateKey {
     /// Reads a private key from PEM text: PKCS#8 (`BEGIN PRIVATE KEY`), encrypted PKCS#8
-    /// (`BEGIN ENCRYPTED PRIVATE KEY`, PBES2), PKCS#1 (`BEGIN RSA PRIVATE KEY`) and legacy
-    /// OpenSSL-encrypted PKCS#1 (`Proc-Type: 4,ENCRYPTED`, `DEK-Info: DES-EDE3-CBC` or
-    /// `AES-{128,192,256}-CBC`).
+    /// (`BEGIN ENCRYPTED PRIVATE KEY`, PBES2 with AES or 3DES: what OpenSSL 3's
+    /// `genrsa -des3` writes), PKCS#1 (`BEGIN RSA PRIVATE KEY`) and legacy OpenSSL-encrypted
+    /// PKCS#1 (`Proc-Type: 4,ENCRYPTED`, `DEK-Info: DES-EDE3-CBC` or `AES-{128,192,256}-CBC`).
     ///
     /// `passphrase` is used only for encrypted encodings. Text taken from an environment
     /// variable with literal `\n` sequences instead of newlines is accepted too. Keys with a
@@ -355,18 +355,21 @@ fn pkcs8_plain(der: &[u8]) -> Result<rsa::PrivateKey, KeyError> {
     })
 }
 
+/// Decrypts `BEGIN ENCRYPTED PRIVATE KEY`: PBES2 with PBKDF2 (HMAC-SHA-2) or scrypt, and
+/// AES-CBC, AES-GCM or des-ede3-cbc. The last is what OpenSSL 3 writes for
+/// `openssl genrsa -des3`, the command of Meta's docs, hence the `pkcs8` crate's `3des` feature.
 fn pkcs8_encrypted(der: &[u8], passphrase: Option<&str>) -> Result<rsa::PrivateKey, KeyError> {
     const FORMAT: &str = "encrypted PKCS#8";
-    let info = rsa::pkcs8::EncryptedPrivateKeyInfoRef::try_from(der).map_err(|e| {
-        // A scheme the decoder does not know (e.g. OpenSSL 3's PBES2 with des-ede3-cbc) fails
-        // here, before any passphrase is involved.
+    let info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(der).map_err(|e| {
+        // A scheme the decoder does not know (PBES1, single DES, a SHA-1 PRF) fails here,
+        // before any passphrase is involved.
         KeyError::UnsupportedEncryption {
             detail: format!("{FORMAT}: {e}"),
         }
     })?;
     let passphrase = passphrase.ok_or(KeyError::PassphraseRequired { format: FORMAT })?;
     let doc = info.decrypt(passphrase).map_err(|e| match e {
-        rsa::pkcs8::Error::EncryptedPrivateKey(rsa::pkcs8::pkcs5::Error::DecryptFailed) => {
+        pkcs8::Error::EncryptedPrivateKey(pkcs8::pkcs5::Error::DecryptFailed) => {
             KeyError::WrongPassphrase { format: FORMAT }
         }
         other => KeyError::UnsupportedEncryption {

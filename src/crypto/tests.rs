@@ -159,10 +159,83 @@ fn wrong_passphrase_is_named_for_both_encrypted_formats() {
     }
 }
 
+/// Passphrase of `tests/fixtures/genrsa_des3.pem`, a throwaway test key made with OpenSSL 3's
+/// `openssl genrsa -des3` (the command of Meta's docs), used nowhere but these tests.
+const GENRSA_DES3_PASSPHRASE: &str = "flowctl-genrsa-des3-test";
+
+/// The `genrsa -des3` test key and its plain PKCS#8 export (`openssl pkcs8 -topk8 -nocrypt`),
+/// loaded once (parsing is slow in debug builds).
+fn genrsa_des3_keys() -> &'static (PrivateKey, PrivateKey) {
+    static K: OnceLock<(PrivateKey, PrivateKey)> = OnceLock::new();
+    K.get_or_init(|| {
+        let encrypted = fixture("genrsa_des3.pem");
+        assert!(encrypted.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        (
+            PrivateKey::from_pem(&encrypted, Some(GENRSA_DES3_PASSPHRASE)).unwrap(),
+            PrivateKey::from_pem(&fixture("genrsa_des3.plain.pem"), None).unwrap(),
+        )
+    })
+}
+
 #[test]
-fn openssl3_pbes2_des3_key_is_refused_with_the_conversion_command() {
-    let err =
-        PrivateKey::from_pem(&fixture("pkcs8_pbes2_des3.pem"), Some(passphrase())).unwrap_err();
+fn openssl3_genrsa_des3_key_is_read_with_its_passphrase() {
+    let (des3, plain) = genrsa_des3_keys();
+    assert_eq!(des3.modulus_bits(), 2048);
+    assert_eq!(
+        des3.public_key_fingerprint(),
+        plain.public_key_fingerprint()
+    );
+    assert_eq!(des3.public_key_pem(), plain.public_key_pem());
+    assert!(plain.matches_public_pem(&des3.public_key_pem()));
+}
+
+#[test]
+fn openssl3_genrsa_des3_key_with_a_wrong_or_no_passphrase_is_named() {
+    let pem = fixture("genrsa_des3.pem");
+    for wrong in ["wrong", "", "flowctl-genrsa-des3-tesT"] {
+        let err = PrivateKey::from_pem(&pem, Some(wrong)).unwrap_err();
+        assert!(matches!(err, KeyError::WrongPassphrase { .. }), "{err:?}");
+        assert!(err.to_string().contains("wrong passphrase"), "{err}");
+    }
+    let err = PrivateKey::from_pem(&pem, None).unwrap_err();
+    assert!(
+        matches!(err, KeyError::PassphraseRequired { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("PRIVATE_KEY_PASSPHRASE"), "{err}");
+}
+
+#[test]
+fn openssl3_genrsa_des3_key_decrypts_and_encrypts_like_its_plain_export() {
+    let (des3, plain) = genrsa_des3_keys();
+    let body = br#"{"version":"3.0","action":"ping"}"#;
+    for to in [des3, plain] {
+        let (req, client_key) = encrypt_request(&to.public_key(), body);
+        for server in [des3, plain] {
+            let dec = decrypt_request(server, &req).unwrap();
+            assert_eq!(dec.plaintext, body);
+            let answer = encrypt_response(&dec.key, br#"{"data":{"status":"active"}}"#);
+            assert_eq!(
+                decrypt_response(&client_key, &answer).unwrap(),
+                br#"{"data":{"status":"active"}}"#
+            );
+        }
+    }
+}
+
+#[test]
+fn pbes2_des3_encoding_of_the_vector_key_is_the_vector_key() {
+    let key = PrivateKey::from_pem(&fixture("pkcs8_pbes2_des3.pem"), Some(passphrase())).unwrap();
+    assert_eq!(
+        key.public_key_fingerprint(),
+        vector_key().public_key_fingerprint()
+    );
+}
+
+#[test]
+fn pbes1_key_is_refused_with_the_conversion_command() {
+    let err = PrivateKey::from_pem(&fixture("pkcs8_pbes1_sha1_3des.pem"), Some(passphrase()))
+        .unwrap_err();
     assert!(
         matches!(err, KeyError::UnsupportedEncryption { .. }),
         "{err:?}"
