@@ -123,3 +123,69 @@ fn an_encrypted_key_needs_its_passphrase() {
             && !stdout(&out).contains("flowctl-test-passphrase")
     );
 }
+
+/// The sandbox's `POST /_sandbox/key-status`, which sets the signature status Meta reports.
+fn set_key_status(sandbox_url: &str, status: &str) {
+    let (code, body) = http_post_json(
+        &format!("{sandbox_url}/_sandbox/key-status"),
+        &format!(r#"{{"status":"{status}"}}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+}
+
+/// `keys check` against the sandbox with the key Meta's docs make (`openssl genrsa -des3`).
+fn check_genrsa_des3_key(env: &Env, sandbox_url: &str) -> std::process::Output {
+    keys_with_genrsa_des3_key(env, sandbox_url, "check")
+}
+
+/// `keys SUB` with `tests/fixtures/genrsa_des3.pem`, a throwaway test key written by OpenSSL 3's
+/// `openssl genrsa -des3` (PKCS#8, PBES2 with des-ede3-cbc), and its passphrase.
+fn keys_with_genrsa_des3_key(env: &Env, sandbox_url: &str, sub: &str) -> std::process::Output {
+    let key =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/genrsa_des3.pem");
+    let mut c = env.graph_cmd(sandbox_url);
+    c.env("PRIVATE_KEY_PASSPHRASE", "flowctl-genrsa-des3-test")
+        .args(["keys", sub, "--private-key-file"])
+        .arg(key);
+    run(c, LIMIT)
+}
+
+#[test]
+fn check_fails_on_a_signature_mismatch_until_the_key_is_uploaded_again() {
+    let env = Env::new();
+    let sb = env.sandbox(&[]);
+    let out = keys_with_genrsa_des3_key(&env, &sb.url, "upload");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = check_genrsa_des3_key(&env, &sb.url);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let j: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(j["signatureStatus"], "VALID");
+
+    // Meta reports MISMATCH although the registered PEM is the local key's: exit 1, one
+    // sentence that names the fix, and the JSON as before.
+    set_key_status(&sb.url, "MISMATCH");
+    let out = check_genrsa_des3_key(&env, &sb.url);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let j: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(j["matches"], true);
+    assert_eq!(j["signatureStatus"], "MISMATCH");
+    let err = stderr(&out);
+    assert!(
+        err.contains("MISMATCH") && err.contains("flowctl keys upload"),
+        "{err}"
+    );
+    assert!(!err.contains("does not match"), "{err}");
+
+    set_key_status(&sb.url, "VALID");
+    let out = check_genrsa_des3_key(&env, &sb.url);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // The fix the sentence names: an upload has the key signed again.
+    set_key_status(&sb.url, "MISMATCH");
+    assert_eq!(check_genrsa_des3_key(&env, &sb.url).status.code(), Some(1));
+    let out = keys_with_genrsa_des3_key(&env, &sb.url, "upload");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = check_genrsa_des3_key(&env, &sb.url);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

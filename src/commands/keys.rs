@@ -42,8 +42,9 @@ pub async fn run_upload(settings: KeysSettings) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-/// `flowctl keys check`: compares the registered key with the local one. Exit 1 on a
-/// mismatch or when none is registered (the usual cause of endless 421s).
+/// `flowctl keys check`: compares the registered key with the local one. Exit 1 when none is
+/// registered (the usual cause of endless 421s), when it differs from the local key, or when
+/// Meta reports its signature as `MISMATCH`.
 pub async fn run_check(settings: KeysSettings) -> anyhow::Result<i32> {
     let (graph, key) = (GraphClient::new(settings.graph)?, settings.key);
     let registered = graph.registered_public_key().await?;
@@ -66,11 +67,29 @@ pub async fn run_check(settings: KeysSettings) -> anyhow::Result<i32> {
         );
         return Ok(exit::FAILED);
     }
+    let mut code = exit::OK;
     if !matches {
         eprintln!(
             "flowctl: the registered public key does not match the local private key; WhatsApp clients will get 421 until you run `flowctl keys upload`"
         );
-        return Ok(exit::FAILED);
+        code = exit::FAILED;
     }
-    Ok(exit::OK)
+    // Meta signs the business public key for each phone number when it is uploaded, and GET
+    // reports that signature as VALID or MISMATCH:
+    // https://developers.facebook.com/docs/whatsapp/cloud-api/reference/whatsapp-business-encryption
+    // A MISMATCH is a failure even when the PEM matches the local key.
+    if status
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case(SIGNATURE_MISMATCH))
+    {
+        eprintln!(
+            "flowctl: Meta reports business_public_key_signature_status MISMATCH: the registered key is not validly signed for this phone number, and Flows with a data endpoint may fail until you upload it again with `flowctl keys upload` (an upload has Meta sign the key for this number)"
+        );
+        code = exit::FAILED;
+    }
+    Ok(code)
 }
+
+/// The `business_public_key_signature_status` Meta reports for a key whose signature does not
+/// hold for the phone number (the other documented value is `VALID`).
+const SIGNATURE_MISMATCH: &str = "MISMATCH";

@@ -43,7 +43,9 @@ pub struct Sent {
 /// The business public key registered for the data endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegisteredKey {
+    /// The registered public key as Meta returns it (PEM).
     pub pem: String,
+    /// `business_public_key_signature_status`: `VALID` or `MISMATCH` as documented, when given.
     pub signature_status: Option<String>,
 }
 

@@ -8,7 +8,8 @@
 //! Routes (`{v}` is any `vNN.N`, `{id}` a numeric phone number id):
 //! - `POST /{v}/{id}/messages`
 //! - `POST|GET /{v}/{id}/whatsapp_business_encryption`
-//! - `GET /_sandbox/requests`, `GET /healthz` (control plane: not delayed, not recorded)
+//! - `GET /_sandbox/requests`, `POST /_sandbox/key-status`, `GET /healthz` (control plane: not
+//!   delayed, not recorded)
 //! - anything else: 404 with a Graph envelope, code 100.
 
 mod errors;

@@ -46,7 +46,8 @@ pub(crate) struct State {
     pub(crate) rules: ActiveRules,
     pub(crate) probe: Option<Probe>,
     pub(crate) recorder: Recorder,
-    pub(crate) keys: Mutex<HashMap<String, String>>,
+    /// Uploaded business public keys by phone number id.
+    pub(crate) keys: Mutex<HashMap<String, StoredKey>>,
     /// Simulated recipients, when the sandbox plays the user.
     pub(crate) users: Option<Arc<super::user::Users>>,
     /// Posts to the server under test's webhook.
@@ -58,6 +59,14 @@ pub(crate) struct State {
     /// A whole-API outage set through `POST /_sandbox/outage`: every Graph request gets this
     /// fault (503, dropped connection, hang, or an error code) until it is cleared.
     pub(crate) outage: Mutex<Option<Fault>>,
+}
+
+/// A business public key the sandbox holds for one phone number.
+pub(crate) struct StoredKey {
+    pem: String,
+    /// `business_public_key_signature_status` as GET reports it: `VALID` after an upload,
+    /// `MISMATCH` once `POST /_sandbox/key-status` says so.
+    signature_status: &'static str,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -114,6 +123,10 @@ pub(crate) async fn handle(
                 StatusCode::OK,
                 &json!({ "fault": current.map(fault_name) }),
             ));
+        }
+        (&Method::POST, ["_sandbox", "key-status"]) => {
+            let body = read_body(req).await;
+            return Ok(set_key_status(&state, body.as_deref()));
         }
         (&Method::GET, ["_sandbox", "requests"]) => {
             let body =
@@ -464,6 +477,41 @@ fn set_outage(state: &State, body: Option<&[u8]>) -> Resp {
     }
 }
 
+const SIGNATURE_VALID: &str = "VALID";
+const SIGNATURE_MISMATCH: &str = "MISMATCH";
+
+/// `POST /_sandbox/key-status {"status": "MISMATCH" | "VALID"}`: sets the
+/// `business_public_key_signature_status` of every key uploaded so far, as Meta reports a key
+/// whose signature no longer holds for its number; the next upload of a key makes it `VALID`.
+fn set_key_status(state: &State, body: Option<&[u8]>) -> Resp {
+    let value: Value = body
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or(Value::Null);
+    let status = match value.get("status").and_then(Value::as_str) {
+        Some(s) if s.eq_ignore_ascii_case(SIGNATURE_MISMATCH) => SIGNATURE_MISMATCH,
+        Some(s) if s.eq_ignore_ascii_case(SIGNATURE_VALID) => SIGNATURE_VALID,
+        _ => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({ "error": "expected {\"status\": \"MISMATCH\" | \"VALID\"}" }),
+            )
+        }
+    };
+    let mut keys = state.keys.lock().unwrap_or_else(PoisonError::into_inner);
+    for key in keys.values_mut() {
+        key.signature_status = status;
+    }
+    tracing::info!(
+        status,
+        keys = keys.len(),
+        "sandbox key signature status set"
+    );
+    json_response(
+        StatusCode::OK,
+        &json!({ "status": status, "keys": keys.len() }),
+    )
+}
+
 /// `GET /{version}/{PHONE_NUMBER_ID}`: the phone number's profile, a harmless read.
 fn phone_number(id: &str, authorized: bool, log: &mut LogFields) -> Answer {
     if !authorized {
@@ -513,9 +561,10 @@ fn encryption(
     if method == Method::GET {
         let keys = state.keys.lock().unwrap_or_else(PoisonError::into_inner);
         let data = match keys.get(phone_number_id) {
-            Some(pem) => {
-                json!([{ "business_public_key": pem, "business_public_key_signature_status": "VALID" }])
-            }
+            Some(key) => json!([{
+                "business_public_key": key.pem,
+                "business_public_key_signature_status": key.signature_status,
+            }]),
             None => json!([]),
         };
         return Answer::Reply(json_response(StatusCode::OK, &json!({ "data": data })));
@@ -531,7 +580,14 @@ fn encryption(
                 .keys
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(phone_number_id.to_owned(), pem);
+                .insert(
+                    phone_number_id.to_owned(),
+                    // An upload signs the key for the number afresh, as Meta's does.
+                    StoredKey {
+                        pem,
+                        signature_status: SIGNATURE_VALID,
+                    },
+                );
             Answer::Reply(json_response(StatusCode::OK, &json!({ "success": true })))
         }
         _ => graph_error(
