@@ -19,8 +19,10 @@ pub enum FlowJsonError {
 pub struct Screen {
     pub id: String,
     pub terminal: bool,
-    /// Declared data: name → `__example__` value (`Null` when no example is given).
-    pub data_examples: Map<String, Value>,
+    /// Declared data: name → the neutral value of its declared `type` (`""`, `0`, `false`,
+    /// `[]`, `{}`; `Null` when no type is declared). A declaration's `__example__` is only
+    /// Meta's preview of the screen, never data sent to a person.
+    pub data_defaults: Map<String, Value>,
     /// Names of the form components, in layout order.
     pub fields: Vec<String>,
     /// The `payload` of the screen's `data_exchange` action (key → `${form.x}` or a literal).
@@ -207,15 +209,17 @@ impl FlowJson {
 }
 
 impl Screen {
-    /// The data to send with this screen: the declared examples, overridden by the values of
-    /// `personal` for the keys this screen declares.
+    /// The data to send with this screen: the values of `personal` for the keys this screen
+    /// declares, and for a key the recipient has no value for, the neutral value of its type —
+    /// never the declaration's `__example__` (a customer without a name must not be greeted
+    /// with the example's name).
     pub fn data_for(&self, personal: Option<&Map<String, Value>>) -> Map<String, Value> {
         let mut data = Map::new();
-        for (k, example) in &self.data_examples {
+        for (k, neutral) in &self.data_defaults {
             let v = personal
                 .and_then(|p| p.get(k))
                 .cloned()
-                .unwrap_or_else(|| example.clone());
+                .unwrap_or_else(|| neutral.clone());
             if !v.is_null() {
                 data.insert(k.clone(), v);
             }
@@ -224,31 +228,47 @@ impl Screen {
     }
 }
 
+/// The neutral value of a declared data type: what a screen gets for a field the recipient has
+/// no value for.
+fn neutral_of(kind: Option<&str>) -> Value {
+    match kind {
+        Some("string") => Value::String(String::new()),
+        Some("number") | Some("integer") => Value::from(0),
+        Some("boolean") => Value::Bool(false),
+        Some("array") => Value::Array(Vec::new()),
+        Some("object") => Value::Object(Map::new()),
+        _ => Value::Null,
+    }
+}
+
 fn parse_screen(id: String, s: &Value) -> Screen {
-    let mut data_examples = Map::new();
+    let mut data_defaults = Map::new();
+    // The examples only tell which options a dynamic list may hold (what a simulated person
+    // picks from); they are never sent.
+    let mut examples = Map::new();
     if let Some(decl) = s.get("data").and_then(Value::as_object) {
         for (k, d) in decl {
-            data_examples.insert(
-                k.clone(),
-                d.get("__example__").cloned().unwrap_or(Value::Null),
-            );
+            data_defaults.insert(k.clone(), neutral_of(d.get("type").and_then(Value::as_str)));
+            if let Some(e) = d.get("__example__") {
+                examples.insert(k.clone(), e.clone());
+            }
         }
     }
     let mut screen = Screen {
         id,
         terminal: s.get("terminal").and_then(Value::as_bool).unwrap_or(false),
-        data_examples,
+        data_defaults,
         fields: Vec::new(),
         submit_payload: Map::new(),
         options: HashMap::new(),
     };
     if let Some(layout) = s.get("layout") {
-        walk(layout, &mut screen);
+        walk(layout, &examples, &mut screen);
     }
     screen
 }
 
-fn walk(node: &Value, screen: &mut Screen) {
+fn walk(node: &Value, examples: &Map<String, Value>, screen: &mut Screen) {
     if let Some(name) = node.get("name").and_then(Value::as_str) {
         if node
             .get("type")
@@ -261,7 +281,7 @@ fn walk(node: &Value, screen: &mut Screen) {
                 Some(Value::String(r)) => r
                     .strip_prefix("${data.")
                     .and_then(|r| r.strip_suffix('}'))
-                    .and_then(|k| screen.data_examples.get(k))
+                    .and_then(|k| examples.get(k))
                     .and_then(Value::as_array)
                     .map(|a| option_ids(a))
                     .unwrap_or_default(),
@@ -281,7 +301,7 @@ fn walk(node: &Value, screen: &mut Screen) {
     }
     if let Some(children) = node.get("children").and_then(Value::as_array) {
         for c in children {
-            walk(c, screen);
+            walk(c, examples, screen);
         }
     }
 }
@@ -350,6 +370,28 @@ mod tests {
         let data = s.data_for(personal.as_object());
         assert_eq!(data["customer_name"], "Fatima");
         assert!(data.contains_key("notes") && !data.contains_key("other"));
+    }
+
+    #[test]
+    fn an_example_is_never_sent_as_data() {
+        let flow = r#"{"version":"7.0","data_api_version":"3.0","routing_model":{"A":[]},"screens":[
+            {"id":"A","terminal":true,"data":{
+                "customer_name":{"type":"string","__example__":"Ahmed"},
+                "visits":{"type":"number","__example__":7},
+                "vip":{"type":"boolean","__example__":true},
+                "cities":{"type":"array","items":{"type":"object"},"__example__":[{"id":"rabat","title":"Rabat"}]}},
+             "layout":{"type":"SingleColumnLayout","children":[]}}]}"#;
+        let f = FlowJson::parse(flow).unwrap();
+        let data = f.entry_screen().data_for(None);
+        assert_eq!(data["customer_name"], "", "not the example's Ahmed");
+        assert_eq!(data["visits"], 0);
+        assert_eq!(data["vip"], false);
+        assert_eq!(data["cities"], serde_json::json!([]));
+        let personal = serde_json::json!({"customer_name": "Salma"});
+        assert_eq!(
+            f.entry_screen().data_for(personal.as_object())["customer_name"],
+            "Salma"
+        );
     }
 
     #[test]

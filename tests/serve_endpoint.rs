@@ -39,7 +39,30 @@ async fn init_answers_the_first_screen_with_the_recipients_data() {
     let j = a.json.unwrap();
     assert_eq!(j["screen"], "ACCUEIL_SERVICE");
     assert_eq!(j["data"]["customer_name"], "Ahmed");
-    assert_eq!(j["data"]["notes"][0]["id"], "5_etoiles");
+    // The screen declares only the name: nothing else is sent.
+    assert_eq!(j["data"].as_object().unwrap().len(), 1, "{j}");
+}
+
+/// `__example__` in the Flow JSON is Meta's preview of a screen, never data: a recipient
+/// without a name is greeted with an empty name, not the example's "Ahmed".
+#[tokio::test]
+async fn a_recipient_without_a_value_never_gets_the_flow_jsons_example() {
+    let env = Env::new();
+    let token = issue_token(&env.db(), "+212610059159", None, None, DAY);
+    let flow = survey_flow();
+    let example: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&flow).unwrap()).unwrap();
+    assert_eq!(
+        example["screens"][0]["data"]["customer_name"]["__example__"], "Ahmed",
+        "the example Flow declares an example name"
+    );
+    let server = env.serve(&["--flow-json", flow.to_str().unwrap()]);
+    let a = FlowClient::new(&server.url)
+        .call(&json!({"version": "3.0", "action": "INIT", "flow_token": token}))
+        .await;
+    assert_eq!(a.status, 200, "{}", server.stderr());
+    let j = a.json.unwrap();
+    assert_eq!(j["data"]["customer_name"], "", "{j}");
 }
 
 #[tokio::test]
