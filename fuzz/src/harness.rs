@@ -143,7 +143,7 @@ fn endpoint_plaintext(key: &ResponseKey, plaintext: &[u8]) {
                 Some(next) => {
                     let shown = next.data_for(Some(&data));
                     for k in shown.keys() {
-                        assert!(next.data_examples.contains_key(k));
+                        assert!(next.data_defaults.contains_key(k));
                     }
                     serde_json::json!({ "screen": next.id, "data": shown })
                 }
@@ -352,9 +352,9 @@ pub fn flow_json(data: &[u8]) {
         let examples = s.data_for(None);
         for (k, v) in &examples {
             assert!(!v.is_null());
-            assert_eq!(s.data_examples.get(k), Some(v));
+            assert_eq!(s.data_defaults.get(k), Some(v));
         }
-        let personal = s.data_for(Some(&s.data_examples));
+        let personal = s.data_for(Some(&s.data_defaults));
         assert_eq!(personal, examples);
     }
     let order = flow.field_order();
