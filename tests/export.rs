@@ -476,9 +476,7 @@ fn set_delivery(db: &Path, token: &str, status: &str, rank: i64, code: Option<i6
 
 fn sent_at(store: &Store, token: &str) -> chrono::DateTime<chrono::Utc> {
     let t = store.find_token(token).unwrap().unwrap();
-    chrono::DateTime::parse_from_rfc3339(&t.sent_at.unwrap())
-        .unwrap()
-        .with_timezone(&chrono::Utc)
+    t.sent_at.unwrap().as_datetime()
 }
 
 fn complete_after(store: &mut Store, token: &str, secs: i64) {
