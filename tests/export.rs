@@ -668,6 +668,37 @@ fn stats_table_is_aligned_with_a_total_row() {
 }
 
 #[test]
+fn stats_on_a_missing_database_is_a_usage_error_and_creates_nothing() {
+    let env = Env::new();
+    let out = stats(&env, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(!env.db().exists());
+}
+
+#[test]
+fn read_only_commands_leave_an_unmigrated_database_to_the_writers() {
+    // A database file no writer has brought up to this build's schema (here: empty).
+    let env = Env::new();
+    std::fs::write(env.db(), b"").unwrap();
+    for out in [export(&env, &[]), stats(&env, &["--json"])] {
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("older than this build"), "{err}");
+        assert!(err.contains("send, bulk or serve"), "{err}");
+    }
+    assert_eq!(
+        std::fs::metadata(env.db()).unwrap().len(),
+        0,
+        "not migrated"
+    );
+    // Once a writer has migrated it, both read it.
+    drop(Store::open(&env.db()).unwrap());
+    assert!(export(&env, &[]).status.success());
+    assert!(stats(&env, &[]).status.success());
+}
+
+#[test]
 fn stats_on_an_empty_database() {
     let env = Env::new();
     Store::open(&env.db()).unwrap();
