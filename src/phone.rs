@@ -122,11 +122,6 @@ impl Phone {
         &self.0
     }
 
-    /// The E.164 form (same as [`Phone::e164`]), for code that handles text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The form the Graph API wants in `to`: E.164 without the `+`.
     pub fn wa_digits(&self) -> &str {
         self.0.trim_start_matches('+')

@@ -90,8 +90,8 @@ fn every_completion_of_a_bulk_run_is_joined_to_the_right_phone() {
             .collect();
         assert_eq!(primary.len(), 1, "{t:?}: {responses:?}");
         let r = primary[0];
-        assert_eq!(r.phone.as_deref(), Some(t.phone.as_str()));
-        assert_eq!(r.customer_name.as_ref(), expected.get(t.phone.as_str()));
+        assert_eq!(r.phone.as_deref(), Some(t.phone.e164()));
+        assert_eq!(r.customer_name.as_ref(), expected.get(t.phone.e164()));
         assert_eq!(r.source, "endpoint");
         assert!(
             r.answers.contains_key("q1_accueil") && r.answers.contains_key("commentaire"),
