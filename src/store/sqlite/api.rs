@@ -3,8 +3,34 @@
 use rusqlite::params;
 
 use super::types::JsonObject;
-use super::SqliteStore;
+use super::{FromRow, SqliteStore};
 use crate::store::{ApiQueries, ApiResponse, ResponsesPage, ResponsesQuery, Result};
+
+columns!(
+    /// The columns of an [`ApiResponse`].
+    ApiColumns { id, token, phone, customer_name, campaign, source, completed_at, answers }
+);
+
+impl FromRow for ApiResponse {
+    type Columns = ApiColumns;
+
+    fn columns(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<ApiColumns> {
+        ApiColumns::of(stmt)
+    }
+
+    fn from_row(r: &rusqlite::Row<'_>, c: &ApiColumns) -> rusqlite::Result<ApiResponse> {
+        Ok(ApiResponse {
+            id: r.get(c.id)?,
+            flow_token: r.get(c.token)?,
+            phone_number: r.get(c.phone)?,
+            customer_name: r.get(c.customer_name)?,
+            campaign: r.get(c.campaign)?,
+            source: r.get(c.source)?,
+            completed_at: r.get(c.completed_at)?,
+            answers: r.get::<_, JsonObject>(c.answers)?.0,
+        })
+    }
+}
 
 impl ApiQueries for SqliteStore {
     fn api_responses(&self, q: &ResponsesQuery) -> Result<ResponsesPage> {
@@ -13,28 +39,18 @@ impl ApiQueries for SqliteStore {
             None => (None, 0),
         };
         let fetch = i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX);
-        let mut responses = self.rows(
-            "SELECT id, token, phone, customer_name, campaign, source, completed_at, answers
-             FROM responses
+        let mut responses: Vec<ApiResponse> = self.records(
+            &format!(
+                "SELECT {} FROM responses
              WHERE matched = 1 AND duplicate_of IS NULL
                AND (?1 IS NULL OR completed_at >= ?1)
                AND (?2 IS NULL OR campaign = ?2)
                AND (?3 IS NULL OR completed_at < ?3 OR (completed_at = ?3 AND id < ?4))
              ORDER BY completed_at DESC, id DESC
              LIMIT ?5",
+                ApiColumns::LIST
+            ),
             params![q.since, q.campaign, after_at, after_id, fetch],
-            |r| {
-                Ok(ApiResponse {
-                    id: r.get("id")?,
-                    flow_token: r.get("token")?,
-                    phone_number: r.get("phone")?,
-                    customer_name: r.get("customer_name")?,
-                    campaign: r.get("campaign")?,
-                    source: r.get("source")?,
-                    completed_at: r.get("completed_at")?,
-                    answers: r.get::<_, JsonObject>("answers")?.0,
-                })
-            },
         )?;
         let next = if responses.len() > q.limit {
             responses.truncate(q.limit);

@@ -3,8 +3,8 @@
 
 use std::ops::ControlFlow;
 
-use super::flow::{response_from_row, RESPONSE_COLUMNS};
-use super::SqliteStore;
+use super::flow::ResponseColumns;
+use super::{FromRow, SqliteStore};
 use crate::store::{
     ExportFilter, ExportQueries, ExportSnapshot, Result, SnapshotReader, StoredResponse,
 };
@@ -82,14 +82,17 @@ impl SnapshotReader for Snapshot<'_> {
         each: &mut dyn FnMut(StoredResponse) -> ControlFlow<()>,
     ) -> Result<()> {
         let store = self.store;
-        let sql =
-            format!("SELECT {RESPONSE_COLUMNS} FROM responses r WHERE {FILTER} ORDER BY {ORDER}");
+        let sql = format!(
+            "SELECT {} FROM responses r WHERE {FILTER} ORDER BY {ORDER}",
+            ResponseColumns::LIST
+        );
         let mut stmt = store.conn.prepare(&sql).map_err(|e| store.err(e))?;
+        let columns = StoredResponse::columns(&stmt).map_err(|e| store.err(e))?;
         let mut rows = stmt
             .query(&filter_params(filter)[..])
             .map_err(|e| store.err(e))?;
         while let Some(row) = rows.next().map_err(|e| store.err(e))? {
-            let response = response_from_row(row).map_err(|e| store.err(e))?;
+            let response = StoredResponse::from_row(row, &columns).map_err(|e| store.err(e))?;
             if each(response).is_break() {
                 break;
             }

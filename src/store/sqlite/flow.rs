@@ -4,32 +4,43 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
 use super::types::{json_text, JsonObject, TimeText};
-use super::SqliteStore;
+use super::{FromRow, SqliteStore};
 use crate::phone::Phone;
 use crate::store::flow::sender_matches;
 use crate::store::{Completion, CompletionInput, FlowQueries, Result, StoredResponse};
 use crate::time::Timestamp;
 
-/// The columns [`response_from_row`] reads.
-pub(crate) const RESPONSE_COLUMNS: &str =
-    "id, token, phone, sender, customer_name, campaign, source, answers, \
-     matched, sender_mismatch, duplicate_of, completed_at";
+columns!(
+    /// The columns of a [`StoredResponse`].
+    ResponseColumns {
+        id, token, phone, sender, customer_name, campaign, source, answers, matched,
+        sender_mismatch, duplicate_of, completed_at,
+    }
+);
 
-pub(crate) fn response_from_row(r: &Row<'_>) -> rusqlite::Result<StoredResponse> {
-    Ok(StoredResponse {
-        id: r.get("id")?,
-        token: r.get("token")?,
-        phone: r.get("phone")?,
-        sender: r.get("sender")?,
-        customer_name: r.get("customer_name")?,
-        campaign: r.get("campaign")?,
-        source: r.get("source")?,
-        answers: r.get::<_, JsonObject>("answers")?.0,
-        matched: r.get("matched")?,
-        sender_mismatch: r.get("sender_mismatch")?,
-        duplicate_of: r.get("duplicate_of")?,
-        completed_at: r.get("completed_at")?,
-    })
+impl FromRow for StoredResponse {
+    type Columns = ResponseColumns;
+
+    fn columns(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<ResponseColumns> {
+        ResponseColumns::of(stmt)
+    }
+
+    fn from_row(r: &Row<'_>, c: &ResponseColumns) -> rusqlite::Result<StoredResponse> {
+        Ok(StoredResponse {
+            id: r.get(c.id)?,
+            token: r.get(c.token)?,
+            phone: r.get(c.phone)?,
+            sender: r.get(c.sender)?,
+            customer_name: r.get(c.customer_name)?,
+            campaign: r.get(c.campaign)?,
+            source: r.get(c.source)?,
+            answers: r.get::<_, JsonObject>(c.answers)?.0,
+            matched: r.get(c.matched)?,
+            sender_mismatch: r.get(c.sender_mismatch)?,
+            duplicate_of: r.get(c.duplicate_of)?,
+            completed_at: r.get(c.completed_at)?,
+        })
+    }
 }
 
 impl FlowQueries for SqliteStore {
@@ -167,12 +178,12 @@ impl FlowQueries for SqliteStore {
     }
 
     fn responses_for_token(&self, token: &str) -> Result<Vec<StoredResponse>> {
-        self.rows(
+        self.records(
             &format!(
-                "SELECT {RESPONSE_COLUMNS} FROM responses WHERE token = ?1 ORDER BY duplicate_of IS NOT NULL, id"
+                "SELECT {} FROM responses WHERE token = ?1 ORDER BY duplicate_of IS NOT NULL, id",
+                ResponseColumns::LIST
             ),
             [token],
-            response_from_row,
         )
     }
 }

@@ -3,9 +3,37 @@
 //! SQLite in WAL mode with a busy timeout, so that `serve`, a concurrent `bulk` and an
 //! `export` can share one file. Migrations (`migrations/*.sql`) are versioned and applied by
 //! writers on open; read-only opens never migrate. Queries are grouped by area, one file per
-//! area trait of the seam, each implementing it for [`SqliteStore`]. Rows are read by column
-//! name through [`SqliteStore::rows`]/[`SqliteStore::row`], with one mapping function per
-//! record type.
+//! area trait of the seam, each implementing it for [`SqliteStore`].
+//!
+//! Columns are read by name, never by a position written by hand. A record type declares its
+//! columns once (`columns!`) and is read with [`SqliteStore::records`]/[`SqliteStore::record`];
+//! the positions of those names are looked up once per statement, not once per value, which
+//! keeps a streamed export as fast as positional reads. Small ad-hoc reads (counts, pairs) go
+//! through [`SqliteStore::rows`]/[`SqliteStore::row`] with `row.get("name")`.
+
+/// Declares the columns a record is read from: a struct holding each column's position in a
+/// statement, found by name once per statement ([`FromRow::columns`]), and `LIST`, the same
+/// names as a SELECT list, so that the query and the reads cannot drift apart.
+macro_rules! columns {
+    ($(#[$doc:meta])* $name:ident { $($col:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        pub(crate) struct $name {
+            $($col: usize),+
+        }
+
+        impl $name {
+            /// The columns, comma-separated, for a SELECT list.
+            pub(crate) const LIST: &'static str = stringify!($($col),+);
+
+            /// The position of each column in `stmt`, found by its name.
+            pub(crate) fn of(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<$name> {
+                Ok($name {
+                    $($col: stmt.column_index(stringify!($col))?),+
+                })
+            }
+        }
+    };
+}
 
 mod api;
 mod bulk;
@@ -45,6 +73,18 @@ pub(crate) fn describe(e: &rusqlite::Error) -> String {
         }
         _ => e.to_string(),
     }
+}
+
+/// A record read from a row through its declared columns (see `columns!`).
+pub(crate) trait FromRow: Sized {
+    /// The positions of the record's columns in one statement.
+    type Columns;
+
+    /// Finds the record's columns in `stmt`, by name.
+    fn columns(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<Self::Columns>;
+
+    /// Reads the record from a row of that statement.
+    fn from_row(row: &Row<'_>, columns: &Self::Columns) -> rusqlite::Result<Self>;
 }
 
 /// One connection to a flowctl SQLite database.
@@ -259,6 +299,26 @@ impl SqliteStore {
         let out = f(&tx).map_err(sql)?;
         tx.commit().map_err(sql)?;
         Ok(out)
+    }
+
+    /// Every record a query returns.
+    pub(crate) fn records<T: FromRow>(&self, sql: &str, params: impl Params) -> Result<Vec<T>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let columns = T::columns(&stmt).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params, |r| T::from_row(r, &columns))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The first record a query returns, if any.
+    pub(crate) fn record<T: FromRow>(&self, sql: &str, params: impl Params) -> Result<Option<T>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let columns = T::columns(&stmt).map_err(|e| self.err(e))?;
+        stmt.query_row(params, |r| T::from_row(r, &columns))
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     /// Every row of a query, each mapped by `map` (which reads columns by name).
@@ -485,6 +545,28 @@ mod tests {
         );
         let err = r.mark_sending(&token).unwrap_err().to_string();
         assert!(err.contains("read-only"), "{err}");
+    }
+
+    #[test]
+    fn records_are_read_by_column_name_whatever_the_select_order() {
+        use crate::store::{InboxRow, WebhookQueries};
+        let (_d, mut s) = test_util::temp_store();
+        let id = s.insert_inbox(b"{}").unwrap();
+        let rows: Vec<InboxRow> = s
+            .records("SELECT body, 0 AS other, id FROM webhook_inbox", [])
+            .unwrap();
+        assert_eq!(
+            rows,
+            [InboxRow {
+                id,
+                body: b"{}".to_vec()
+            }]
+        );
+        let err = s
+            .records::<InboxRow>("SELECT id FROM webhook_inbox", [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("body"), "{err}");
     }
 
     #[test]

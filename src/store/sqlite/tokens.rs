@@ -3,38 +3,50 @@
 use rusqlite::{params, Row};
 
 use super::types::{json_text, JsonObject};
-use super::SqliteStore;
+use super::{FromRow, SqliteStore};
 use crate::store::{Failure, NewToken, Result, SendState, TokenQueries, TokenRecord};
 use crate::time::Timestamp;
 
-/// The columns [`token_from_row`] reads.
-pub(crate) const TOKEN_COLUMNS: &str = "token, phone, customer_name, campaign, origin, initial_data, state, \
-     attempts, message_id, wa_id, error_code, error_message, error_retryable, delivery, flow_screen, \
-     flow_answers, created_at, expires_at, sent_at, completed_at";
+columns!(
+    /// The columns of a [`TokenRecord`].
+    TokenColumns {
+        token, phone, customer_name, campaign, origin, initial_data, state, attempts,
+        message_id, wa_id, error_code, error_message, error_retryable, delivery, flow_screen,
+        flow_answers, created_at, expires_at, sent_at, completed_at,
+    }
+);
 
-pub(crate) fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
-    Ok(TokenRecord {
-        token: r.get("token")?,
-        phone: r.get("phone")?,
-        customer_name: r.get("customer_name")?,
-        campaign: r.get("campaign")?,
-        origin: r.get("origin")?,
-        initial_data: r.get::<_, Option<JsonObject>>("initial_data")?.map(|j| j.0),
-        state: r.get("state")?,
-        attempts: r.get("attempts")?,
-        message_id: r.get("message_id")?,
-        wa_id: r.get("wa_id")?,
-        error_code: r.get("error_code")?,
-        error_message: r.get("error_message")?,
-        error_retryable: r.get("error_retryable")?,
-        delivery: r.get("delivery")?,
-        flow_screen: r.get("flow_screen")?,
-        flow_answers: r.get::<_, Option<JsonObject>>("flow_answers")?.map(|j| j.0),
-        created_at: r.get("created_at")?,
-        expires_at: r.get("expires_at")?,
-        sent_at: r.get("sent_at")?,
-        completed_at: r.get("completed_at")?,
-    })
+impl FromRow for TokenRecord {
+    type Columns = TokenColumns;
+
+    fn columns(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<TokenColumns> {
+        TokenColumns::of(stmt)
+    }
+
+    fn from_row(r: &Row<'_>, c: &TokenColumns) -> rusqlite::Result<TokenRecord> {
+        Ok(TokenRecord {
+            token: r.get(c.token)?,
+            phone: r.get(c.phone)?,
+            customer_name: r.get(c.customer_name)?,
+            campaign: r.get(c.campaign)?,
+            origin: r.get(c.origin)?,
+            initial_data: r.get::<_, Option<JsonObject>>(c.initial_data)?.map(|j| j.0),
+            state: r.get(c.state)?,
+            attempts: r.get(c.attempts)?,
+            message_id: r.get(c.message_id)?,
+            wa_id: r.get(c.wa_id)?,
+            error_code: r.get(c.error_code)?,
+            error_message: r.get(c.error_message)?,
+            error_retryable: r.get(c.error_retryable)?,
+            delivery: r.get(c.delivery)?,
+            flow_screen: r.get(c.flow_screen)?,
+            flow_answers: r.get::<_, Option<JsonObject>>(c.flow_answers)?.map(|j| j.0),
+            created_at: r.get(c.created_at)?,
+            expires_at: r.get(c.expires_at)?,
+            sent_at: r.get(c.sent_at)?,
+            completed_at: r.get(c.completed_at)?,
+        })
+    }
 }
 
 pub(crate) fn insert_token_tx(
@@ -105,28 +117,29 @@ impl TokenQueries for SqliteStore {
     }
 
     fn find_token(&self, token: &str) -> Result<Option<TokenRecord>> {
-        self.row(
-            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE token = ?1"),
+        self.record(
+            &format!("SELECT {} FROM tokens WHERE token = ?1", TokenColumns::LIST),
             [token],
-            token_from_row,
         )
     }
 
     fn find_token_by_message_id(&self, message_id: &str) -> Result<Option<TokenRecord>> {
-        self.row(
-            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE message_id = ?1"),
+        self.record(
+            &format!(
+                "SELECT {} FROM tokens WHERE message_id = ?1",
+                TokenColumns::LIST
+            ),
             [message_id],
-            token_from_row,
         )
     }
 
     fn tokens_of_campaign(&self, campaign: &str) -> Result<Vec<TokenRecord>> {
-        self.rows(
+        self.records(
             &format!(
-                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE campaign = ?1 ORDER BY created_at, rowid"
+                "SELECT {} FROM tokens WHERE campaign = ?1 ORDER BY created_at, rowid",
+                TokenColumns::LIST
             ),
             [campaign],
-            token_from_row,
         )
     }
 

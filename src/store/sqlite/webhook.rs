@@ -5,15 +5,85 @@
 use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
 
-use super::flow::{response_from_row, RESPONSE_COLUMNS};
+use super::flow::ResponseColumns;
 use super::types::{json_text, TimeText};
-use super::SqliteStore;
+use super::{FromRow, SqliteStore};
 use crate::store::webhook::sender_e164;
 use crate::store::{
     delivery_rank, Delivery, InboxRow, Result, StatusInput, StatusOutcome, StatusRecord,
     StoredResponse, WebhookCompletion, WebhookCompletionOutcome, WebhookQueries,
 };
 use crate::time::Timestamp;
+
+columns!(
+    /// The columns of an [`InboxRow`].
+    InboxColumns { id, body }
+);
+
+impl FromRow for InboxRow {
+    type Columns = InboxColumns;
+
+    fn columns(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<InboxColumns> {
+        InboxColumns::of(stmt)
+    }
+
+    fn from_row(r: &rusqlite::Row<'_>, c: &InboxColumns) -> rusqlite::Result<InboxRow> {
+        Ok(InboxRow {
+            id: r.get(c.id)?,
+            body: r.get(c.body)?,
+        })
+    }
+}
+
+columns!(
+    /// The columns of a [`StatusRecord`].
+    StatusColumns { message_id, status, at, recipient, error_code, error_title, matched }
+);
+
+impl FromRow for StatusRecord {
+    type Columns = StatusColumns;
+
+    fn columns(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<StatusColumns> {
+        StatusColumns::of(stmt)
+    }
+
+    fn from_row(r: &rusqlite::Row<'_>, c: &StatusColumns) -> rusqlite::Result<StatusRecord> {
+        Ok(StatusRecord {
+            message_id: r.get(c.message_id)?,
+            status: r.get(c.status)?,
+            at: r.get(c.at)?,
+            recipient: r.get(c.recipient)?,
+            error_code: r.get(c.error_code)?,
+            error_title: r.get(c.error_title)?,
+            matched: r.get(c.matched)?,
+        })
+    }
+}
+
+columns!(
+    /// The columns of a token's [`Delivery`].
+    DeliveryColumns {
+        delivery, delivery_rank, delivery_at, delivery_error_code, delivery_error_title,
+    }
+);
+
+impl FromRow for Delivery {
+    type Columns = DeliveryColumns;
+
+    fn columns(stmt: &rusqlite::Statement<'_>) -> rusqlite::Result<DeliveryColumns> {
+        DeliveryColumns::of(stmt)
+    }
+
+    fn from_row(r: &rusqlite::Row<'_>, c: &DeliveryColumns) -> rusqlite::Result<Delivery> {
+        Ok(Delivery {
+            delivery: r.get(c.delivery)?,
+            rank: r.get(c.delivery_rank)?,
+            at: r.get(c.delivery_at)?,
+            error_code: r.get(c.delivery_error_code)?,
+            error_title: r.get(c.delivery_error_title)?,
+        })
+    }
+}
 
 impl WebhookQueries for SqliteStore {
     fn insert_inbox(&mut self, body: &[u8]) -> Result<i64> {
@@ -29,16 +99,13 @@ impl WebhookQueries for SqliteStore {
 
     fn pending_inbox(&self, after: i64, limit: usize) -> Result<Vec<InboxRow>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.rows(
-            "SELECT id, body FROM webhook_inbox WHERE processed_at IS NULL AND id > ?1
-             ORDER BY id LIMIT ?2",
+        self.records(
+            &format!(
+                "SELECT {} FROM webhook_inbox WHERE processed_at IS NULL AND id > ?1
+                 ORDER BY id LIMIT ?2",
+                InboxColumns::LIST
+            ),
             params![after, limit],
-            |r| {
-                Ok(InboxRow {
-                    id: r.get("id")?,
-                    body: r.get("body")?,
-                })
-            },
         )
     }
 
@@ -206,46 +273,32 @@ impl WebhookQueries for SqliteStore {
     }
 
     fn statuses_for_message(&self, message_id: &str) -> Result<Vec<StatusRecord>> {
-        self.rows(
-            "SELECT message_id, status, at, recipient, error_code, error_title, matched
-             FROM message_statuses WHERE message_id = ?1 ORDER BY rowid",
+        self.records(
+            &format!(
+                "SELECT {} FROM message_statuses WHERE message_id = ?1 ORDER BY rowid",
+                StatusColumns::LIST
+            ),
             [message_id],
-            |r| {
-                Ok(StatusRecord {
-                    message_id: r.get("message_id")?,
-                    status: r.get("status")?,
-                    at: r.get("at")?,
-                    recipient: r.get("recipient")?,
-                    error_code: r.get("error_code")?,
-                    error_title: r.get("error_title")?,
-                    matched: r.get("matched")?,
-                })
-            },
         )
     }
 
     fn delivery(&self, token: &str) -> Result<Option<Delivery>> {
-        self.row(
-            "SELECT delivery, delivery_rank, delivery_at, delivery_error_code, delivery_error_title
-             FROM tokens WHERE token = ?1",
+        self.record(
+            &format!(
+                "SELECT {} FROM tokens WHERE token = ?1",
+                DeliveryColumns::LIST
+            ),
             [token],
-            |r| {
-                Ok(Delivery {
-                    delivery: r.get("delivery")?,
-                    rank: r.get("delivery_rank")?,
-                    at: r.get("delivery_at")?,
-                    error_code: r.get("delivery_error_code")?,
-                    error_title: r.get("delivery_error_title")?,
-                })
-            },
         )
     }
 
     fn unmatched_responses(&self) -> Result<Vec<StoredResponse>> {
-        self.rows(
-            &format!("SELECT {RESPONSE_COLUMNS} FROM responses WHERE matched = 0 ORDER BY id"),
+        self.records(
+            &format!(
+                "SELECT {} FROM responses WHERE matched = 0 ORDER BY id",
+                ResponseColumns::LIST
+            ),
             [],
-            response_from_row,
         )
     }
 
