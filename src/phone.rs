@@ -98,9 +98,23 @@ impl Phone {
         phonenumber::is_valid(&n).then(|| Phone(n.format().mode(Mode::E164).to_string()))
     }
 
-    /// Rebuilds a `Phone` from a value this program stored itself (already E.164).
-    pub fn from_stored(e164: String) -> Phone {
-        Phone(e164)
+    /// Rebuilds a `Phone` from its E.164 text as this program stored it: checks the form
+    /// (`+`, then 2 to 15 digits, the first not 0) but not the numbering plan, so that a
+    /// number stored under older phone metadata still reads back.
+    pub fn from_e164(s: &str) -> Result<Phone, PhoneError> {
+        let well_formed = s.strip_prefix('+').is_some_and(|digits| {
+            (2..=15).contains(&digits.len())
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && !digits.starts_with('0')
+        });
+        if well_formed {
+            Ok(Phone(s.to_string()))
+        } else {
+            Err(PhoneError::Invalid {
+                input: s.to_string(),
+                reason: "not in E.164 form".into(),
+            })
+        }
     }
 
     /// The E.164 form, with its `+`.
@@ -116,6 +130,13 @@ impl Phone {
     /// The number as an integer, a compact key for de-duplicating large files in memory.
     pub fn as_u64(&self) -> u64 {
         self.wa_digits().parse().unwrap_or(0)
+    }
+}
+
+/// Serialised as its E.164 text.
+impl serde::Serialize for Phone {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 
@@ -196,6 +217,22 @@ mod tests {
             Phone::parse("+212610059159", None).unwrap().wa_digits(),
             "212610059159"
         );
+    }
+
+    #[test]
+    fn stored_text_reads_back_when_it_has_the_e164_form() {
+        let p = Phone::parse("+212610059159", None).unwrap();
+        assert_eq!(Phone::from_e164(p.e164()).unwrap(), p);
+        for bad in [
+            "212610059159",
+            "+",
+            "+0612",
+            "+2126100591591234",
+            "+2126 1005",
+        ] {
+            let err = Phone::from_e164(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
     }
 
     #[test]

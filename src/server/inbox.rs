@@ -71,7 +71,7 @@ const WAL_CHECK_EVERY: Duration = Duration::from_secs(10);
 async fn keep_wal_bounded(state: &Arc<AppState>) {
     let result = state
         .store
-        .call(|s| s.truncate_wal_if_over(crate::store::WAL_LIMIT, Duration::from_millis(500)))
+        .call(|s| s.maintain_wal(Duration::from_millis(500)))
         .await;
     match result {
         Ok(None) => {}
