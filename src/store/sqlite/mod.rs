@@ -116,6 +116,25 @@ fn create_owner_only(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Puts the database in WAL mode. Switching a new file's journal mode takes an exclusive lock,
+/// and SQLite answers `SQLITE_BUSY` at once — without its busy handler — when another process
+/// opening the same new file holds a lock at that moment (two `bulk` runs started together):
+/// that is retried until [`BUSY_TIMEOUT`], like any other wait for the database.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore> {
@@ -140,8 +159,7 @@ impl SqliteStore {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // WAL lets readers run beside one writer; NORMAL sync is durable across process
         // crashes (the case that matters for a killed bulk run) at a fraction of FULL's cost.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
+        set_wal(&conn).map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
