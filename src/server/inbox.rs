@@ -232,6 +232,11 @@ async fn apply(state: &Arc<AppState>, event: WebhookEvent) -> Result<(), StoreEr
             callback,
         } => {
             let label_status = label(&status);
+            let settle = (status == "failed").then(|| {
+                let when = crate::time::Timestamp::parse(&at)
+                    .unwrap_or_else(|_| crate::time::Timestamp::now());
+                crate::outbound::settlement_of_failed_status(error_code, when)
+            });
             let outcome = state
                 .store
                 .call(move |s| {
@@ -243,6 +248,7 @@ async fn apply(state: &Arc<AppState>, event: WebhookEvent) -> Result<(), StoreEr
                         error_code,
                         error_title: error_title.as_deref(),
                         callback: callback.as_deref(),
+                        settle,
                     })
                 })
                 .await?;

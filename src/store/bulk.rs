@@ -7,6 +7,7 @@
 
 use super::{Failure, NewToken, Result, SendState};
 use crate::phone::Phone;
+use crate::time::Timestamp;
 
 /// What a campaign already knows about one phone.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,6 +19,15 @@ pub struct BulkMember {
     pub retryable: bool,
     /// For a failed or unknown row: the stored reason.
     pub error: Option<String>,
+    /// For a failed or deferred row: the Graph error code.
+    pub error_code: Option<i64>,
+    /// True when the message was accepted and a `failed` status settled it afterwards (a
+    /// resend needs a fresh token: see [`BulkQueries::bulk_supersede`]).
+    pub failed_after_acceptance: bool,
+    /// For a deferred row: not sent before this time.
+    pub not_before: Option<Timestamp>,
+    /// The wamid of the accepted message, if one was.
+    pub message_id: Option<String>,
 }
 
 /// The result of issuing one row's token in its campaign.
@@ -37,6 +47,14 @@ pub enum BulkOutcome {
         message_id: String,
         wa_id: Option<String>,
         /// Requests beyond the first (the first was counted when the row was marked sending).
+        extra_attempts: i64,
+    },
+    /// Held back by a per-user limit (131049, or 131056 after its retries): not sent before
+    /// `until`.
+    Deferred {
+        token: String,
+        until: Timestamp,
+        failure: Failure,
         extra_attempts: i64,
     },
     /// A refusal (`Failed`) or a request with no answer (`Unknown`).
@@ -61,6 +79,12 @@ pub trait BulkQueries {
     /// requests leave right after the commit. After a crash, `sending` is therefore left only
     /// on rows whose request may really have left.
     fn bulk_commit(&mut self, outcomes: &[BulkOutcome], sending: &[String]) -> Result<()>;
+
+    /// In ONE transaction, for each `(old token, new token)`: the old row is marked superseded
+    /// (it stays valid, so a late completion of it is still joined) and the new one is issued
+    /// `pending` as the campaign's member for that phone. For a resend with a fresh token
+    /// (`bulk --retry-failed`, `--template` after 131047).
+    fn bulk_supersede(&mut self, pairs: &[(String, NewToken)]) -> Result<()>;
 
     /// What the campaign already holds for each phone (read only, for `--dry-run`).
     fn bulk_members(&self, campaign: &str, phones: &[Phone]) -> Result<Vec<Option<BulkMember>>>;

@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::Result;
+use crate::phone::Phone;
 use crate::time::Timestamp;
 
 /// Result of recording a completion.
@@ -84,13 +85,15 @@ pub trait FlowQueries {
     fn responses_for_token(&self, token: &str) -> Result<Vec<StoredResponse>>;
 }
 
-/// True when a webhook sender id designates the stored E.164 phone. Business-scoped ids
-/// (not digits) cannot be compared and are not flagged.
-pub(crate) fn sender_matches(sender: &str, phone: &str) -> bool {
+/// True when a webhook sender id designates the stored phone: its digits, the WhatsApp id the
+/// send answer reported for it (`wa_id`), or the other spelling Meta uses for Brazilian and
+/// Mexican mobiles ([`Phone::is_whatsapp_id`]). Business-scoped ids (not digits) cannot be
+/// compared and are not flagged.
+pub(crate) fn sender_matches(sender: &str, phone: &Phone, wa_id: Option<&str>) -> bool {
     if !sender.bytes().all(|b| b.is_ascii_digit()) {
         return true;
     }
-    sender == phone.trim_start_matches('+')
+    phone.is_whatsapp_id(sender) || wa_id == Some(sender)
 }
 
 #[cfg(test)]
@@ -99,8 +102,28 @@ mod tests {
 
     #[test]
     fn sender_mismatch_only_for_phone_digits() {
-        assert!(sender_matches("212610059159", "+212610059159"));
-        assert!(!sender_matches("212600000000", "+212610059159"));
-        assert!(sender_matches("US.13491208655302741918", "+212610059159"));
+        let ma = Phone::parse("+212610059159", None).unwrap();
+        assert!(sender_matches("212610059159", &ma, None));
+        assert!(!sender_matches("212600000000", &ma, None));
+        assert!(sender_matches("US.13491208655302741918", &ma, None));
+    }
+
+    #[test]
+    fn a_whatsapp_id_that_differs_from_the_number_is_no_mismatch() {
+        let br = Phone::parse("+5511987654321", None).unwrap();
+        assert!(
+            sender_matches("551187654321", &br, None),
+            "Brazil's ninth digit"
+        );
+        let mx = Phone::parse("+525512345678", None).unwrap();
+        assert!(sender_matches("5215512345678", &mx, None), "Mexico's 521");
+        // Whatever Meta reported at send time is the recipient too.
+        let other = Phone::parse("+212610059159", None).unwrap();
+        assert!(sender_matches("212699999999", &other, Some("212699999999")));
+        assert!(!sender_matches(
+            "212699999999",
+            &other,
+            Some("212610059159")
+        ));
     }
 }

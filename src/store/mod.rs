@@ -45,8 +45,8 @@ pub use sqlite::{BUSY_TIMEOUT, WAL_LIMIT};
 pub use stats::{Funnel, FunnelReport, StatsQueries};
 pub use tokens::{Failure, NewToken, Origin, SendState, TokenQueries, TokenRecord, UnknownValue};
 pub use webhook::{
-    delivery_rank, Delivery, InboxRow, StatusInput, StatusOutcome, StatusRecord, WebhookCompletion,
-    WebhookCompletionOutcome, WebhookQueries,
+    delivery_rank, Delivery, InboxRow, Settlement, StatusInput, StatusOutcome, StatusRecord,
+    WebhookCompletion, WebhookCompletionOutcome, WebhookQueries,
 };
 
 /// A store failure, with the database for the user.

@@ -68,6 +68,9 @@ pub enum SendState {
     Failed,
     /// The request left but no answer came back (timeout): it may or may not have gone out.
     Unknown,
+    /// Held back by a per-user limit (131049, 131056), before or after acceptance: not to be
+    /// sent again before [`TokenRecord::not_before`].
+    Deferred,
 }
 
 impl SendState {
@@ -79,11 +82,12 @@ impl SendState {
             SendState::Sent => "sent",
             SendState::Failed => "failed",
             SendState::Unknown => "unknown",
+            SendState::Deferred => "deferred",
         }
     }
 }
 
-/// Only the five stored texts parse: anything else is an error, not [`SendState::Unknown`]
+/// Only the six stored texts parse: anything else is an error, not [`SendState::Unknown`]
 /// (which is a real state with its own meaning).
 impl FromStr for SendState {
     type Err = UnknownValue;
@@ -94,6 +98,7 @@ impl FromStr for SendState {
             "sent" => Ok(SendState::Sent),
             "failed" => Ok(SendState::Failed),
             "unknown" => Ok(SendState::Unknown),
+            "deferred" => Ok(SendState::Deferred),
             _ => Err(UnknownValue {
                 what: "send state",
                 value: s.to_string(),
@@ -137,6 +142,12 @@ pub struct TokenRecord {
     pub expires_at: Timestamp,
     pub sent_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
+    /// For a deferred token: not sent again before this time.
+    pub not_before: Option<Timestamp>,
+    /// True when the message was accepted and a `failed` status settled it afterwards.
+    pub failed_after_acceptance: bool,
+    /// The token sent instead of this one by a later run (this one stays valid).
+    pub superseded_by: Option<String>,
 }
 
 impl TokenRecord {
@@ -209,7 +220,7 @@ mod tests {
     #[test]
     fn every_state_and_origin_round_trips_through_its_text() {
         use SendState::*;
-        for s in [Pending, Sending, Sent, Failed, Unknown] {
+        for s in [Pending, Sending, Sent, Failed, Unknown, Deferred] {
             assert_eq!(s.as_str().parse::<SendState>().unwrap(), s);
         }
         for o in [Origin::Send, Origin::Bulk, Origin::Api] {

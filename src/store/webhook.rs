@@ -7,7 +7,9 @@
 
 use serde_json::{Map, Value};
 
-use super::{Completion, CompletionInput, FlowQueries, Result, StoredResponse, TokenQueries};
+use super::{
+    Completion, CompletionInput, FlowQueries, Result, SendState, StoredResponse, TokenQueries,
+};
 use crate::time::Timestamp;
 
 /// One stored webhook body waiting to be processed.
@@ -61,6 +63,25 @@ pub struct StatusInput<'a> {
     pub error_title: Option<&'a str>,
     /// `biz_opaque_callback_data`, which flowctl sets to the message's flow token.
     pub callback: Option<&'a str>,
+    /// For a `failed` status: how it settles the send (see [`Settlement`]); `None` leaves
+    /// the send as it is.
+    pub settle: Option<Settlement>,
+}
+
+/// How a `failed` status settles the send of an accepted message: Meta answered 200, then
+/// reported the failure on the status webhook (error codes page: errors arrive
+/// "synchronously as a Graph API response, asynchronously via Webhook, or sometimes through
+/// both"). It applies in the transaction that records the status, unless the message was
+/// already delivered or read; a status that arrives before its send is recorded keeps it, and
+/// recording the send applies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settlement {
+    /// [`SendState::Failed`], or [`SendState::Deferred`] for a per-user limit.
+    pub state: SendState,
+    /// Whether a plain rerun may send it again.
+    pub retryable: bool,
+    /// For a deferred send: not before this time.
+    pub not_before: Option<Timestamp>,
 }
 
 /// What became of a status.

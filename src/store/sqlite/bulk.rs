@@ -10,8 +10,9 @@ use crate::phone::Phone;
 use crate::store::{BulkMember, BulkOutcome, BulkQueries, Issued, NewToken, Result, SendState};
 
 const MEMBER_SQL: &str =
-    "SELECT token, state, COALESCE(error_retryable, 0) AS retryable, error_message
-     FROM tokens WHERE campaign = ?1 AND phone = ?2 AND origin = 'bulk'";
+    "SELECT token, state, COALESCE(error_retryable, 0) AS retryable, error_message, error_code,
+            failed_after_acceptance, not_before, message_id
+     FROM tokens WHERE campaign = ?1 AND phone = ?2 AND origin = 'bulk' AND superseded_by IS NULL";
 
 fn member_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BulkMember> {
     Ok(BulkMember {
@@ -19,6 +20,10 @@ fn member_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BulkMember> {
         state: r.get("state")?,
         retryable: r.get("retryable")?,
         error: r.get("error_message")?,
+        error_code: r.get("error_code")?,
+        failed_after_acceptance: r.get("failed_after_acceptance")?,
+        not_before: r.get("not_before")?,
+        message_id: r.get("message_id")?,
     })
 }
 
@@ -51,6 +56,10 @@ impl BulkQueries for SqliteStore {
                     state: SendState::Failed,
                     retryable: true,
                     error: Some("token collision; run again".into()),
+                    error_code: None,
+                    failed_after_acceptance: false,
+                    not_before: None,
+                    message_id: None,
                 })));
             }
             Ok(out)
@@ -88,6 +97,21 @@ impl BulkQueries for SqliteStore {
                             attempts.execute(params![token, extra_attempts])?;
                         }
                     }
+                    BulkOutcome::Deferred {
+                        token,
+                        until,
+                        failure,
+                        extra_attempts,
+                    } => {
+                        record_outcome_tx(tx, token, SendState::Deferred, failure)?;
+                        tx.execute(
+                            "UPDATE tokens SET not_before = ?2 WHERE token = ?1",
+                            params![token, until],
+                        )?;
+                        if *extra_attempts > 0 {
+                            attempts.execute(params![token, extra_attempts])?;
+                        }
+                    }
                 }
             }
             let mut mark = tx.prepare_cached(
@@ -95,6 +119,21 @@ impl BulkQueries for SqliteStore {
             )?;
             for token in sending {
                 mark.execute([token])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn bulk_supersede(&mut self, pairs: &[(String, NewToken)]) -> Result<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let mut retire =
+                tx.prepare_cached("UPDATE tokens SET superseded_by = ?2 WHERE token = ?1")?;
+            for (old, new) in pairs {
+                retire.execute(params![old, new.token])?;
+                insert_token_tx(tx, new, SendState::Pending)?;
             }
             Ok(())
         })
@@ -204,5 +243,51 @@ mod tests {
             s.bulk_state_counts("c").unwrap(),
             vec![(SendState::Failed, 1), (SendState::Sent, 1)]
         );
+    }
+
+    #[test]
+    fn a_deferred_row_keeps_its_time_and_a_superseded_row_its_validity() {
+        let (_d, mut s) = temp_store();
+        let a = row("+212610059159");
+        s.bulk_issue(std::slice::from_ref(&a)).unwrap();
+        let ta = a.token.as_str().to_string();
+        let until = crate::time::Timestamp::parse("2026-01-02T00:00:00.000Z").unwrap();
+        s.bulk_commit(
+            &[BulkOutcome::Deferred {
+                token: ta.clone(),
+                until,
+                failure: Failure {
+                    code: Some(131049),
+                    message: "per-user marketing limit".into(),
+                    retryable: false,
+                },
+                extra_attempts: 0,
+            }],
+            &[],
+        )
+        .unwrap();
+        let m = s.bulk_members("c", std::slice::from_ref(&a.phone)).unwrap()[0]
+            .clone()
+            .unwrap();
+        assert_eq!(m.state, SendState::Deferred);
+        assert_eq!((m.not_before, m.error_code), (Some(until), Some(131049)));
+
+        // A resend with a fresh token: the new row is the member, the old one stays valid.
+        let fresh = row("+212610059159");
+        s.bulk_supersede(&[(ta.clone(), fresh.clone())]).unwrap();
+        let m = s.bulk_members("c", std::slice::from_ref(&a.phone)).unwrap()[0]
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (m.token.as_str(), m.state),
+            (fresh.token.as_str(), SendState::Pending)
+        );
+        let old = s.find_token(&ta).unwrap().unwrap();
+        assert_eq!(old.superseded_by.as_deref(), Some(fresh.token.as_str()));
+        // Issuing the phone again finds the new member, not a conflict.
+        match &s.bulk_issue(&[row("+212610059159")]).unwrap()[0] {
+            Issued::Existing(m) => assert_eq!(m.token, fresh.token.as_str()),
+            other => panic!("{other:?}"),
+        }
     }
 }

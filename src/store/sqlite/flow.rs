@@ -84,14 +84,21 @@ impl FlowQueries for SqliteStore {
                     return Ok(Completion::AlreadyCompleted);
                 }
             }
-            let token: Option<(Phone, Option<String>, String)> = tx
+            let token: Option<(Phone, Option<String>, String, Option<String>)> = tx
                 .query_row(
-                    "SELECT phone, customer_name, campaign FROM tokens WHERE token = ?1",
+                    "SELECT phone, customer_name, campaign, wa_id FROM tokens WHERE token = ?1",
                     [c.token],
-                    |r| Ok((r.get("phone")?, r.get("customer_name")?, r.get("campaign")?)),
+                    |r| {
+                        Ok((
+                            r.get("phone")?,
+                            r.get("customer_name")?,
+                            r.get("campaign")?,
+                            r.get("wa_id")?,
+                        ))
+                    },
                 )
                 .optional()?;
-            let Some((phone, name, campaign)) = token else {
+            let Some((phone, name, campaign, wa_id)) = token else {
                 return Ok(Completion::UnknownToken);
             };
             let primary: Option<(i64, String)> = tx
@@ -101,7 +108,9 @@ impl FlowQueries for SqliteStore {
                     |r| Ok((r.get("id")?, r.get("source")?)),
                 )
                 .optional()?;
-            let mismatch = c.sender.is_some_and(|s| !sender_matches(s, phone.e164()));
+            let mismatch = c
+                .sender
+                .is_some_and(|s| !sender_matches(s, &phone, wa_id.as_deref()));
             match primary {
                 // A replay from the same path without an event id (the data endpoint) is the
                 // same completion again. A webhook message with a new id is a second

@@ -12,7 +12,8 @@ columns!(
     TokenColumns {
         token, phone, customer_name, campaign, origin, initial_data, state, attempts,
         message_id, wa_id, error_code, error_message, error_retryable, delivery, flow_screen,
-        flow_answers, created_at, expires_at, sent_at, completed_at,
+        flow_answers, created_at, expires_at, sent_at, completed_at, not_before,
+        failed_after_acceptance, superseded_by,
     }
 );
 
@@ -45,6 +46,9 @@ impl FromRow for TokenRecord {
             expires_at: r.get(c.expires_at)?,
             sent_at: r.get(c.sent_at)?,
             completed_at: r.get(c.completed_at)?,
+            not_before: r.get(c.not_before)?,
+            failed_after_acceptance: r.get(c.failed_after_acceptance)?,
+            superseded_by: r.get(c.superseded_by)?,
         })
     }
 }
@@ -79,12 +83,17 @@ pub(crate) fn record_sent_tx(
     message_id: &str,
     wa_id: Option<&str>,
 ) -> rusqlite::Result<usize> {
-    tx.execute(
+    let n = tx.execute(
         "UPDATE tokens SET state = 'sent', message_id = ?2, wa_id = ?3, sent_at = ?4,
-                error_code = NULL, error_message = NULL, error_retryable = NULL
+                error_code = NULL, error_message = NULL, error_retryable = NULL,
+                not_before = NULL
          WHERE token = ?1",
         params![token, message_id, wa_id, Timestamp::now()],
-    )
+    )?;
+    // A status may have overtaken this commit (Meta posts statuses concurrently with the API
+    // answer): it was stored unmatched, and is joined now.
+    super::webhook::join_early_statuses_tx(tx, message_id)?;
+    Ok(n)
 }
 
 pub(crate) fn record_outcome_tx(

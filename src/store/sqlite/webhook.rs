@@ -8,10 +8,11 @@ use serde_json::Value;
 use super::flow::ResponseColumns;
 use super::types::{json_text, TimeText};
 use super::{FromRow, SqliteStore};
+use crate::phone::Phone;
 use crate::store::webhook::sender_e164;
 use crate::store::{
-    delivery_rank, Delivery, InboxRow, Result, StatusInput, StatusOutcome, StatusRecord,
-    StoredResponse, WebhookCompletion, WebhookCompletionOutcome, WebhookQueries,
+    delivery_rank, Delivery, InboxRow, Result, SendState, Settlement, StatusInput, StatusOutcome,
+    StatusRecord, StoredResponse, WebhookCompletion, WebhookCompletionOutcome, WebhookQueries,
 };
 use crate::time::Timestamp;
 
@@ -83,6 +84,151 @@ impl FromRow for Delivery {
             error_title: r.get(c.delivery_error_title)?,
         })
     }
+}
+
+/// A status naming its flow token (`biz_opaque_callback_data`) proves the API accepted that
+/// message: it settles a send whose answer was lost (a crash, a timeout, a reset), and joins a
+/// status that overtook the send's own commit. The recipient must be the token's phone, or the
+/// WhatsApp id Meta uses for it (which may differ from the number sent to).
+fn settle_lost_answer(
+    tx: &rusqlite::Connection,
+    token: &str,
+    message_id: &str,
+    recipient: Option<&str>,
+    now: Timestamp,
+) -> rusqlite::Result<()> {
+    let row: Option<(Phone, Option<String>)> = tx
+        .query_row(
+            "SELECT phone, wa_id FROM tokens
+             WHERE token = ?1 AND message_id IS NULL AND state IN ('sending', 'unknown')",
+            [token],
+            |r| Ok((r.get("phone")?, r.get("wa_id")?)),
+        )
+        .optional()?;
+    let Some((phone, wa_id)) = row else {
+        return Ok(());
+    };
+    let same = recipient.is_none_or(|r| phone.is_whatsapp_id(r) || wa_id.as_deref() == Some(r));
+    if same {
+        tx.execute(
+            "UPDATE tokens SET state = 'sent', message_id = ?2,
+                sent_at = COALESCE(sent_at, ?3), error_code = NULL,
+                error_message = NULL, error_retryable = NULL
+             WHERE token = ?1",
+            params![token, message_id, now],
+        )?;
+    }
+    Ok(())
+}
+
+/// Moves the delivery state of the token that carries `message_id` forward (sent < delivered
+/// < read = played), and lets a `failed` status settle the send as `settle` says, unless the
+/// message was already delivered or read.
+pub(super) fn apply_status_tx(
+    tx: &rusqlite::Connection,
+    message_id: &str,
+    status: &str,
+    at: TimeText<'_>,
+    error_code: Option<i64>,
+    error_title: Option<&str>,
+    settle: Option<&Settlement>,
+) -> rusqlite::Result<()> {
+    let rank = delivery_rank(status);
+    if status == "failed" {
+        if let Some(x) = settle {
+            tx.execute(
+                "UPDATE tokens SET state = ?2, error_code = ?3, error_message = ?4,
+                    error_retryable = ?5, not_before = ?6, failed_after_acceptance = 1
+                 WHERE message_id = ?1 AND delivery_rank < 2 AND state = 'sent'",
+                params![
+                    message_id,
+                    x.state,
+                    error_code,
+                    error_title,
+                    x.retryable,
+                    x.not_before
+                ],
+            )?;
+        }
+        tx.execute(
+            "UPDATE tokens SET delivery = 'failed', delivery_rank = MAX(delivery_rank, 1),
+                delivery_at = ?2, delivery_error_code = ?3, delivery_error_title = ?4
+             WHERE message_id = ?1 AND delivery_rank < 2",
+            params![message_id, at, error_code, error_title],
+        )?;
+    } else if rank > 0 {
+        let status = if status == "played" { "read" } else { status };
+        tx.execute(
+            "UPDATE tokens SET delivery = ?2, delivery_rank = ?3, delivery_at = ?4
+             WHERE message_id = ?1 AND delivery_rank < ?3",
+            params![message_id, status, rank, at],
+        )?;
+    }
+    Ok(())
+}
+
+/// A status stored before its send was recorded: status, time, code, title, settlement.
+type EarlyStatus = (
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<Settlement>,
+);
+
+/// Applies the statuses of `message_id` that arrived before its send was recorded (they are
+/// stored unmatched), in the order of their times, and marks them matched. Called in the
+/// transaction that records the send.
+pub(crate) fn join_early_statuses_tx(
+    tx: &rusqlite::Connection,
+    message_id: &str,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT status, at, error_code, error_title, settle_state, settle_retryable,
+                settle_not_before
+         FROM message_statuses WHERE message_id = ?1 AND matched = 0 ORDER BY at, rowid",
+    )?;
+    let early: Vec<EarlyStatus> = stmt
+        .query_map([message_id], |r| {
+            let state: Option<SendState> = r.get("settle_state")?;
+            let settle = match state {
+                Some(state) => Some(Settlement {
+                    state,
+                    retryable: r
+                        .get::<_, Option<bool>>("settle_retryable")?
+                        .unwrap_or(false),
+                    not_before: r.get("settle_not_before")?,
+                }),
+                None => None,
+            };
+            Ok((
+                r.get("status")?,
+                r.get("at")?,
+                r.get("error_code")?,
+                r.get("error_title")?,
+                settle,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if early.is_empty() {
+        return Ok(());
+    }
+    for (status, at, code, title, settle) in &early {
+        apply_status_tx(
+            tx,
+            message_id,
+            status,
+            TimeText(at),
+            *code,
+            title.as_deref(),
+            settle.as_ref(),
+        )?;
+    }
+    tx.execute(
+        "UPDATE message_statuses SET matched = 1 WHERE message_id = ?1 AND matched = 0",
+        [message_id],
+    )?;
+    Ok(())
 }
 
 impl WebhookQueries for SqliteStore {
@@ -182,30 +328,21 @@ impl WebhookQueries for SqliteStore {
 
     fn record_status(&mut self, s: &StatusInput<'_>) -> Result<StatusOutcome> {
         let now = Timestamp::now();
-        let rank = delivery_rank(s.status);
         self.write(|tx| {
             if let Some(token) = s.callback {
-                // A status naming its flow token proves the API accepted that message: it
-                // settles a send whose answer was lost (a crash, a timeout, a reset), and
-                // joins a status that overtook the send's own commit.
-                tx.execute(
-                    "UPDATE tokens SET state = 'sent', message_id = ?2,
-                        sent_at = COALESCE(sent_at, ?3), error_code = NULL,
-                        error_message = NULL, error_retryable = NULL
-                     WHERE token = ?1 AND message_id IS NULL AND state IN ('sending', 'unknown')
-                       AND (?4 IS NULL OR phone = '+' || ?4)",
-                    params![token, s.message_id, now, s.recipient],
-                )?;
+                settle_lost_answer(tx, token, s.message_id, s.recipient, now)?;
             }
             let matched: bool = tx.query_row(
                 "SELECT EXISTS(SELECT 1 FROM tokens WHERE message_id = ?1)",
                 [s.message_id],
                 |r| r.get(0),
             )?;
+            let settle = s.settle.as_ref();
             let inserted = tx.execute(
                 "INSERT OR IGNORE INTO message_statuses
-                    (message_id, status, at, recipient, error_code, error_title, matched, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    (message_id, status, at, recipient, error_code, error_title, matched, received_at,
+                     settle_state, settle_retryable, settle_not_before)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     s.message_id,
                     s.status,
@@ -214,33 +351,17 @@ impl WebhookQueries for SqliteStore {
                     s.error_code,
                     s.error_title,
                     matched,
-                    now
+                    now,
+                    settle.map(|x| x.state),
+                    settle.map(|x| x.retryable),
+                    settle.and_then(|x| x.not_before),
                 ],
             )?;
             if inserted == 0 {
                 return Ok(StatusOutcome::Duplicate);
             }
-            if !matched {
-                return Ok(StatusOutcome::Recorded { matched });
-            }
-            if s.status == "failed" {
-                tx.execute(
-                    "UPDATE tokens SET delivery = 'failed', delivery_rank = MAX(delivery_rank, 1),
-                        delivery_at = ?2, delivery_error_code = ?3, delivery_error_title = ?4
-                     WHERE message_id = ?1 AND delivery_rank < 2",
-                    params![s.message_id, TimeText(s.at), s.error_code, s.error_title],
-                )?;
-            } else if rank > 0 {
-                let status = if s.status == "played" {
-                    "read"
-                } else {
-                    s.status
-                };
-                tx.execute(
-                    "UPDATE tokens SET delivery = ?2, delivery_rank = ?3, delivery_at = ?4
-                     WHERE message_id = ?1 AND delivery_rank < ?3",
-                    params![s.message_id, status, rank, TimeText(s.at)],
-                )?;
+            if matched {
+                apply_status_tx(tx, s.message_id, s.status, TimeText(s.at), s.error_code, s.error_title, settle)?;
             }
             Ok(StatusOutcome::Recorded { matched })
         })
@@ -329,7 +450,120 @@ mod tests {
             error_code: None,
             error_title: None,
             callback: None,
+            settle: None,
         }
+    }
+
+    fn failed_with(id: &'static str, code: i64, settle: Settlement) -> StatusInput<'static> {
+        StatusInput {
+            error_code: Some(code),
+            error_title: Some("Re-engagement message"),
+            settle: Some(settle),
+            ..status(id, "failed")
+        }
+    }
+
+    const FAILED: Settlement = Settlement {
+        state: SendState::Failed,
+        retryable: false,
+        not_before: None,
+    };
+
+    #[test]
+    fn a_failed_status_settles_an_accepted_send_with_its_code() {
+        let (_d, mut s) = temp_store();
+        let t = sent_token(&mut s, "wamid.L");
+        s.record_status(&failed_with("wamid.L", 131047, FAILED))
+            .unwrap();
+        let row = s.find_token(&t).unwrap().unwrap();
+        assert_eq!(row.state, SendState::Failed);
+        assert_eq!(row.error_code, Some(131047));
+        assert_eq!(row.error_message.as_deref(), Some("Re-engagement message"));
+        assert!(row.failed_after_acceptance);
+        assert_eq!(
+            row.message_id.as_deref(),
+            Some("wamid.L"),
+            "the wamid stays"
+        );
+
+        // Already delivered: a late `failed` (another device) does not undo it.
+        let d = sent_token(&mut s, "wamid.D");
+        s.record_status(&status("wamid.D", "delivered")).unwrap();
+        s.record_status(&failed_with("wamid.D", 131026, FAILED))
+            .unwrap();
+        let row = s.find_token(&d).unwrap().unwrap();
+        assert_eq!(
+            (row.state, row.failed_after_acceptance),
+            (SendState::Sent, false)
+        );
+    }
+
+    #[test]
+    fn a_per_user_limit_after_acceptance_defers_the_recipient() {
+        let (_d, mut s) = temp_store();
+        let t = sent_token(&mut s, "wamid.U");
+        let until = Timestamp::parse("2026-01-02T00:00:00.000Z").unwrap();
+        let defer = Settlement {
+            state: SendState::Deferred,
+            retryable: false,
+            not_before: Some(until),
+        };
+        s.record_status(&failed_with("wamid.U", 131049, defer))
+            .unwrap();
+        let row = s.find_token(&t).unwrap().unwrap();
+        assert_eq!(row.state, SendState::Deferred);
+        assert_eq!(row.not_before, Some(until));
+        assert_eq!(row.error_code, Some(131049));
+    }
+
+    #[test]
+    fn a_status_that_overtakes_its_send_is_joined_when_the_send_is_recorded() {
+        let (_d, mut s) = temp_store();
+        let t = crate::store::sqlite::test_util::issue(&mut s, SendState::Sending);
+        // The failed status arrives first: nothing carries this wamid yet.
+        assert_eq!(
+            s.record_status(&failed_with("wamid.E", 131026, FAILED))
+                .unwrap(),
+            StatusOutcome::Recorded { matched: false }
+        );
+        assert_eq!(s.find_token(&t).unwrap().unwrap().state, SendState::Sending);
+        // Then the send's answer is recorded: the status applies in the same transaction.
+        s.record_sent_after(&t, "wamid.E", None, 1).unwrap();
+        let row = s.find_token(&t).unwrap().unwrap();
+        assert_eq!(
+            (row.state, row.error_code),
+            (SendState::Failed, Some(131026))
+        );
+        assert_eq!(row.delivery.as_deref(), Some("failed"));
+        assert!(s
+            .statuses_for_message("wamid.E")
+            .unwrap()
+            .iter()
+            .all(|r| r.matched));
+    }
+
+    #[test]
+    fn a_status_from_the_whatsapp_id_of_a_brazilian_number_settles_its_lost_answer() {
+        let (_d, mut s) = temp_store();
+        let t = crate::store::NewToken {
+            token: crate::token::FlowToken::generate(),
+            phone: crate::phone::Phone::parse("+5511987654321", None).unwrap(),
+            customer_name: None,
+            campaign: "c".into(),
+            origin: crate::store::Origin::Send,
+            initial_data: None,
+            ttl: std::time::Duration::from_secs(600),
+        };
+        s.insert_token(&t, SendState::Sending).unwrap();
+        let token: &'static str = Box::leak(t.token.as_str().to_string().into_boxed_str());
+        s.record_status(&StatusInput {
+            recipient: Some("551187654321"),
+            callback: Some(token),
+            ..status("wamid.BR", "delivered")
+        })
+        .unwrap();
+        let row = s.find_token(token).unwrap().unwrap();
+        assert_eq!(row.state, SendState::Sent, "no false mismatch on the wa_id");
     }
 
     #[test]
