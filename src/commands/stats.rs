@@ -73,6 +73,19 @@ pub fn table(report: &FunnelReport) -> String {
         .iter()
         .filter(|f| !f.failed_by_code.is_empty())
         .collect();
+    for f in report
+        .campaigns
+        .iter()
+        .filter(|f| f.failed_after_acceptance > 0 || f.deferred > 0)
+    {
+        let _ = writeln!(
+            out,
+            "\n{}: {} failed after acceptance (reported later by a status), {} deferred by a per-user limit",
+            f.campaign.as_deref().unwrap_or(""),
+            f.failed_after_acceptance,
+            f.deferred
+        );
+    }
     if !failing.is_empty() {
         out.push_str("\nfailed by error code:\n");
         for f in failing {

@@ -7,6 +7,9 @@
 //! - `read`: `delivery_rank >= 3`, not failed;
 //! - `failed`: refused by the API (`state = 'failed'`) or failed to deliver
 //!   (`delivery = 'failed'`), broken down by error code (`unknown` when none was given);
+//!   a row replaced by a resend with a fresh token (`superseded_by`) no longer counts;
+//! - `failed_after_acceptance`: the failed ones Meta had accepted (a `failed` status);
+//! - `deferred`: held back by a per-user limit, to be sent again later;
 //! - `completed`: tokens with a (primary) response;
 //! - `unmatched`: completions joined to no token; counted in a campaign only when known.
 
@@ -29,6 +32,11 @@ pub struct Funnel {
     pub failed: i64,
     /// Error code (as text, `unknown` when none) → number of failed messages.
     pub failed_by_code: BTreeMap<String, i64>,
+    /// Of the failed messages, those Meta accepted and reported failed later on the status
+    /// webhook (131047, 131026, …).
+    pub failed_after_acceptance: i64,
+    /// Recipients held back by a per-user limit (131049, 131056), to be sent again later.
+    pub deferred: i64,
     /// Messages delivered (including read ones).
     pub delivered: i64,
     /// Messages read.

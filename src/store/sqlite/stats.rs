@@ -9,7 +9,10 @@ use super::SqliteStore;
 use crate::store::{Funnel, FunnelReport, Result, StatsQueries};
 
 /// A token's failure, as a condition on `tokens t`.
-const FAILED: &str = "(t.state = 'failed' OR t.delivery IS 'failed')";
+/// A failed send: refused, or failed after acceptance (a deferred one is not failed for good),
+/// and not replaced by a later resend.
+const FAILED: &str = "((t.state = 'failed' OR (t.delivery IS 'failed' AND t.state != 'deferred'))
+     AND t.superseded_by IS NULL)";
 
 impl StatsQueries for SqliteStore {
     fn funnel(&self, campaign: Option<&str>) -> Result<FunnelReport> {
@@ -22,6 +25,8 @@ impl StatsQueries for SqliteStore {
                     SUM({FAILED}) AS failed,
                     SUM(NOT {FAILED} AND t.delivery_rank >= 2) AS delivered,
                     SUM(NOT {FAILED} AND t.delivery_rank >= 3) AS read,
+                    SUM({FAILED} AND t.failed_after_acceptance = 1) AS failed_after_acceptance,
+                    SUM(t.state = 'deferred' AND t.superseded_by IS NULL) AS deferred,
                     SUM(EXISTS(SELECT 1 FROM responses r
                                WHERE r.token = t.token AND r.duplicate_of IS NULL)) AS completed
              FROM tokens t
@@ -36,6 +41,8 @@ impl StatsQueries for SqliteStore {
             f.failed = r.get("failed")?;
             f.delivered = r.get("delivered")?;
             f.read = r.get("read")?;
+            f.failed_after_acceptance = r.get("failed_after_acceptance")?;
+            f.deferred = r.get("deferred")?;
             f.completed = r.get("completed")?;
             Ok(())
         })?;
@@ -98,6 +105,8 @@ impl StatsQueries for SqliteStore {
             total.failed += f.failed;
             total.delivered += f.delivered;
             total.read += f.read;
+            total.failed_after_acceptance += f.failed_after_acceptance;
+            total.deferred += f.deferred;
             total.completed += f.completed;
         }
         for f in campaigns.iter_mut().chain(std::iter::once(&mut total)) {
