@@ -338,6 +338,11 @@ pub struct ExportArgs {
     /// Only this campaign.
     #[arg(long)]
     pub campaign: Option<String>,
+    /// Write the sends that did not reach their recipient instead of the responses: refused,
+    /// failed after Meta accepted them (a `failed` status), deferred by a per-user limit, or
+    /// of unknown outcome; with the phone, the error code and, for a deferral, when to retry.
+    #[arg(long, conflicts_with_all = ["include_unmatched", "since", "flow_json"])]
+    pub failures: bool,
     /// Also export completions whose token is unknown (adds a `matched` column; their
     /// phone_number is the sender's number).
     #[arg(long)]

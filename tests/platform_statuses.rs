@@ -88,6 +88,34 @@ fn a_send_accepted_then_reported_failed_is_settled_failed_with_its_code() {
     assert_eq!(c["sent"], 0, "{s}");
     assert_eq!(c["failed_after_acceptance"], 1, "{s}");
     assert_eq!(c["failed_by_code"]["131047"], 1, "{s}");
+
+    // `export --failures` names the phone, the stage and the code.
+    let mut e = env.cmd();
+    e.args(["export", "--failures"]);
+    let out = run(e, LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let csv = stdout(&out);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("flow_token,phone_number,customer_name,campaign,state,stage,error_code,error,not_before,message_id,created_at")
+    );
+    let row = lines.next().expect("one failed send");
+    assert!(
+        row.starts_with(&format!(
+            "{token},+212610059159,,send,failed,status,131047,Re-engagement message,,wamid."
+        )),
+        "{row}"
+    );
+    assert_eq!(lines.next(), None);
+    let mut e = env.cmd();
+    e.args(["export", "--failures", "--ndjson"]);
+    let out = run(e, LIMIT);
+    let j: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(
+        (j["stage"].as_str(), j["error_code"].as_i64()),
+        (Some("status"), Some(131047))
+    );
 }
 
 #[test]

@@ -28,6 +28,9 @@ use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+#[path = "export_failures.rs"]
+mod failures;
+
 use super::{exit, UsageError};
 use crate::atomic_file::{AtomicFile, Mode};
 use crate::cli::{ExportArgs, ExportFormat};
@@ -85,14 +88,18 @@ pub fn run(db: &Path, args: &ExportArgs) -> anyhow::Result<i32> {
         Some(path) => Sink::File(create_out(path)?),
         None => Sink::Stdout(BufWriter::with_capacity(1 << 16, io::stdout().lock())),
     };
-    let result = export(
-        &store,
-        &filter,
-        flow_order.as_deref(),
-        format,
-        args.bom,
-        sink,
-    );
+    let result = if args.failures {
+        failures::write(&store, args.campaign.as_deref(), format, args.bom, sink)
+    } else {
+        export(
+            &store,
+            &filter,
+            flow_order.as_deref(),
+            format,
+            args.bom,
+            sink,
+        )
+    };
     match result {
         Err(e) if is_broken_pipe(&e) => Ok(exit::OK),
         Err(e) => Err(e),

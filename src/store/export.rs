@@ -3,7 +3,11 @@
 
 use std::ops::ControlFlow;
 
-use super::{Result, StoreError, StoredResponse};
+use serde::Serialize;
+
+use super::{Result, SendState, StoreError, StoredResponse};
+use crate::phone::Phone;
+use crate::time::Timestamp;
 
 /// Which responses an export covers. Duplicates (`duplicate_of` set) are never exported:
 /// one response per token.
@@ -68,8 +72,33 @@ impl<'a> ExportSnapshot<'a> {
     }
 }
 
+/// A send that did not reach its recipient (`export --failures`): refused, failed after
+/// acceptance, deferred by a per-user limit, or of unknown outcome. Rows replaced by a resend
+/// with a fresh token are left out.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FailedSend {
+    pub flow_token: String,
+    pub phone_number: Phone,
+    pub customer_name: Option<String>,
+    pub campaign: String,
+    /// `failed`, `deferred` or `unknown`.
+    pub state: SendState,
+    /// `send` (the API's answer refused it) or `status` (accepted, then a `failed` status).
+    pub stage: &'static str,
+    pub error_code: Option<i64>,
+    pub error: Option<String>,
+    /// For a deferred send: not before this time.
+    pub not_before: Option<Timestamp>,
+    /// The wamid, when the API accepted the message.
+    pub message_id: Option<String>,
+    pub created_at: Timestamp,
+}
+
 /// `export`'s reads.
 pub trait ExportQueries {
     /// Starts a read snapshot for an export.
     fn export_snapshot(&self) -> Result<ExportSnapshot<'_>>;
+
+    /// The sends that did not reach their recipient, by campaign then issue time.
+    fn failed_sends(&self, campaign: Option<&str>) -> Result<Vec<FailedSend>>;
 }

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 pub use api::{ApiQueries, ApiResponse, ResponsesPage, ResponsesQuery};
 pub use bulk::{BulkMember, BulkOutcome, BulkQueries, Issued};
-pub use export::{ExportFilter, ExportQueries, ExportSnapshot, SnapshotReader};
+pub use export::{ExportFilter, ExportQueries, ExportSnapshot, FailedSend, SnapshotReader};
 pub use flow::{Completion, CompletionInput, FlowQueries, StoredResponse};
 pub use shared::SharedStore;
 pub use sqlite::{BUSY_TIMEOUT, WAL_LIMIT};

@@ -87,6 +87,13 @@ impl SendState {
     }
 }
 
+/// Serialised as its stored text.
+impl serde::Serialize for SendState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// Only the six stored texts parse: anything else is an error, not [`SendState::Unknown`]
 /// (which is a real state with its own meaning).
 impl FromStr for SendState {

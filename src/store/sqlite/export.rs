@@ -6,7 +6,8 @@ use std::ops::ControlFlow;
 use super::flow::ResponseColumns;
 use super::{FromRow, SqliteStore};
 use crate::store::{
-    ExportFilter, ExportQueries, ExportSnapshot, Result, SnapshotReader, StoredResponse,
+    ExportFilter, ExportQueries, ExportSnapshot, FailedSend, Result, SendState, SnapshotReader,
+    StoredResponse,
 };
 
 /// The rows of [`ExportFilter`], as a condition on `responses r` with named parameters.
@@ -39,6 +40,42 @@ impl ExportQueries for SqliteStore {
             store: self,
             _tx: tx,
         })))
+    }
+
+    fn failed_sends(&self, campaign: Option<&str>) -> Result<Vec<FailedSend>> {
+        self.rows(
+            "SELECT token, phone, customer_name, campaign, state, failed_after_acceptance,
+                    CASE WHEN delivery IS 'failed' THEN COALESCE(delivery_error_code, error_code)
+                         ELSE error_code END AS code,
+                    CASE WHEN delivery IS 'failed' THEN COALESCE(delivery_error_title, error_message)
+                         ELSE error_message END AS error,
+                    not_before, message_id, created_at
+             FROM tokens
+             WHERE superseded_by IS NULL
+               AND (state IN ('failed', 'deferred', 'unknown') OR delivery IS 'failed')
+               AND (?1 IS NULL OR campaign = ?1)
+             ORDER BY campaign, created_at, rowid",
+            rusqlite::params![campaign],
+            |r| {
+                let after: bool = r.get("failed_after_acceptance")?;
+                let state: SendState = r.get("state")?;
+                Ok(FailedSend {
+                    flow_token: r.get("token")?,
+                    phone_number: r.get("phone")?,
+                    customer_name: r.get("customer_name")?,
+                    campaign: r.get("campaign")?,
+                    // A `failed` delivery on a row still marked sent (an older database)
+                    // is a failure after acceptance too.
+                    state: if state == SendState::Sent { SendState::Failed } else { state },
+                    stage: if after || state == SendState::Sent { "status" } else { "send" },
+                    error_code: r.get("code")?,
+                    error: r.get("error")?,
+                    not_before: r.get("not_before")?,
+                    message_id: r.get("message_id")?,
+                    created_at: r.get("created_at")?,
+                })
+            },
+        )
     }
 }
 
