@@ -156,6 +156,24 @@ impl fmt::Display for Phone {
     }
 }
 
+/// The E.164 numbers a WhatsApp id (digits) may stand for: the id itself, and for a Brazilian
+/// or Mexican mobile the other spelling of the same number (see [`whatsapp_form`]).
+pub fn numbers_of_whatsapp_id(wa_id: &str) -> Vec<String> {
+    let mut out = vec![format!("+{wa_id}")];
+    if let Some(rest) = wa_id.strip_prefix("55") {
+        // 55 + area code + eight digits: the number may have been written with the ninth 9.
+        if rest.len() == 10 && matches!(rest.as_bytes()[2], b'6'..=b'9') {
+            out.push(format!("+55{}9{}", &rest[..2], &rest[2..]));
+        }
+    }
+    if let Some(rest) = wa_id.strip_prefix("521") {
+        if rest.len() == 10 {
+            out.push(format!("+52{rest}"));
+        }
+    }
+    out
+}
+
 /// The WhatsApp id Meta reports for a number written as `digits` (no `+`): the number itself,
 /// except for the numbers Meta spells its own way — Brazilian mobiles without their ninth
 /// digit, Mexican mobiles with the `1` after `52`. Both spellings of such a number give the
@@ -190,6 +208,18 @@ mod tests {
         assert!(ma.is_whatsapp_id("212610059159"));
         assert!(!ma.is_whatsapp_id("212610059158"));
         assert_eq!(whatsapp_form("5511987654321"), "551187654321");
+        assert_eq!(
+            numbers_of_whatsapp_id("551187654321"),
+            vec!["+551187654321".to_string(), "+5511987654321".to_string()]
+        );
+        assert_eq!(
+            numbers_of_whatsapp_id("5215512345678"),
+            vec!["+5215512345678".to_string(), "+525512345678".to_string()]
+        );
+        assert_eq!(
+            numbers_of_whatsapp_id("212610059159"),
+            vec!["+212610059159".to_string()]
+        );
         assert_eq!(whatsapp_form("525512345678"), "5215512345678");
     }
 

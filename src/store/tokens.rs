@@ -186,6 +186,11 @@ pub trait TokenQueries {
     /// Looks a token up by the wamid of the message that carried it.
     fn find_token_by_message_id(&self, message_id: &str) -> Result<Option<TokenRecord>>;
 
+    /// The one token sent to this WhatsApp id (digits: the phone, another spelling of it, or
+    /// the `wa_id` the send answer reported) that is still open — accepted, not completed, not
+    /// expired. `None` when there is none, or more than one (a completion is never guessed).
+    fn open_token_of_whatsapp_id(&self, wa_id: &str) -> Result<Option<TokenRecord>>;
+
     /// Every token of a campaign, oldest first.
     fn tokens_of_campaign(&self, campaign: &str) -> Result<Vec<TokenRecord>>;
 

@@ -154,7 +154,9 @@ pub trait WebhookQueries: TokenQueries + FlowQueries {
     fn inbox_rows(&self) -> Result<Vec<(i64, bool, Option<String>)>>;
 
     /// Records a webhook completion: joined through its `flow_token`, else through
-    /// `context.id`; stored unmatched (with the sender's number) when neither finds a token.
+    /// `context.id`, else — when it names no token — through the sender when exactly one open
+    /// token was sent to them (their number or WhatsApp id); stored unmatched (with the
+    /// sender's number) otherwise.
     /// A message id already seen changes nothing.
     fn webhook_completion(
         &mut self,
@@ -168,6 +170,20 @@ pub trait WebhookQueries: TokenQueries + FlowQueries {
             (Some(t), _) => Some(t),
             (None, Some(wamid)) => self.find_token_by_message_id(wamid)?.map(|r| r.token),
             (None, None) => None,
+        };
+        // Last, for a completion that names no token at all, the sender: their phone, its
+        // other spelling or the WhatsApp id the send answer reported, when exactly one open
+        // token was sent to them. A completion naming a token flowctl does not know is kept
+        // unmatched, never re-attributed.
+        let names_no_token = c.flow_token.is_none_or(str::is_empty);
+        let token = match (token, c.sender) {
+            (Some(t), _) => Some(t),
+            (None, Some(s))
+                if names_no_token && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                self.open_token_of_whatsapp_id(s)?.map(|r| r.token)
+            }
+            (None, _) => None,
         };
         let Some(token) = token else {
             return self.store_unmatched(c);

@@ -142,6 +142,25 @@ impl TokenQueries for SqliteStore {
         )
     }
 
+    fn open_token_of_whatsapp_id(&self, wa_id: &str) -> Result<Option<TokenRecord>> {
+        let numbers = crate::phone::numbers_of_whatsapp_id(wa_id);
+        let second = numbers
+            .get(1)
+            .cloned()
+            .unwrap_or_else(|| numbers[0].clone());
+        let mut open: Vec<TokenRecord> = self.records(
+            &format!(
+                "SELECT {} FROM tokens
+                 WHERE (phone IN (?1, ?2) OR wa_id = ?3) AND state = 'sent'
+                   AND completed_at IS NULL AND expires_at > ?4
+                 LIMIT 2",
+                TokenColumns::LIST
+            ),
+            params![numbers[0], second, wa_id, Timestamp::now()],
+        )?;
+        Ok(if open.len() == 1 { open.pop() } else { None })
+    }
+
     fn tokens_of_campaign(&self, campaign: &str) -> Result<Vec<TokenRecord>> {
         self.records(
             &format!(

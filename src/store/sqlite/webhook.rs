@@ -470,6 +470,59 @@ mod tests {
     };
 
     #[test]
+    fn a_completion_naming_no_token_is_joined_through_its_sender_when_one_token_is_open() {
+        let (_d, mut s) = temp_store();
+        let br = crate::store::NewToken {
+            token: crate::token::FlowToken::generate(),
+            phone: crate::phone::Phone::parse("+5511987654321", None).unwrap(),
+            customer_name: None,
+            campaign: "c".into(),
+            origin: crate::store::Origin::Send,
+            initial_data: None,
+            ttl: std::time::Duration::from_secs(600),
+        };
+        s.insert_token(&br, SendState::Sending).unwrap();
+        s.record_sent_after(br.token.as_str(), "wamid.BR1", Some("551187654321"), 1)
+            .unwrap();
+        let answers = Map::new();
+        let c = WebhookCompletion {
+            flow_token: None,
+            context_id: None,
+            answers: &answers,
+            sender: Some("551187654321"),
+            event_id: "wamid.in.br",
+            completed_at: "2026-01-01T00:00:00.000Z",
+        };
+        assert!(matches!(
+            s.webhook_completion(&c).unwrap(),
+            WebhookCompletionOutcome::Stored { token, .. } if token == br.token.as_str()
+        ));
+        // Naming a token flowctl does not know: kept unmatched, not re-attributed.
+        let named = WebhookCompletion {
+            flow_token: Some("flow_forged"),
+            event_id: "wamid.in.br2",
+            ..c.clone()
+        };
+        assert!(matches!(
+            s.webhook_completion(&named).unwrap(),
+            WebhookCompletionOutcome::Unmatched { .. }
+        ));
+        // Two open tokens for one person: never guessed.
+        let a = sent_token(&mut s, "wamid.M1");
+        let _b = sent_token(&mut s, "wamid.M2");
+        let two = WebhookCompletion {
+            sender: Some("212610059159"),
+            event_id: "wamid.in.two",
+            ..c.clone()
+        };
+        assert!(matches!(
+            s.webhook_completion(&two).unwrap(),
+            WebhookCompletionOutcome::Unmatched { .. }
+        ));
+        assert!(s.responses_for_token(&a).unwrap().is_empty());
+    }
+
+    #[test]
     fn a_failed_status_settles_an_accepted_send_with_its_code() {
         let (_d, mut s) = temp_store();
         let t = sent_token(&mut s, "wamid.L");
