@@ -2,8 +2,11 @@
 //! number through a per-recipient `flow_token` stored before the send.
 //!
 //! Data flows one way: `cli` → `config` (flags, environment and `.env`, resolved once into
-//! each command's settings) → `commands` → (`store` | `graph` | `server`), with the domain
-//! types (`Phone`, `FlowToken`) and `secret` shared by all and `crypto` as pure functions.
+//! each command's settings) → `commands` → (`outbound` | `store` | `server`); `outbound` (the
+//! one send path and its retry policy) → `graph` (the only outbound HTTP) and `store` (the only
+//! SQL); `server` (the only inbound HTTP) → `outbound`, `store`, `crypto`, `flow_json`,
+//! `webhook_events`. The domain types (`Phone`, `FlowToken`, `Timestamp`) and `secret` are
+//! shared by all, and `crypto` is pure functions.
 
 pub mod atomic_file;
 pub mod cli;
