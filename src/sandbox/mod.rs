@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use record::{RecordedRequest, MAX_IN_MEMORY};
-pub use rules::{FailRule, FailRuleError, Fault, Recipient};
+pub use rules::{FailRule, FailRuleError, Fault, Hit, Recipient, When};
 
 /// Callback run on each `/messages` body (accepted or rejected) before the answer is sent;
 /// its result is stored in the request's record under `"probe"`. It runs on a blocking thread,
