@@ -299,6 +299,12 @@ pub struct ServeArgs {
     #[arg(long)]
     pub allow_unsigned: bool,
 
+    /// Also put the answers in the `SUCCESS` screen's params. Off by default: those params
+    /// reach the chat as the completion message's `response_json`, delivered to every app
+    /// subscribed to the account's webhook; by default they carry only the `flow_token`.
+    #[arg(long, env = "FLOW_SUCCESS_ANSWERS", hide_env_values = true)]
+    pub success_answers: bool,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body: usize,

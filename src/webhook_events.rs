@@ -198,6 +198,7 @@ fn message_event(message: &Value, contacts: &[Value]) -> WebhookEvent {
             json!({ "reason": "nfm_reply without id", "message": message }),
         );
     };
+    let name = str_of(nfm, "name");
     let raw = nfm.get("response_json");
     let mut answers = match raw {
         Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
@@ -213,6 +214,22 @@ fn message_event(message: &Value, contacts: &[Value]) -> WebhookEvent {
         Some(Value::String(t)) if !t.is_empty() => Some(t),
         _ => None,
     };
+    // `nfm_reply` also carries other native replies (`address_message`, …): only `name:
+    // "flow"` is a Flow completion (Meta's Flows webhook reference). A reply without a name
+    // (older clients) is taken for one, as before.
+    let is_flow = name.is_none_or(|n| n == "flow");
+    if !is_flow {
+        return record(
+            "nfm_reply_other",
+            json!({
+                "id": event_id,
+                "name": name,
+                "from": sender_of(message, contacts),
+                "body": nfm.get("body"),
+                "response_json": raw,
+            }),
+        );
+    }
     WebhookEvent::Completion {
         event_id: event_id.to_string(),
         flow_token,
@@ -286,6 +303,37 @@ mod tests {
                 sender: Some("33612345678".into()),
                 completed_at: "2026-01-01T00:00:00.000Z".into(),
             }]
+        );
+    }
+
+    #[test]
+    fn only_a_flow_nfm_reply_is_a_completion() {
+        let reply = |name: Value, response: &str| {
+            envelope(
+                "messages",
+                json!({"messages": [{"from": "33612345678", "id": "wamid.A1", "timestamp": "1767225600",
+                    "type": "interactive", "interactive": {"type": "nfm_reply", "nfm_reply": {
+                        "name": name, "body": "Sent", "response_json": response}}}]}),
+            )
+        };
+        let address =
+            parse_events(&reply(json!("address_message"), r#"{"city":"Rabat"}"#)).unwrap();
+        assert!(
+            matches!(&address[0], WebhookEvent::Record { kind: "nfm_reply_other", detail, .. }
+                if detail["name"] == "address_message" && detail["from"] == "33612345678"),
+            "{address:?}"
+        );
+        let flow =
+            parse_events(&reply(json!("flow"), r#"{"flow_token":"flow_x","q":"1"}"#)).unwrap();
+        assert!(
+            matches!(&flow[0], WebhookEvent::Completion { .. }),
+            "{flow:?}"
+        );
+        // Without a name (older clients): still a completion.
+        let unnamed = parse_events(&reply(Value::Null, r#"{"q":"1"}"#)).unwrap();
+        assert!(
+            matches!(&unnamed[0], WebhookEvent::Completion { .. }),
+            "{unnamed:?}"
         );
     }
 

@@ -101,6 +101,8 @@ async fn a_multi_screen_survey_completes_joined_to_the_phone() {
     assert_eq!(j["screen"], "SUCCESS");
     let params = &j["data"]["extension_message_response"]["params"];
     assert_eq!(params["flow_token"], token.as_str());
+    // Only the token by default: these params reach every app subscribed to the account.
+    assert_eq!(params.as_object().unwrap().len(), 1, "{params}");
 
     let store = flowctl::store::Store::open(&env.db()).unwrap();
     let responses = store.responses_for_token(&token).unwrap();
@@ -136,6 +138,55 @@ async fn without_flow_json_a_data_exchange_completes() {
         .call(&json!({"version": "3.0", "action": "data_exchange", "screen": "Q1", "data": {"q1": "oui"}, "flow_token": token}))
         .await;
     assert_eq!(a.json.unwrap()["screen"], "SUCCESS");
+}
+
+/// The client lost the `SUCCESS` answer and submits the last screen again: it gets the same
+/// `SUCCESS` (200), not 427 (which would disable the button and say the form failed).
+#[tokio::test]
+async fn a_repeated_final_submit_gets_the_same_success_and_stores_nothing_new() {
+    let env = Env::new();
+    let token = issue_token(&env.db(), "+212610059159", Some("Ahmed"), None, DAY);
+    let flow = survey_flow();
+    let server = env.serve(&["--flow-json", flow.to_str().unwrap()]);
+    let c = FlowClient::new(&server.url);
+    let last = json!({"version": "3.0", "action": "data_exchange", "screen": "RECOMMANDATION",
+        "data": {"q5_recommandation": "5_etoiles", "commentaire": "RAS"}, "flow_token": token});
+    let first = c.call(&last).await;
+    assert_eq!(first.status, 200);
+    let again = c.call(&last).await;
+    assert_eq!(again.status, 200, "the final submit again is not 427");
+    assert_eq!(again.json, first.json, "the same SUCCESS");
+    assert_eq!(env.store().responses_for_token(&token).unwrap().len(), 1);
+    // Opening the finished form again, or a screen in the middle, is still 427.
+    let init = c
+        .call(&json!({"version": "3.0", "action": "INIT", "flow_token": token}))
+        .await;
+    assert_eq!(init.status, 427);
+    let middle = c
+        .call(
+            &json!({"version": "3.0", "action": "data_exchange", "screen": "ACCUEIL_SERVICE",
+            "data": {"q1_accueil": "1_etoile"}, "flow_token": token}),
+        )
+        .await;
+    assert_eq!(middle.status, 427);
+}
+
+#[tokio::test]
+async fn the_answers_ride_in_the_success_params_only_when_asked() {
+    let env = Env::new();
+    let token = issue_token(&env.db(), "+33612345678", None, None, DAY);
+    let server = env.serve(&["--success-answers"]);
+    let c = FlowClient::new(&server.url);
+    let submit = json!({"version": "3.0", "action": "data_exchange", "screen": "Q1", "data": {"q1": "oui"}, "flow_token": token});
+    let a = c.call(&submit).await;
+    let params = a.json.unwrap()["data"]["extension_message_response"]["params"].clone();
+    assert_eq!(params, json!({"flow_token": token, "q1": "oui"}));
+    // The replayed SUCCESS carries the stored answers too.
+    let again = c.call(&submit).await;
+    assert_eq!(
+        again.json.unwrap()["data"]["extension_message_response"]["params"],
+        params
+    );
 }
 
 #[tokio::test]

@@ -205,6 +205,30 @@ async fn a_completion_without_token_is_joined_through_context_id() {
     assert!(env.store().unmatched_responses().unwrap().is_empty());
 }
 
+/// `nfm_reply` also carries other native replies: an `address_message` reply is recorded as
+/// such, never as an (unmatched) Flow completion.
+#[tokio::test]
+async fn an_address_message_reply_is_not_taken_for_a_flow_completion() {
+    let env = Env::new();
+    let server = hook(&env);
+    let body = String::from_utf8(nfm_reply(
+        "wamid.ADDR",
+        "212610059159",
+        None,
+        json!({"city": "Rabat", "address": "1 rue X"}),
+    ))
+    .unwrap()
+    .replace(r#""name":"flow""#, r#""name":"address_message""#);
+    assert!(body.contains("address_message"));
+    post_webhook(&server.url, body.as_bytes(), Some(APP_SECRET)).await;
+    env.wait_inbox_drained();
+    assert!(env.store().unmatched_responses().unwrap().is_empty());
+    assert_eq!(env.store().response_count().unwrap(), 0);
+    let other = env.store().events("nfm_reply_other").unwrap();
+    assert_eq!(other.len(), 1, "{other:?}");
+    assert_eq!(other[0].1["name"], "address_message");
+}
+
 #[tokio::test]
 async fn an_unknown_token_is_stored_unmatched_with_the_senders_number() {
     let env = Env::new();

@@ -61,6 +61,7 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         api_key: settings.api_key,
         sender,
         inbox: tokio::sync::Notify::new(),
+        success_answers: settings.success_answers,
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -47,6 +47,8 @@ pub struct ServeSettings {
     /// (`FLOWCTL_HEADER_TIMEOUT`, `FLOWCTL_BODY_TIMEOUT`, `FLOWCTL_WRITE_TIMEOUT`,
     /// `FLOWCTL_MAX_CONNECTIONS`, `FLOWCTL_BODY_MEMORY`).
     pub limits: Limits,
+    /// `--success-answers`: the answers ride along in the `SUCCESS` params.
+    pub success_answers: bool,
 }
 
 impl ServeArgs {
@@ -82,6 +84,7 @@ impl ServeArgs {
             api_key,
             sender,
             limits,
+            success_answers: self.success_answers,
         })
     }
 }

@@ -4,8 +4,9 @@
 //! 413 body over the limit, 400 body cut short or not received within the body timeout,
 //! 503 (with `Retry-After`) no memory left for a large body during a flood → 432 bad or missing signature (raw bytes, before anything else)
 //! → 400 body not the encrypted envelope → 421 cannot be decrypted → 400 decrypted payload
-//! not a request → 200 ping / error notification acknowledged → 427 unknown, expired or
-//! completed token → 200 next screen or SUCCESS; 500 when the database fails.
+//! not a request → 200 ping / error notification acknowledged → 427 unknown or expired token,
+//! or a completed one opened again → 200 the same SUCCESS for a completed token's final submit
+//! sent again → 200 next screen or SUCCESS; 500 when the database fails.
 
 use std::sync::Arc;
 
@@ -175,7 +176,7 @@ async fn answer(state: &Arc<AppState>, req: FlowRequest) -> Reply {
         }
     };
     if record.completed_at.is_some() {
-        return token_invalid("This form was already completed. Thank you!");
+        return already_completed(state, &record, &req).await;
     }
     if record.is_expired(crate::time::Timestamp::now()) {
         return token_invalid("This form has expired.");
@@ -270,6 +271,72 @@ async fn submit(
     complete(state, record, merged).await
 }
 
+/// The `SUCCESS` screen that closes the Flow. Its params come back in the completion message's
+/// `response_json`, which Meta delivers to every app subscribed to the account's webhook: by
+/// default they carry only the `flow_token` (what joins the completion), the answers only with
+/// `--success-answers`.
+fn success(state: &AppState, record: &TokenRecord, answers: &Map<String, Value>) -> Reply {
+    let mut params = Map::new();
+    params.insert("flow_token".into(), Value::String(record.token.to_string()));
+    if state.success_answers {
+        for (k, v) in answers {
+            params.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    Reply::Encrypted(
+        StatusCode::OK,
+        json!({ "screen": "SUCCESS", "data": { "extension_message_response": { "params": params } } }),
+    )
+}
+
+/// A request for a token that is already completed. The final submit again — the client lost
+/// the `SUCCESS` answer and retried — gets the same `SUCCESS` (200): a 427 would disable the
+/// button and tell the person the form failed although their answers were saved. Anything
+/// else (opening the finished form again, a screen in the middle) is 427.
+async fn already_completed(
+    state: &Arc<AppState>,
+    record: &TokenRecord,
+    req: &FlowRequest,
+) -> Reply {
+    let final_submit = req.action == "data_exchange"
+        && match (&state.flow, req.screen.as_deref()) {
+            (Some(flow), Some(screen)) => {
+                let data = req.data.clone().unwrap_or_default();
+                matches!(flow.next_screen(screen, &data), Ok(None))
+            }
+            (Some(_), None) => false,
+            // Without a Flow JSON every data_exchange is the final submit.
+            (None, _) => true,
+        };
+    if !final_submit {
+        return token_invalid("This form was already completed. Thank you!");
+    }
+    let answers = if state.success_answers {
+        let token = record.token.to_string();
+        match state
+            .store
+            .read(move |s| s.responses_for_token(&token))
+            .await
+        {
+            Ok(responses) => responses
+                .into_iter()
+                .next()
+                .map(|r| r.answers)
+                .unwrap_or_default(),
+            Err(e) => {
+                tracing::error!(error = %e, "data endpoint: store unavailable");
+                return unavailable();
+            }
+        }
+    } else {
+        Map::new()
+    };
+    state
+        .metrics
+        .inc("flowctl_completion_replays_total", String::new());
+    success(state, record, &answers)
+}
+
 async fn complete(
     state: &Arc<AppState>,
     record: TokenRecord,
@@ -295,15 +362,7 @@ async fn complete(
             state
                 .metrics
                 .inc("flowctl_completions_total", "source=\"endpoint\"".into());
-            let mut params = Map::new();
-            params.insert("flow_token".into(), Value::String(record.token.to_string()));
-            for (k, v) in answers {
-                params.entry(k).or_insert(v);
-            }
-            Reply::Encrypted(
-                StatusCode::OK,
-                json!({ "screen": "SUCCESS", "data": { "extension_message_response": { "params": params } } }),
-            )
+            success(state, &record, &answers)
         }
         Ok(Completion::AlreadyCompleted) | Ok(Completion::UnknownToken) => {
             token_invalid("This form was already completed. Thank you!")

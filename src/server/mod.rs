@@ -91,6 +91,8 @@ pub struct AppState {
     pub sender: Result<Arc<Sender>, String>,
     /// Wakes the inbox worker when the webhook stored a body.
     pub inbox: Notify,
+    /// Whether the `SUCCESS` params carry the answers besides the `flow_token`.
+    pub success_answers: bool,
 }
 
 impl AppState {

@@ -72,7 +72,6 @@ impl FlowQueries for SqliteStore {
 
     fn complete(&mut self, c: &CompletionInput<'_>) -> Result<Completion> {
         let now = Timestamp::now();
-        let answers = json_text(c.answers);
         self.write(|tx| {
             if let Some(ev) = c.event_id {
                 let seen: bool = tx.query_row(
@@ -84,9 +83,9 @@ impl FlowQueries for SqliteStore {
                     return Ok(Completion::AlreadyCompleted);
                 }
             }
-            let token: Option<(Phone, Option<String>, String, Option<String>)> = tx
+            let token: Option<(Phone, Option<String>, String, Option<String>, Option<JsonObject>)> = tx
                 .query_row(
-                    "SELECT phone, customer_name, campaign, wa_id FROM tokens WHERE token = ?1",
+                    "SELECT phone, customer_name, campaign, wa_id, flow_answers FROM tokens WHERE token = ?1",
                     [c.token],
                     |r| {
                         Ok((
@@ -94,13 +93,22 @@ impl FlowQueries for SqliteStore {
                             r.get("customer_name")?,
                             r.get("campaign")?,
                             r.get("wa_id")?,
+                            r.get("flow_answers")?,
                         ))
                     },
                 )
                 .optional()?;
-            let Some((phone, name, campaign, wa_id)) = token else {
+            let Some((phone, name, campaign, wa_id, collected)) = token else {
                 return Ok(Completion::UnknownToken);
             };
+            // What the data endpoint collected on earlier screens is part of the answers of a
+            // completion that arrives by webhook (its `response_json` carries only what the
+            // last screen sent, or the SUCCESS params): the union is kept, the newer value
+            // winning for a key given twice.
+            let mut union = collected.map(|j| j.0).unwrap_or_default();
+            union.extend(c.answers.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let answers = json_text(&union);
+            let as_received = json_text(c.answers);
             let primary: Option<(i64, String)> = tx
                 .query_row(
                     "SELECT id, source FROM responses WHERE token = ?1 AND duplicate_of IS NULL",
@@ -124,14 +132,32 @@ impl FlowQueries for SqliteStore {
                             matched, sender_mismatch, duplicate_of, event_id, completed_at, received_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?10, ?11, ?12)",
                         params![
-                            c.token, phone, c.sender, name, campaign, c.source, answers, mismatch,
-                            id, c.event_id, TimeText(c.completed_at), now
+                            c.token, phone, c.sender, name, campaign, c.source, as_received,
+                            mismatch, id, c.event_id, TimeText(c.completed_at), now
                         ],
                     )?;
                     if let Some(sender) = c.sender {
                         tx.execute(
                             "UPDATE responses SET sender = COALESCE(sender, ?2), sender_mismatch = ?3 WHERE id = ?1",
                             params![id, sender, mismatch],
+                        )?;
+                    }
+                    // The other path's answers join the primary's: keys it lacks are added,
+                    // its own values kept (both rows stay as they came).
+                    let primary: Option<JsonObject> = tx.query_row(
+                        "SELECT answers FROM responses WHERE id = ?1",
+                        [id],
+                        |r| r.get("answers"),
+                    )?;
+                    let mut merged = primary.map(|j| j.0).unwrap_or_default();
+                    let before = merged.len();
+                    for (k, v) in &union {
+                        merged.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                    if merged.len() != before {
+                        tx.execute(
+                            "UPDATE responses SET answers = ?2 WHERE id = ?1",
+                            params![id, json_text(&merged)],
                         )?;
                     }
                     Ok(Completion::AlreadyCompleted)
@@ -269,6 +295,64 @@ mod tests {
             .unwrap();
         assert_eq!((n, primaries), (3, 1));
         assert!(s.find_token(&t).unwrap().unwrap().completed_at.is_some());
+    }
+
+    #[test]
+    fn a_webhook_completion_keeps_what_the_endpoint_collected_on_earlier_screens() {
+        let (_d, mut s) = temp_store();
+        let t = token(&mut s);
+        s.merge_screen_answers(&t, Some("A"), &obj(serde_json::json!({"q1": "5"})))
+            .unwrap();
+        // The last screen completes on the client: its answers arrive by webhook only.
+        let last = obj(serde_json::json!({"q2": "4", "q1": "4"}));
+        let hook = CompletionInput {
+            token: &t,
+            answers: &last,
+            source: "webhook",
+            sender: Some("212610059159"),
+            event_id: Some("wamid.w1"),
+            completed_at: "2026-01-01T00:00:00.000Z",
+        };
+        assert!(matches!(s.complete(&hook).unwrap(), Completion::Stored(_)));
+        let r = &s.responses_for_token(&t).unwrap()[0];
+        assert_eq!(
+            r.answers,
+            obj(serde_json::json!({"q1": "4", "q2": "4"})),
+            "union, newer wins"
+        );
+    }
+
+    #[test]
+    fn the_other_paths_answers_join_the_primary_and_both_rows_are_kept() {
+        let (_d, mut s) = temp_store();
+        let t = token(&mut s);
+        let endpoint = obj(serde_json::json!({"q1": "5"}));
+        let input = CompletionInput {
+            token: &t,
+            answers: &endpoint,
+            source: "endpoint",
+            sender: None,
+            event_id: None,
+            completed_at: "2026-01-01T00:00:00.000Z",
+        };
+        s.complete(&input).unwrap();
+        let webhook = obj(serde_json::json!({"q1": "1", "photo_caption": "x"}));
+        let hook = CompletionInput {
+            answers: &webhook,
+            source: "webhook",
+            sender: Some("212610059159"),
+            event_id: Some("wamid.w2"),
+            ..input
+        };
+        s.complete(&hook).unwrap();
+        let rows = s.responses_for_token(&t).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows[0].answers,
+            obj(serde_json::json!({"q1": "5", "photo_caption": "x"})),
+            "the primary gains the missing key, keeps its own value"
+        );
+        assert_eq!(rows[1].answers, webhook, "the duplicate is kept as it came");
     }
 
     #[test]
