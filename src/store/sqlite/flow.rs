@@ -43,6 +43,16 @@ impl FromRow for StoredResponse {
     }
 }
 
+/// What a completion needs of its token: phone, name, campaign, the WhatsApp id the send
+/// answer reported, and the answers the data endpoint collected so far.
+type TokenForCompletion = (
+    Phone,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<JsonObject>,
+);
+
 impl FlowQueries for SqliteStore {
     fn merge_screen_answers(
         &mut self,
@@ -83,7 +93,7 @@ impl FlowQueries for SqliteStore {
                     return Ok(Completion::AlreadyCompleted);
                 }
             }
-            let token: Option<(Phone, Option<String>, String, Option<String>, Option<JsonObject>)> = tx
+            let token: Option<TokenForCompletion> = tx
                 .query_row(
                     "SELECT phone, customer_name, campaign, wa_id, flow_answers FROM tokens WHERE token = ?1",
                     [c.token],
