@@ -1,5 +1,6 @@
 //! The send stage of a run: pacing, batches marked `sending` in one commit, one task per
-//! request, retries (the shared [`RetryPolicy`]), outages, and recording each outcome.
+//! request, retries (the shared [`RetryPolicy`]), outages and Meta's throttles (waited out,
+//! never counted against a row), and recording each outcome.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -9,8 +10,9 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::failures::FailureLog;
 use super::feed::Job;
+use super::misconfig::ConfigStreak;
 use super::outage::{self, OutageGate};
-use super::progress::Progress;
+use super::progress::{throttle_text, Progress};
 use super::writer::Writer;
 use super::{Pacer, Stats, Stop};
 use crate::graph::{flow_message, ErrorClass, GraphClient, GraphError, MessageSettings};
@@ -36,6 +38,8 @@ pub(super) struct Ctx {
     pub(super) outage: OutageGate,
     /// How long an outage is waited out before the run stops.
     pub(super) max_outage: Duration,
+    /// Sends in a row refused with the same configuration-level error.
+    pub(super) misconfig: ConfigStreak,
 }
 
 impl Ctx {
@@ -142,9 +146,9 @@ async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
     );
     let mut permit = Some(permit);
     let mut attempt: u32 = 1;
-    // Attempts that met an outage do not count against the retry limits: the outage is
-    // bounded by --max-outage instead.
-    let mut outage_attempts: u32 = 0;
+    // Attempts that met an outage or Meta's throttle of the whole app or account do not count
+    // against the row's retry limit: the row is not at fault, and the wait is the run's.
+    let mut uncounted: u32 = 0;
     let ended = loop {
         let err = match ctx.graph.send_message(&body).await {
             Ok(sent) => break Ended::Sent(sent),
@@ -153,16 +157,21 @@ async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
         if err.is_outage() || err.outcome_unknown() {
             close_gate(&ctx, &err);
         }
+        permit = None;
         if err.is_outage() {
             // Refused before the API took it: safe to send again once the API answers.
-            permit = None;
             if !ctx.outage.wait_open(&mut ctx.stop.subscribe()).await {
                 break Ended::Refused(err);
             }
-            outage_attempts += 1;
+            uncounted += 1;
+        } else if let Some(regain) = throttled_for(&err) {
+            if !wait_out_throttle(&ctx, &err, regain).await {
+                break Ended::Refused(err);
+            }
+            uncounted += 1;
         } else {
             // The shared policy says whether this row tries again, and after how long.
-            let Some(wait) = ctx.policy.retry_after(&err, attempt - outage_attempts) else {
+            let Some(wait) = ctx.policy.retry_after(&err, attempt - uncounted) else {
                 break Ended::Refused(err);
             };
             if err.class() == ErrorClass::RateLimit {
@@ -170,7 +179,6 @@ async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
                 // every other request.
                 ctx.pacer.on_rate_limit();
             }
-            permit = None;
             if !wait_unless_stopped(&ctx, wait).await {
                 break Ended::Refused(err);
             }
@@ -184,6 +192,43 @@ async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
     };
     record(&ctx, &job, ended, i64::from(attempt) - 1);
     drop(permit);
+}
+
+/// How long the whole app or account is throttled, when `err` is a throughput limit (4,
+/// 80007, 130429) whose answer said so in its `X-Business-Use-Case-Usage` header. Meta's
+/// rate-limiting guide (<https://developers.facebook.com/docs/graph-api/overview/rate-limiting/>)
+/// gives that time as the one after which calls succeed again: sending earlier only meets the
+/// same answer.
+fn throttled_for(err: &GraphError) -> Option<Duration> {
+    (err.class() == ErrorClass::RateLimit)
+        .then(|| err.regain_after())
+        .flatten()
+}
+
+/// Pauses the whole run for `regain` (nothing leaves the pacer meanwhile), tells the user when
+/// the pause starts or grows, and waits it out. False when the run stops meanwhile.
+async fn wait_out_throttle(ctx: &Ctx, err: &GraphError, regain: Duration) -> bool {
+    let change = ctx.pacer.on_throttle(regain);
+    if change.started {
+        Stats::bump(&ctx.stats.throttles);
+    }
+    if change.added > Duration::ZERO {
+        ctx.stats
+            .throttle_ms
+            .fetch_add(change.added.as_millis() as u64, Relaxed);
+        if let Some(until) = ctx.pacer.throttled_until() {
+            ctx.progress.report(&format!(
+                "flowctl: {}: {err}; sends resume then, no row is failed for it",
+                throttle_text(until)
+            ));
+        }
+    }
+    let left = ctx
+        .pacer
+        .throttled_until()
+        .map(|until| until.saturating_duration_since(Instant::now()))
+        .unwrap_or_default();
+    wait_unless_stopped(ctx, left).await
 }
 
 /// Closes the outage gate after `err`; the first to close it starts the prober.
@@ -245,9 +290,18 @@ async fn wait_unless_stopped(ctx: &Ctx, wait: Duration) -> bool {
     !stopped && ctx.stop.borrow().is_none()
 }
 
-/// Counts and records how a row's send ended; a failure the whole run shares stops it.
+/// Counts and records how a row's send ended; a failure the whole run shares stops it, at once
+/// (credentials, a blocked Flow) or after [`super::misconfig::STREAK`] in a row (a wrong
+/// setting).
 fn record(ctx: &Ctx, job: &Job, ended: Ended, extra_attempts: i64) {
     let phone = job.recipient.phone.e164();
+    let config_code = match &ended {
+        Ended::Refused(e) if e.class() == ErrorClass::Config => e.code(),
+        _ => None,
+    };
+    if let Some(why) = ctx.misconfig.observe(config_code) {
+        ctx.request_stop(Stop::Misconfigured(why));
+    }
     let outcome = match ended {
         Ended::Sent(sent) => {
             Stats::bump(&ctx.stats.sent);
@@ -273,10 +327,15 @@ fn record(ctx: &Ctx, job: &Job, ended: Ended, extra_attempts: i64) {
         }
         Ended::Refused(e) => {
             let mut failure = failure_of(&e);
-            if matches!(e.class(), ErrorClass::Fatal | ErrorClass::Throttled) {
-                // Not the recipient's fault: once the cause is fixed, the rerun sends it.
-                failure.retryable = true;
-                ctx.request_stop(Stop::Fatal(e.to_string()));
+            match e.class() {
+                ErrorClass::Fatal | ErrorClass::Throttled => {
+                    // Not the recipient's fault: once the cause is fixed, the rerun sends it.
+                    failure.retryable = true;
+                    ctx.request_stop(Stop::Fatal(e.to_string()));
+                }
+                // A setting that is wrong for everyone: the rerun after the fix sends it.
+                ErrorClass::Config => failure.retryable = true,
+                _ => {}
             }
             Stats::bump(&ctx.stats.failed);
             let msg = format!("failed: {e}");

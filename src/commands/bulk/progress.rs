@@ -36,6 +36,10 @@ pub struct Stats {
     pub outages: AtomicU64,
     /// Milliseconds spent paused by those outages.
     pub outage_ms: AtomicU64,
+    /// Pauses of the whole run that Meta asked for (app or account throttled).
+    pub throttles: AtomicU64,
+    /// Milliseconds of those pauses.
+    pub throttle_ms: AtomicU64,
     /// Of `sent`: committed to the store by the bookkeeping thread.
     pub recorded: Arc<AtomicU64>,
     /// Of `sent`: accepted by the API but lost with a failed commit (the store keeps them
@@ -88,6 +92,10 @@ pub struct Summary {
     /// Graph API outages waited out, and the seconds spent paused by them.
     pub outages: u64,
     pub outage_s: f64,
+    /// Pauses of the whole run that Meta asked for (`X-Business-Use-Case-Usage`: the app or
+    /// account was throttled), and their seconds in all.
+    pub throttles: u64,
+    pub throttle_s: f64,
     /// Why the run stopped taking rows, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
@@ -122,6 +130,8 @@ impl Summary {
             interrupted: false,
             outages: stats.outages.load(Relaxed),
             outage_s: stats.outage_ms.load(Relaxed) as f64 / 1000.0,
+            throttles: stats.throttles.load(Relaxed),
+            throttle_s: stats.throttle_ms.load(Relaxed) as f64 / 1000.0,
             stopped: None,
         }
     }
@@ -184,6 +194,14 @@ impl Summary {
                 self.outage_s
             ));
         }
+        if self.throttles > 0 {
+            s.push_str(&format!(
+                "\nsends paused {} time{} by Meta (app/account throttled, {:.0}s in all); no row was failed for it",
+                self.throttles,
+                if self.throttles == 1 { "" } else { "s" },
+                self.throttle_s
+            ));
+        }
         if self.not_attempted > 0 {
             s.push_str(&format!("\n{} rows were not attempted", self.not_attempted));
         }
@@ -232,11 +250,12 @@ impl Progress {
     }
 
     /// Keeps the display up to date until `done` is dropped or sent. With a bar, it is
-    /// refreshed; without one, a plain line is printed every interval.
+    /// refreshed; without one, a plain line is printed every interval. `pace` tells the
+    /// pacer's state at each update.
     pub fn spawn_updates(
         &self,
         stats: Arc<Stats>,
-        rate: impl Fn() -> f64 + Send + 'static,
+        pace: impl Fn() -> Pace + Send + 'static,
         mut done: tokio::sync::oneshot::Receiver<()>,
     ) -> tokio::task::JoinHandle<()> {
         let bar = self.bar.clone();
@@ -254,7 +273,7 @@ impl Progress {
                     _ = &mut done => break,
                     _ = tick.tick() => {}
                 }
-                let line = status_line(&stats, start.elapsed(), rate());
+                let line = status_line(&stats, start.elapsed(), &pace());
                 match &bar {
                     Some(bar) => {
                         let total = stats.total.load(Relaxed);
@@ -274,6 +293,26 @@ impl Progress {
     }
 }
 
+/// The pacer's state, as the display shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    /// The rate in force, messages per second.
+    pub rate: f64,
+    /// Until when Meta's throttle of the app or account holds every send, while it does.
+    pub throttled_until: Option<Instant>,
+}
+
+/// How the display names a pause Meta asked for: `paused by Meta until 14:05:09
+/// (app/account throttled)`, in local time.
+pub fn throttle_text(until: Instant) -> String {
+    let left = until.saturating_duration_since(Instant::now());
+    let at = chrono::Local::now() + chrono::Duration::from_std(left).unwrap_or_default();
+    format!(
+        "paused by Meta until {} (app/account throttled)",
+        at.format("%H:%M:%S")
+    )
+}
+
 struct StatusLine {
     counts: String,
     rate: String,
@@ -286,7 +325,7 @@ impl StatusLine {
     }
 }
 
-fn status_line(stats: &Stats, elapsed: Duration, pacer_rate: f64) -> StatusLine {
+fn status_line(stats: &Stats, elapsed: Duration, pace: &Pace) -> StatusLine {
     let sent = stats.sent.load(Relaxed);
     let done = stats.done();
     let total = stats.total.load(Relaxed);
@@ -311,7 +350,10 @@ fn status_line(stats: &Stats, elapsed: Duration, pacer_rate: f64) -> StatusLine 
             stats.invalid.load(Relaxed),
             stats.unknown.load(Relaxed),
         ),
-        rate: format!("{rate:.1} msg/s (pacing at {pacer_rate:.0}/s)"),
+        rate: match pace.throttled_until {
+            Some(until) => format!("{rate:.1} msg/s, {}", throttle_text(until)),
+            None => format!("{rate:.1} msg/s (pacing at {:.0}/s)", pace.rate),
+        },
         tail: format!("| {of} rows | ETA {eta}"),
     }
 }
