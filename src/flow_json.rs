@@ -369,7 +369,8 @@ mod tests {
         let personal = serde_json::json!({"customer_name": "Fatima", "other": 1});
         let data = s.data_for(personal.as_object());
         assert_eq!(data["customer_name"], "Fatima");
-        assert!(data.contains_key("notes") && !data.contains_key("other"));
+        // Only what the screen declares: the name, not the recipient's other fields.
+        assert_eq!(data.len(), 1, "{data:?}");
     }
 
     #[test]

@@ -98,9 +98,23 @@ impl Phone {
         phonenumber::is_valid(&n).then(|| Phone(n.format().mode(Mode::E164).to_string()))
     }
 
-    /// Rebuilds a `Phone` from a value this program stored itself (already E.164).
-    pub fn from_stored(e164: String) -> Phone {
-        Phone(e164)
+    /// Rebuilds a `Phone` from its E.164 text as this program stored it: checks the form
+    /// (`+`, then 2 to 15 digits, the first not 0) but not the numbering plan, so that a
+    /// number stored under older phone metadata still reads back.
+    pub fn from_e164(s: &str) -> Result<Phone, PhoneError> {
+        let well_formed = s.strip_prefix('+').is_some_and(|digits| {
+            (2..=15).contains(&digits.len())
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && !digits.starts_with('0')
+        });
+        if well_formed {
+            Ok(Phone(s.to_string()))
+        } else {
+            Err(PhoneError::Invalid {
+                input: s.to_string(),
+                reason: "not in E.164 form".into(),
+            })
+        }
     }
 
     /// The E.164 form, with its `+`.
@@ -113,9 +127,26 @@ impl Phone {
         self.0.trim_start_matches('+')
     }
 
+    /// True when a WhatsApp id (`wa_id`, `recipient_id`, a reply's `from`: digits without `+`)
+    /// designates this number. Meta's id may differ from the number a message was sent to
+    /// (the send answer's `contacts[].wa_id` "may differ from the input"): a Brazilian mobile
+    /// registered before the ninth digit (`55 AA 9XXXX XXXX` answers as `55 AA XXXX XXXX`) and
+    /// a Mexican mobile (`52 XXXXXXXXXX` answers as `521 XXXXXXXXXX`).
+    pub fn is_whatsapp_id(&self, wa_id: &str) -> bool {
+        let me = self.wa_digits();
+        me == wa_id || whatsapp_form(me) == whatsapp_form(wa_id)
+    }
+
     /// The number as an integer, a compact key for de-duplicating large files in memory.
     pub fn as_u64(&self) -> u64 {
         self.wa_digits().parse().unwrap_or(0)
+    }
+}
+
+/// Serialised as its E.164 text.
+impl serde::Serialize for Phone {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 
@@ -125,9 +156,42 @@ impl fmt::Display for Phone {
     }
 }
 
+/// The WhatsApp id Meta reports for a number written as `digits` (no `+`): the number itself,
+/// except for the numbers Meta spells its own way — Brazilian mobiles without their ninth
+/// digit, Mexican mobiles with the `1` after `52`. Both spellings of such a number give the
+/// same result.
+pub fn whatsapp_form(digits: &str) -> std::borrow::Cow<'_, str> {
+    if let Some(rest) = digits.strip_prefix("55") {
+        if rest.len() == 11 && rest.as_bytes()[2] == b'9' {
+            return format!("55{}{}", &rest[..2], &rest[3..]).into();
+        }
+    }
+    if let Some(rest) = digits.strip_prefix("52") {
+        if rest.len() == 10 {
+            return format!("521{rest}").into();
+        }
+    }
+    digits.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn brazilian_and_mexican_whatsapp_ids_designate_their_number() {
+        let br = Phone::parse("+5511987654321", None).unwrap();
+        assert!(br.is_whatsapp_id("551187654321"));
+        assert!(br.is_whatsapp_id("5511987654321"));
+        assert!(!br.is_whatsapp_id("551187654322"));
+        let mx = Phone::parse("+525512345678", None).unwrap();
+        assert!(mx.is_whatsapp_id("5215512345678"));
+        let ma = Phone::parse("+212610059159", None).unwrap();
+        assert!(ma.is_whatsapp_id("212610059159"));
+        assert!(!ma.is_whatsapp_id("212610059158"));
+        assert_eq!(whatsapp_form("5511987654321"), "551187654321");
+        assert_eq!(whatsapp_form("525512345678"), "5215512345678");
+    }
 
     fn ma() -> Option<DefaultCountry> {
         Some("MA".parse().unwrap())
@@ -196,6 +260,22 @@ mod tests {
             Phone::parse("+212610059159", None).unwrap().wa_digits(),
             "212610059159"
         );
+    }
+
+    #[test]
+    fn stored_text_reads_back_when_it_has_the_e164_form() {
+        let p = Phone::parse("+212610059159", None).unwrap();
+        assert_eq!(Phone::from_e164(p.e164()).unwrap(), p);
+        for bad in [
+            "212610059159",
+            "+",
+            "+0612",
+            "+2126100591591234",
+            "+2126 1005",
+        ] {
+            let err = Phone::from_e164(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
     }
 
     #[test]

@@ -476,9 +476,7 @@ fn set_delivery(db: &Path, token: &str, status: &str, rank: i64, code: Option<i6
 
 fn sent_at(store: &Store, token: &str) -> chrono::DateTime<chrono::Utc> {
     let t = store.find_token(token).unwrap().unwrap();
-    chrono::DateTime::parse_from_rfc3339(&t.sent_at.unwrap())
-        .unwrap()
-        .with_timezone(&chrono::Utc)
+    t.sent_at.unwrap().as_datetime()
 }
 
 fn complete_after(store: &mut Store, token: &str, secs: i64) {
@@ -667,6 +665,37 @@ fn stats_table_is_aligned_with_a_total_row() {
         text.contains("131026: 1") && text.contains("131047: 1"),
         "{text}"
     );
+}
+
+#[test]
+fn stats_on_a_missing_database_is_a_usage_error_and_creates_nothing() {
+    let env = Env::new();
+    let out = stats(&env, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(!env.db().exists());
+}
+
+#[test]
+fn read_only_commands_leave_an_unmigrated_database_to_the_writers() {
+    // A database file no writer has brought up to this build's schema (here: empty).
+    let env = Env::new();
+    std::fs::write(env.db(), b"").unwrap();
+    for out in [export(&env, &[]), stats(&env, &["--json"])] {
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("older than this build"), "{err}");
+        assert!(err.contains("send, bulk or serve"), "{err}");
+    }
+    assert_eq!(
+        std::fs::metadata(env.db()).unwrap().len(),
+        0,
+        "not migrated"
+    );
+    // Once a writer has migrated it, both read it.
+    drop(Store::open(&env.db()).unwrap());
+    assert!(export(&env, &[]).status.success());
+    assert!(stats(&env, &[]).status.success());
 }
 
 #[test]

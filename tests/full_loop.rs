@@ -81,7 +81,7 @@ fn every_completion_of_a_bulk_run_is_joined_to_the_right_phone() {
     let tokens = store.tokens_of_campaign("loop").unwrap();
     assert_eq!(tokens.len(), 20);
     for t in &tokens {
-        let responses = store.responses_for_token(&t.token).unwrap();
+        let responses = store.responses_for_token(t.token.as_str()).unwrap();
         // The endpoint's answer is primary; the webhook's nfm_reply of the same completion
         // is kept as its duplicate, never as a second response.
         let primary: Vec<_> = responses
@@ -90,8 +90,8 @@ fn every_completion_of_a_bulk_run_is_joined_to_the_right_phone() {
             .collect();
         assert_eq!(primary.len(), 1, "{t:?}: {responses:?}");
         let r = primary[0];
-        assert_eq!(r.phone.as_deref(), Some(t.phone.as_str()));
-        assert_eq!(r.customer_name.as_ref(), expected.get(&t.phone));
+        assert_eq!(r.phone.as_deref(), Some(t.phone.e164()));
+        assert_eq!(r.customer_name.as_ref(), expected.get(t.phone.e164()));
         assert_eq!(r.source, "endpoint");
         assert!(
             r.answers.contains_key("q1_accueil") && r.answers.contains_key("commentaire"),
@@ -99,7 +99,7 @@ fn every_completion_of_a_bulk_run_is_joined_to_the_right_phone() {
         );
         assert!(!r.sender_mismatch);
         assert_eq!(t.state, flowctl::store::SendState::Sent);
-        let now = store.find_token(&t.token).unwrap().unwrap();
+        let now = store.find_token(t.token.as_str()).unwrap().unwrap();
         assert_eq!(
             now.delivery.as_deref(),
             Some("read"),

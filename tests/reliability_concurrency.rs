@@ -580,8 +580,8 @@ fn check(
     for (tokens, source) in [(&endpoint_tokens, "endpoint"), (&webhook_tokens, "webhook")] {
         for t in tokens.iter() {
             assert_eq!(
-                exported.get(&t.token),
-                Some(&(t.phone.clone(), source.to_string())),
+                exported.get(t.token.as_str()),
+                Some(&(t.phone.to_string(), source.to_string())),
                 "{source} completion of {} in the export",
                 t.token
             );

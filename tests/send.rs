@@ -53,7 +53,7 @@ fn success_prints_the_outcome_and_stores_the_token() {
 
     let store = flowctl::store::Store::open(&env.db()).unwrap();
     let t = store.find_token(token).unwrap().unwrap();
-    assert_eq!(t.phone, "+212610059159");
+    assert_eq!(t.phone.e164(), "+212610059159");
     assert_eq!(t.customer_name.as_deref(), Some("Ahmed"));
     assert_eq!(t.state, flowctl::store::SendState::Sent);
     assert_eq!(t.message_id.as_deref(), j["messageId"].as_str());

@@ -147,7 +147,7 @@ async fn send_flow_sends_like_the_send_command() {
     let token = body["flowToken"].as_str().unwrap();
     assert!(token.starts_with("flow_"));
     let record = env.store().find_token(token).unwrap().unwrap();
-    assert_eq!(record.origin, "api");
+    assert_eq!(record.origin, flowctl::store::Origin::Api);
     assert_eq!(record.campaign, "crm");
     assert_eq!(record.message_id.as_deref(), Some(wamid));
     assert_eq!(record.customer_name.as_deref(), Some("Renée"));

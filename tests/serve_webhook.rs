@@ -150,7 +150,7 @@ async fn nfm_reply_is_joined_to_the_phone_through_its_token() {
         r.answers,
         *json!({"q1_rating": "5_etoiles"}).as_object().unwrap()
     );
-    assert_eq!(r.completed_at, "2026-01-01T00:00:00.000Z");
+    assert_eq!(r.completed_at.to_string(), "2026-01-01T00:00:00.000Z");
     assert!(store
         .find_token(&token)
         .unwrap()

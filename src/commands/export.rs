@@ -33,6 +33,7 @@ use crate::atomic_file::{AtomicFile, Mode};
 use crate::cli::{ExportArgs, ExportFormat};
 use crate::flow_json::FlowJson;
 use crate::store::{ExportFilter, Store, StoredResponse};
+use crate::time::Timestamp;
 
 /// The fixed columns, in order.
 pub const FIXED_COLUMNS: [&str; 6] = [
@@ -67,13 +68,12 @@ pub fn run(db: &Path, args: &ExportArgs) -> anyhow::Result<i32> {
         ),
         None => None,
     };
-    super::require_db(db)?;
     let filter = ExportFilter {
         since,
         campaign: args.campaign.clone(),
         include_unmatched: args.include_unmatched,
     };
-    let store = Store::open(db)?;
+    let store = super::open_db_read_only(db)?;
     // Open the destination before reading, so a bad --out fails fast.
     let sink = match &args.out {
         Some(path) if is_special(path) => Sink::Writer(Box::new(BufWriter::new(
@@ -195,7 +195,7 @@ struct JsonRow<'a> {
     customer_name: Option<&'a str>,
     campaign: Option<&'a str>,
     source: &'a str,
-    completed_at: &'a str,
+    completed_at: &'a Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     matched: Option<bool>,
     answers: &'a Map<String, Value>,
@@ -275,7 +275,7 @@ fn csv_record<'a>(
     out.push(text(r.customer_name.as_deref()));
     out.push(text(r.campaign.as_deref()));
     out.push(text(Some(&r.source)));
-    out.push(text(Some(&r.completed_at)));
+    out.push(Cow::Owned(r.completed_at.to_string()));
     if include_unmatched {
         out.push(Cow::Borrowed(if r.matched { "true" } else { "false" }));
     }
@@ -479,7 +479,7 @@ mod tests {
             matched: true,
             sender_mismatch: false,
             duplicate_of: None,
-            completed_at: "2026-01-01T00:00:00.000Z".into(),
+            completed_at: "2026-01-01T00:00:00.000Z".parse().unwrap(),
         };
         let mut rec = Vec::new();
         csv_record(&r, &strings(&["q", "missing"]), false, &mut rec);
@@ -532,7 +532,7 @@ mod tests {
                 matched: true,
                 sender_mismatch: false,
                 duplicate_of: None,
-                completed_at: String::new(),
+                completed_at: Timestamp::now(),
             };
             let mut rec = Vec::new();
             csv_record(&r, &["q".to_string()], false, &mut rec);

@@ -27,15 +27,16 @@ pub mod exit {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// Refuses to run a read-only command (export, stats) on a database that does not exist,
-/// instead of creating an empty one and reporting nothing.
-pub fn require_db(db: &std::path::Path) -> Result<(), UsageError> {
-    if db.exists() {
-        Ok(())
-    } else {
-        Err(UsageError(format!(
+/// Opens the database of a read-only command (export, stats) for reading only: nothing is
+/// created, migrated or written. A database that does not exist is a usage error, instead of
+/// an empty one created to report nothing; one this build cannot read as it is (an older or
+/// newer schema) is an error that says so.
+pub fn open_db_read_only(db: &std::path::Path) -> anyhow::Result<crate::store::Store> {
+    crate::store::Store::open_read_only(db)?.ok_or_else(|| {
+        UsageError(format!(
             "database {} does not exist (set FLOWCTL_DB or pass --db)",
             db.display()
-        )))
-    }
+        ))
+        .into()
+    })
 }

@@ -41,7 +41,9 @@ pub fn message_flow_token(body: &Value) -> Option<&str> {
 /// A probe that looks each message's flow_token up in the flowctl database at the moment the
 /// request arrives, proving the token was stored before the request left.
 fn token_probe(db: &Path) -> anyhow::Result<Probe> {
-    let store = Store::open(db).map_err(|e| UsageError(format!("--check-db: {e}")))?;
+    let store = Store::open_read_only(db)
+        .map_err(|e| UsageError(format!("--check-db: {e}")))?
+        .ok_or_else(|| UsageError(format!("--check-db: {} does not exist", db.display())))?;
     let store = Mutex::new(store);
     Ok(Arc::new(move |body: &Value| {
         let Some(token) = message_flow_token(body) else {
@@ -50,7 +52,7 @@ fn token_probe(db: &Path) -> anyhow::Result<Probe> {
         let guard = store.lock().unwrap_or_else(|p| p.into_inner());
         match guard.find_token(token) {
             Ok(Some(t)) => {
-                json!({ "token_stored": true, "phone": t.phone, "state": t.state.as_str() })
+                json!({ "token_stored": true, "phone": t.phone.e164(), "state": t.state.as_str() })
             }
             Ok(None) => json!({ "token_stored": false }),
             Err(e) => json!({ "token_stored": false, "error": e.to_string() }),

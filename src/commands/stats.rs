@@ -7,12 +7,11 @@ use std::path::Path;
 
 use super::exit;
 use crate::cli::StatsArgs;
-use crate::store::{Funnel, FunnelReport, Store};
+use crate::store::{Funnel, FunnelReport};
 
 /// Runs `flowctl stats`.
 pub fn run(db: &Path, args: &StatsArgs) -> anyhow::Result<i32> {
-    super::require_db(db)?;
-    let store = Store::open(db)?;
+    let store = super::open_db_read_only(db)?;
     let report = store.funnel(args.campaign.as_deref())?;
     let text = if args.json {
         let mut s = serde_json::to_string(&report)?;

@@ -15,7 +15,7 @@ pub use retry::{RetryPolicy, Rule};
 
 use crate::graph::{flow_message, GraphClient, GraphError, MessageSettings, Recipient, Sent};
 use crate::phone::{DefaultCountry, Phone};
-use crate::store::{Failure, NewToken, Origin, SendState, SharedStore, StoreError};
+use crate::store::{Failure, NewToken, Origin, SendState, Settlement, SharedStore, StoreError};
 use crate::token::FlowToken;
 
 /// What a send needs besides the Graph API: the message, the region of numbers written
@@ -196,5 +196,25 @@ pub fn failure_of(e: &GraphError) -> Failure {
         code: e.code(),
         message: crate::secret::redact(&e.to_string()).into_owned(),
         retryable: e.is_retryable(),
+    }
+}
+
+/// How a `failed` status with `code`, reported at `at`, settles a send Meta had accepted: a
+/// per-user limit (131049) defers the recipient for 24 hours (Meta advises no retry sooner);
+/// anything else fails the send with its code. Neither is resent by a plain rerun: the message
+/// was accepted, so a resend needs a fresh token (`bulk --retry-failed`, or `--template` for
+/// 131047, the 24-hour window).
+pub fn settlement_of_failed_status(code: Option<i64>, at: crate::time::Timestamp) -> Settlement {
+    match code.map(crate::graph::classify) {
+        Some(crate::graph::ErrorClass::UserLimit) => Settlement {
+            state: SendState::Deferred,
+            retryable: false,
+            not_before: Some(at.saturating_add(crate::graph::USER_LIMIT_DEFERRAL)),
+        },
+        _ => Settlement {
+            state: SendState::Failed,
+            retryable: false,
+            not_before: None,
+        },
     }
 }

@@ -152,25 +152,11 @@ pub(crate) fn completion_event(
 }
 
 /// The WhatsApp id Meta reports for a number sent to (`contacts[].wa_id` of the send answer,
-/// `recipient_id` of statuses, `from` of replies). It differs from the number for two
-/// well-known cases: a Brazilian mobile number written with the ninth digit (`55 AA 9XXXX XXXX`)
-/// whose account was registered without it, and a Mexican mobile number, whose WhatsApp id keeps
-/// the old `1` after `52`. The send answer's `contacts[].input` echoes the number as sent and
-/// `wa_id` "may differ from the input" (send-messages reference).
+/// `recipient_id` of statuses, `from` of replies): see [`crate::phone::whatsapp_form`]. The
+/// send answer's `contacts[].input` echoes the number as sent, and `wa_id` "may differ from
+/// the input" (send-messages reference).
 pub fn wa_id_of(to: &str) -> String {
-    let digits = to.trim_start_matches('+');
-    if let Some(rest) = digits.strip_prefix("55") {
-        // 55 + two-digit area code + 9 + eight digits.
-        if rest.len() == 11 && rest.as_bytes()[2] == b'9' {
-            return format!("55{}{}", &rest[..2], &rest[3..]);
-        }
-    }
-    if let Some(rest) = digits.strip_prefix("52") {
-        if rest.len() == 10 {
-            return format!("521{rest}");
-        }
-    }
-    digits.to_owned()
+    crate::phone::whatsapp_form(to.trim_start_matches('+')).into_owned()
 }
 
 fn unix_now() -> String {

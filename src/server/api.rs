@@ -189,7 +189,7 @@ pub async fn responses(state: &Arc<AppState>, req: Request<Incoming>) -> Resp {
         Ok(q) => q,
         Err(message) => return http::json_error(StatusCode::BAD_REQUEST, &message),
     };
-    match state.store.call(move |s| s.api_responses(&query)).await {
+    match state.store.read(move |s| s.api_responses(&query)).await {
         Ok(page) => {
             let items: Vec<Value> = page
                 .responses

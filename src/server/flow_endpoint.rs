@@ -166,7 +166,7 @@ async fn answer(state: &Arc<AppState>, req: FlowRequest) -> Reply {
         return Reply::Plain(StatusCode::BAD_REQUEST, "flow_token missing");
     };
     let lookup = token.clone();
-    let record = match state.store.call(move |s| s.find_token(&lookup)).await {
+    let record = match state.store.read(move |s| s.find_token(&lookup)).await {
         Ok(Some(r)) => r,
         Ok(None) => return token_invalid("This link is not valid."),
         Err(e) => {
@@ -177,7 +177,7 @@ async fn answer(state: &Arc<AppState>, req: FlowRequest) -> Reply {
     if record.completed_at.is_some() {
         return token_invalid("This form was already completed. Thank you!");
     }
-    if record.is_expired(&crate::time::now()) {
+    if record.is_expired(crate::time::Timestamp::now()) {
         return token_invalid("This form has expired.");
     }
     match req.action.as_str() {
@@ -252,7 +252,7 @@ async fn submit(
         }
         (None, _) => None,
     };
-    let token = record.token.clone();
+    let token = record.token.to_string();
     let merged = match state
         .store
         .call(move |s| s.merge_screen_answers(&token, screen.as_deref(), &data))
@@ -275,7 +275,7 @@ async fn complete(
     record: TokenRecord,
     answers: Map<String, Value>,
 ) -> Reply {
-    let token = record.token.clone();
+    let token = record.token.to_string();
     let stored_answers = answers.clone();
     let outcome = state
         .store
@@ -296,7 +296,7 @@ async fn complete(
                 .metrics
                 .inc("flowctl_completions_total", "source=\"endpoint\"".into());
             let mut params = Map::new();
-            params.insert("flow_token".into(), Value::String(record.token.clone()));
+            params.insert("flow_token".into(), Value::String(record.token.to_string()));
             for (k, v) in answers {
                 params.entry(k).or_insert(v);
             }

@@ -71,7 +71,7 @@ const WAL_CHECK_EVERY: Duration = Duration::from_secs(10);
 async fn keep_wal_bounded(state: &Arc<AppState>) {
     let result = state
         .store
-        .call(|s| s.truncate_wal_if_over(crate::store::WAL_LIMIT, Duration::from_millis(500)))
+        .call(|s| s.maintain_wal(Duration::from_millis(500)))
         .await;
     match result {
         Ok(None) => {}
@@ -232,6 +232,11 @@ async fn apply(state: &Arc<AppState>, event: WebhookEvent) -> Result<(), StoreEr
             callback,
         } => {
             let label_status = label(&status);
+            let settle = (status == "failed").then(|| {
+                let when = crate::time::Timestamp::parse(&at)
+                    .unwrap_or_else(|_| crate::time::Timestamp::now());
+                crate::outbound::settlement_of_failed_status(error_code, when)
+            });
             let outcome = state
                 .store
                 .call(move |s| {
@@ -243,6 +248,7 @@ async fn apply(state: &Arc<AppState>, event: WebhookEvent) -> Result<(), StoreEr
                         error_code,
                         error_title: error_title.as_deref(),
                         callback: callback.as_deref(),
+                        settle,
                     })
                 })
                 .await?;

@@ -227,7 +227,7 @@ async fn route(
 }
 
 async fn health(state: &AppState) -> Resp {
-    match state.store.call(|s| s.ping()).await {
+    match state.store.read(|s| s.ping()).await {
         Ok(()) => http::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         Err(e) => {
             tracing::error!(error = %e, "health check: database does not answer");

@@ -1,33 +1,250 @@
-//! `SharedStore`: the store for async code. Every call runs on tokio's blocking pool, so
-//! SQLite never stalls the reactor.
+//! `SharedStore`: the store for async code. Every call runs on tokio's blocking pool, so the
+//! database never stalls the reactor.
+//!
+//! Writes go through ONE handle ([`SharedStore::call`]): the database serialises writers
+//! anyway, and one writer keeps their order. Pure reads go through a small pool of read-only
+//! handles ([`SharedStore::read`]), so that `/api/responses` or `/healthz` do not queue behind
+//! the inbox worker's writes (SQLite's WAL lets readers run beside the writer).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::{Result, Store, StoreError};
+use super::{OpenReader, Result, Store, StoreError};
 
-/// A `Store` shared between tasks.
-#[derive(Clone, Debug)]
-pub struct SharedStore(Arc<Mutex<Store>>);
+/// Read handles open at most at once; a read beyond them waits for one to be free.
+pub const MAX_READERS: usize = 4;
+
+/// A `Store` shared between tasks: one writer, and read-only handles opened on demand.
+#[derive(Clone)]
+pub struct SharedStore(Arc<Inner>);
+
+struct Inner {
+    writer: Mutex<Store>,
+    readers: Readers,
+}
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SharedStore")
+            .field(&*lock(&self.0.writer))
+            .finish()
+    }
+}
+
+/// A panic while holding a lock cannot leave the database half-written (transactions roll
+/// back), so a poisoned lock is safe to reuse.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 impl SharedStore {
+    /// Shares `store` as the writer; read handles on the same database are opened when the
+    /// first reads come.
     pub fn new(store: Store) -> SharedStore {
-        SharedStore(Arc::new(Mutex::new(store)))
+        let readers = Readers::new(store.reader(), MAX_READERS);
+        SharedStore(Arc::new(Inner {
+            writer: Mutex::new(store),
+            readers,
+        }))
     }
 
-    /// Runs `f` with the store on the blocking pool.
+    /// Runs `f` with the writer on the blocking pool.
     pub async fn call<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Store) -> Result<T> + Send + 'static,
     {
         let inner = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave SQLite half-written (transactions
-            // roll back), so a poisoned lock is safe to reuse.
-            let mut guard = inner.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut guard)
+        tokio::task::spawn_blocking(move || f(&mut lock(&inner.writer)))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
+    }
+
+    /// Runs a pure read `f` on the blocking pool with a read-only handle, beside the writer.
+    /// When no read handle can be opened, `f` runs with the writer (as before there were
+    /// read handles), so a read never fails for want of one.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+    {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || match inner.readers.lease() {
+            Ok(reader) => f(&reader),
+            Err(e) => {
+                tracing::warn!(error = %e, "no read-only database handle; reading through the writer");
+                f(&lock(&inner.writer))
+            }
         })
         .await
         .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
+    }
+}
+
+/// The read-only handles: idle ones are reused, new ones opened up to a bound.
+struct Readers {
+    open: OpenReader,
+    max: usize,
+    state: Mutex<Pool>,
+    freed: Condvar,
+}
+
+struct Pool {
+    idle: Vec<Store>,
+    /// Handles in existence (idle or lent).
+    count: usize,
+}
+
+/// A read handle lent to one read; it goes back to the pool when dropped, even when the read
+/// panicked.
+struct Lease<'a> {
+    readers: &'a Readers,
+    store: Option<Store>,
+}
+
+impl std::ops::Deref for Lease<'_> {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        self.store
+            .as_ref()
+            .expect("a lease holds its store until dropped")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(store) = self.store.take() {
+            lock(&self.readers.state).idle.push(store);
+            self.readers.freed.notify_one();
+        }
+    }
+}
+
+impl Readers {
+    fn new(open: OpenReader, max: usize) -> Readers {
+        Readers {
+            open,
+            max,
+            state: Mutex::new(Pool {
+                idle: Vec::new(),
+                count: 0,
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// An idle handle, a new one while under the bound, else the next one freed.
+    fn lease(&self) -> Result<Lease<'_>> {
+        let mut pool = lock(&self.state);
+        loop {
+            if let Some(store) = pool.idle.pop() {
+                return Ok(self.lent(store));
+            }
+            if pool.count < self.max {
+                pool.count += 1;
+                drop(pool);
+                return match (self.open)() {
+                    Ok(store) => Ok(self.lent(store)),
+                    Err(e) => {
+                        lock(&self.state).count -= 1;
+                        self.freed.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            pool = self.freed.wait(pool).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn lent(&self, store: Store) -> Lease<'_> {
+        Lease {
+            readers: self,
+            store: Some(store),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn shared() -> (tempfile::TempDir, SharedStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        (dir, SharedStore::new(store))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_do_not_queue_behind_the_writer() {
+        let (_d, s) = shared();
+        s.read(|r| r.ping()).await.unwrap();
+        let (held, release) = std::sync::mpsc::channel::<()>();
+        let (started, writer_busy) = tokio::sync::oneshot::channel();
+        let busy = s.clone();
+        let writer = tokio::spawn(async move {
+            busy.call(move |_| {
+                let _ = started.send(());
+                let _ = release.recv_timeout(Duration::from_secs(10));
+                Ok(())
+            })
+            .await
+        });
+        writer_busy.await.unwrap();
+        let t = Instant::now();
+        let page = s
+            .read(|r| r.api_responses(&crate::store::ResponsesQuery::default()))
+            .await
+            .unwrap();
+        assert!(page.responses.is_empty());
+        assert!(t.elapsed() < Duration::from_secs(5), "the read waited");
+        held.send(()).unwrap();
+        writer.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_handle_cannot_write_and_sees_committed_writes() {
+        let (_d, s) = shared();
+        let token = s
+            .call(|w| {
+                Ok(crate::store::sqlite::test_util::issue(
+                    &mut **w,
+                    crate::store::SendState::Pending,
+                ))
+            })
+            .await
+            .unwrap();
+        let lookup = token.clone();
+        let found = s.read(move |r| r.find_token(&lookup)).await.unwrap();
+        assert_eq!(found.unwrap().token.as_str(), token);
+        // Reads get `&Store`: a write does not compile there; the handle refuses one too.
+        let inner = s.0.clone();
+        let err = tokio::task::spawn_blocking(move || {
+            let mut reader = (inner.readers.open)().unwrap();
+            reader.insert_inbox(b"{}")
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{err}");
+    }
+
+    #[test]
+    fn reads_beyond_the_bound_wait_for_a_free_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let readers = Readers::new(store.reader(), 2);
+        let a = readers.lease().unwrap();
+        let b = readers.lease().unwrap();
+        assert_eq!(lock(&readers.state).count, 2);
+        std::thread::scope(|scope| {
+            let third = scope.spawn(|| readers.lease().map(|l| l.ping()).is_ok());
+            std::thread::sleep(Duration::from_millis(50));
+            drop(a);
+            assert!(third.join().unwrap());
+        });
+        drop(b);
+        let pool = lock(&readers.state);
+        assert_eq!((pool.count, pool.idle.len()), (2, 2));
     }
 }

@@ -35,6 +35,9 @@ pub fn decide(held: Option<&BulkMember>, resend_unknown: bool) -> Decision {
             "a request left in an earlier run that stopped before its answer was recorded".into(),
         ),
         SendState::Unknown => Decision::Unknown(reason()),
+        // Held back by a per-user limit: not resent by this rule (the bulk side decides when
+        // its time has come).
+        SendState::Deferred => Decision::PreviouslyFailed(reason()),
     }
 }
 
@@ -89,6 +92,10 @@ mod tests {
             state,
             retryable,
             error: Some("why".into()),
+            error_code: None,
+            failed_after_acceptance: false,
+            not_before: None,
+            message_id: None,
         }
     }
 

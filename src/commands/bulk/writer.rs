@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::store::{BulkOutcome, Issued, NewToken, Store, StoreError, WAL_LIMIT};
+use crate::store::{BulkOutcome, Issued, NewToken, Store, StoreError};
 
 /// Longest an outcome waits before it is committed.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -173,7 +173,7 @@ fn run(
                     wal_checked = Instant::now();
                     // Readers beside the run (exports, stats) would let the log grow
                     // without end; a failed attempt is retried at the next check.
-                    let _ = store.truncate_wal_if_over(WAL_LIMIT, Duration::from_millis(200));
+                    let _ = store.maintain_wal(Duration::from_millis(200));
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return pending.commit(&mut store, &[]),

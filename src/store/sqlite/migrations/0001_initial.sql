@@ -1,9 +1,3 @@
-//! The versioned migrations. Append new ones; never edit one that has shipped.
-
-/// `(version, SQL)` in order. Each runs in its own transaction, once.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
-
-const V1: &str = r#"
 -- One row per issued flow_token: the link between a completion and a phone number.
 CREATE TABLE tokens (
     token           TEXT PRIMARY KEY,
@@ -92,4 +86,3 @@ CREATE TABLE webhook_inbox (
     error        TEXT
 );
 CREATE INDEX webhook_inbox_pending ON webhook_inbox(id) WHERE processed_at IS NULL;
-"#;

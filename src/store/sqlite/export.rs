@@ -1,0 +1,267 @@
+//! Queries of `flowctl export`: the union of answer keys and the responses, streamed row by
+//! row inside one read snapshot.
+
+use std::ops::ControlFlow;
+
+use super::flow::ResponseColumns;
+use super::{FromRow, SqliteStore};
+use crate::store::{
+    ExportFilter, ExportQueries, ExportSnapshot, Result, SnapshotReader, StoredResponse,
+};
+
+/// The rows of [`ExportFilter`], as a condition on `responses r` with named parameters.
+const FILTER: &str = "r.duplicate_of IS NULL
+    AND (r.matched = 1 OR :unmatched)
+    AND (:since IS NULL OR r.completed_at >= :since)
+    AND (:campaign IS NULL OR r.campaign = :campaign)";
+
+/// Export order: completion time, then arrival.
+const ORDER: &str = "r.completed_at, r.id";
+
+fn filter_params(f: &ExportFilter) -> [(&'static str, &dyn rusqlite::ToSql); 3] {
+    [
+        (":unmatched", &f.include_unmatched),
+        (":since", &f.since),
+        (":campaign", &f.campaign),
+    ]
+}
+
+/// One read transaction on the store's connection.
+struct Snapshot<'a> {
+    store: &'a SqliteStore,
+    _tx: rusqlite::Transaction<'a>,
+}
+
+impl ExportQueries for SqliteStore {
+    fn export_snapshot(&self) -> Result<ExportSnapshot<'_>> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        Ok(ExportSnapshot::new(Box::new(Snapshot {
+            store: self,
+            _tx: tx,
+        })))
+    }
+}
+
+impl SnapshotReader for Snapshot<'_> {
+    fn answer_keys(&self, filter: &ExportFilter) -> Result<Vec<String>> {
+        // Answers are always stored as JSON objects; the guard keeps one corrupt row from
+        // failing the whole export (json_each raises on malformed JSON). SQLite extracts the
+        // keys while walking the completion index (no sort); only the distinct keys are held.
+        let sql = format!(
+            "SELECT j.key
+             FROM responses r,
+                  json_each(CASE WHEN json_valid(r.answers) AND json_type(r.answers) = 'object'
+                                 THEN r.answers ELSE '{{}}' END) j
+             WHERE {FILTER}
+             ORDER BY {ORDER}"
+        );
+        // No `j.id` in the ORDER BY: it would make SQLite sort every (row, key) pair in a
+        // temporary b-tree. The responses are walked in index order and, as the inner loop
+        // of the join, json_each yields each object's keys in document order.
+        let store = self.store;
+        let mut stmt = store.conn.prepare(&sql).map_err(|e| store.err(e))?;
+        let mut rows = stmt
+            .query(&filter_params(filter)[..])
+            .map_err(|e| store.err(e))?;
+        let mut seen = std::collections::HashSet::new();
+        let mut keys = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| store.err(e))? {
+            let key = row.get_ref("key").map_err(|e| store.err(e))?;
+            let key = key.as_str().map_err(|e| store.err(e.into()))?;
+            if !seen.contains(key) {
+                seen.insert(key.to_string());
+                keys.push(key.to_string());
+            }
+        }
+        Ok(keys)
+    }
+
+    fn visit_responses(
+        &self,
+        filter: &ExportFilter,
+        each: &mut dyn FnMut(StoredResponse) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let store = self.store;
+        let sql = format!(
+            "SELECT {} FROM responses r WHERE {FILTER} ORDER BY {ORDER}",
+            ResponseColumns::LIST
+        );
+        let mut stmt = store.conn.prepare(&sql).map_err(|e| store.err(e))?;
+        let columns = StoredResponse::columns(&stmt).map_err(|e| store.err(e))?;
+        let mut rows = stmt
+            .query(&filter_params(filter)[..])
+            .map_err(|e| store.err(e))?;
+        while let Some(row) = rows.next().map_err(|e| store.err(e))? {
+            let response = StoredResponse::from_row(row, &columns).map_err(|e| store.err(e))?;
+            if each(response).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phone::Phone;
+    use crate::store::sqlite::test_util::temp_store;
+    use crate::store::{
+        CompletionInput, ExportQueries, FlowQueries, NewToken, Origin, SendState, StoreError,
+        StoredResponse, TokenQueries, WebhookCompletion, WebhookCompletionOutcome, WebhookQueries,
+    };
+    use crate::token::FlowToken;
+    use serde_json::{json, Map, Value};
+
+    fn token(s: &mut SqliteStore, campaign: &str) -> String {
+        let t = NewToken {
+            token: FlowToken::generate(),
+            phone: Phone::parse("+212610059159", None).unwrap(),
+            customer_name: Some("Ahmed".into()),
+            campaign: campaign.into(),
+            origin: Origin::Send,
+            initial_data: None,
+            ttl: std::time::Duration::from_secs(60),
+        };
+        s.insert_token(&t, SendState::Sent).unwrap();
+        t.token.as_str().to_string()
+    }
+
+    fn complete(s: &mut SqliteStore, t: &str, source: &str, answers: Value, at: &str) {
+        let answers = answers.as_object().unwrap().clone();
+        s.complete(&CompletionInput {
+            token: t,
+            answers: &answers,
+            source,
+            sender: None,
+            event_id: None,
+            completed_at: at,
+        })
+        .unwrap();
+    }
+
+    fn rows(s: &SqliteStore, f: &ExportFilter) -> Vec<StoredResponse> {
+        let snap = s.export_snapshot().unwrap();
+        let mut out = Vec::new();
+        snap.for_each_response::<StoreError>(f, |r| {
+            out.push(r);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn export_keys_are_the_union_in_first_seen_order() {
+        let (_d, mut s) = temp_store();
+        let (a, b) = (token(&mut s, "c"), token(&mut s, "c"));
+        // b completed first: its keys come first.
+        complete(
+            &mut s,
+            &a,
+            "endpoint",
+            json!({"z": 1, "a": 2}),
+            "2026-01-02T00:00:00.000Z",
+        );
+        complete(
+            &mut s,
+            &b,
+            "endpoint",
+            json!({"m": 1, "z": 3}),
+            "2026-01-01T00:00:00.000Z",
+        );
+        let snap = s.export_snapshot().unwrap();
+        let keys = snap.answer_keys(&ExportFilter::default()).unwrap();
+        assert_eq!(keys, ["m", "z", "a"]);
+    }
+
+    #[test]
+    fn export_rows_skip_duplicates_and_unmatched_unless_asked() {
+        let (_d, mut s) = temp_store();
+        let a = token(&mut s, "c");
+        complete(
+            &mut s,
+            &a,
+            "endpoint",
+            json!({"q": 1}),
+            "2026-01-01T00:00:00.000Z",
+        );
+        complete(
+            &mut s,
+            &a,
+            "webhook",
+            json!({"q": 1}),
+            "2026-01-01T00:00:01.000Z",
+        );
+        let answers = json!({"q": 2}).as_object().unwrap().clone();
+        let u = WebhookCompletion {
+            flow_token: Some("flow_unknown"),
+            context_id: None,
+            sender: Some("212600000001"),
+            answers: &answers,
+            event_id: "wamid.u1",
+            completed_at: "2026-01-03T00:00:00.000Z",
+        };
+        assert!(matches!(
+            s.webhook_completion(&u).unwrap(),
+            WebhookCompletionOutcome::Unmatched { .. }
+        ));
+        assert_eq!(
+            s.webhook_completion(&u).unwrap(),
+            WebhookCompletionOutcome::Duplicate
+        );
+        let base = ExportFilter::default();
+        assert_eq!(rows(&s, &base).len(), 1);
+        let all = rows(
+            &s,
+            &ExportFilter {
+                include_unmatched: true,
+                ..base.clone()
+            },
+        );
+        assert_eq!(all.len(), 2);
+        assert!(!all[1].matched);
+        assert_eq!(all[1].phone.as_deref(), Some("+212600000001"));
+        let since = ExportFilter {
+            include_unmatched: true,
+            since: Some("2026-01-02T00:00:00.000Z".into()),
+            ..base.clone()
+        };
+        assert_eq!(rows(&s, &since).len(), 1);
+        let campaign = ExportFilter {
+            include_unmatched: true,
+            campaign: Some("c".into()),
+            ..base
+        };
+        assert_eq!(rows(&s, &campaign).len(), 1);
+    }
+
+    #[test]
+    fn a_business_scoped_sender_has_no_phone() {
+        let (_d, mut s) = temp_store();
+        let answers = Map::new();
+        let outcome = s
+            .webhook_completion(&WebhookCompletion {
+                flow_token: None,
+                context_id: None,
+                sender: Some("US.13491208655302741918"),
+                answers: &answers,
+                event_id: "wamid.bsuid.1",
+                completed_at: "2026-01-03T00:00:00.000Z",
+            })
+            .unwrap();
+        assert!(matches!(
+            outcome,
+            WebhookCompletionOutcome::Unmatched { .. }
+        ));
+        let r = &rows(
+            &s,
+            &ExportFilter {
+                include_unmatched: true,
+                ..Default::default()
+            },
+        )[0];
+        assert_eq!(r.phone, None);
+        assert_eq!(r.sender.as_deref(), Some("US.13491208655302741918"));
+    }
+}

@@ -1,0 +1,251 @@
+//! Queries of `flowctl stats`: the funnel per campaign (the counting rules are those of
+//! [`Funnel`](crate::store::Funnel)).
+
+use std::collections::BTreeMap;
+
+use rusqlite::params;
+
+use super::SqliteStore;
+use crate::store::{Funnel, FunnelReport, Result, StatsQueries};
+
+/// A token's failure, as a condition on `tokens t`.
+const FAILED: &str = "(t.state = 'failed' OR t.delivery IS 'failed')";
+
+impl StatsQueries for SqliteStore {
+    fn funnel(&self, campaign: Option<&str>) -> Result<FunnelReport> {
+        let mut by_name: BTreeMap<String, Funnel> = BTreeMap::new();
+        let mut total = Funnel::default();
+        let sql = format!(
+            "SELECT t.campaign AS campaign,
+                    COUNT(*) AS issued,
+                    SUM(NOT {FAILED} AND (t.state = 'sent' OR t.delivery_rank >= 1)) AS sent,
+                    SUM({FAILED}) AS failed,
+                    SUM(NOT {FAILED} AND t.delivery_rank >= 2) AS delivered,
+                    SUM(NOT {FAILED} AND t.delivery_rank >= 3) AS read,
+                    SUM(EXISTS(SELECT 1 FROM responses r
+                               WHERE r.token = t.token AND r.duplicate_of IS NULL)) AS completed
+             FROM tokens t
+             WHERE ?1 IS NULL OR t.campaign = ?1
+             GROUP BY t.campaign"
+        );
+        self.each_row(&sql, params![campaign], |r| {
+            let name: String = r.get("campaign")?;
+            let f = funnel_of(&mut by_name, &name);
+            f.issued = r.get("issued")?;
+            f.sent = r.get("sent")?;
+            f.failed = r.get("failed")?;
+            f.delivered = r.get("delivered")?;
+            f.read = r.get("read")?;
+            f.completed = r.get("completed")?;
+            Ok(())
+        })?;
+
+        let sql = format!(
+            "SELECT t.campaign AS campaign,
+                    CASE WHEN t.delivery IS 'failed' THEN t.delivery_error_code ELSE t.error_code END
+                        AS code,
+                    COUNT(*) AS n
+             FROM tokens t
+             WHERE {FAILED} AND (?1 IS NULL OR t.campaign = ?1)
+             GROUP BY 1, 2"
+        );
+        self.each_row(&sql, params![campaign], |r| {
+            let name: String = r.get("campaign")?;
+            let code = r
+                .get::<_, Option<i64>>("code")?
+                .map_or_else(|| "unknown".to_string(), |c| c.to_string());
+            let n: i64 = r.get("n")?;
+            *funnel_of(&mut by_name, &name)
+                .failed_by_code
+                .entry(code.clone())
+                .or_default() += n;
+            *total.failed_by_code.entry(code).or_default() += n;
+            Ok(())
+        })?;
+
+        self.each_row(
+            "SELECT r.campaign AS campaign, COUNT(*) AS n FROM responses r
+             WHERE r.matched = 0 AND r.duplicate_of IS NULL
+               AND (?1 IS NULL OR r.campaign = ?1)
+             GROUP BY r.campaign",
+            params![campaign],
+            |r| {
+                let name: Option<String> = r.get("campaign")?;
+                let n: i64 = r.get("n")?;
+                if let Some(name) = name {
+                    funnel_of(&mut by_name, &name).unmatched = n;
+                }
+                total.unmatched += n;
+                Ok(())
+            },
+        )?;
+
+        for (name, median) in self.median_completion_seconds(campaign, true)? {
+            if let Some(name) = name {
+                funnel_of(&mut by_name, &name).median_completion_seconds = Some(median);
+            }
+        }
+        total.median_completion_seconds = self
+            .median_completion_seconds(campaign, false)?
+            .into_iter()
+            .next()
+            .map(|(_, m)| m);
+
+        let mut campaigns: Vec<Funnel> = by_name.into_values().collect();
+        for f in &campaigns {
+            total.issued += f.issued;
+            total.sent += f.sent;
+            total.failed += f.failed;
+            total.delivered += f.delivered;
+            total.read += f.read;
+            total.completed += f.completed;
+        }
+        for f in campaigns.iter_mut().chain(std::iter::once(&mut total)) {
+            f.completion_rate = (f.sent > 0).then(|| f.completed as f64 / f.sent as f64);
+        }
+        Ok(FunnelReport { campaigns, total })
+    }
+}
+
+impl SqliteStore {
+    /// `(campaign, median seconds from send to completion)`, per campaign or (with
+    /// `per_campaign` false) once over all, with `None` as campaign.
+    fn median_completion_seconds(
+        &self,
+        campaign: Option<&str>,
+        per_campaign: bool,
+    ) -> Result<Vec<(Option<String>, f64)>> {
+        let key = if per_campaign { "t.campaign" } else { "NULL" };
+        let sql = format!(
+            "WITH d AS (
+                 SELECT {key} AS campaign,
+                        (julianday(r.completed_at) - julianday(t.sent_at)) * 86400.0 AS secs
+                 FROM tokens t
+                 JOIN responses r ON r.token = t.token AND r.duplicate_of IS NULL
+                 WHERE t.sent_at IS NOT NULL AND (?1 IS NULL OR t.campaign = ?1)
+             ), ranked AS (
+                 SELECT campaign, secs,
+                        ROW_NUMBER() OVER (PARTITION BY campaign ORDER BY secs) AS rn,
+                        COUNT(*) OVER (PARTITION BY campaign) AS n
+                 FROM d WHERE secs IS NOT NULL
+             )
+             SELECT campaign, ROUND(AVG(secs), 3) AS median FROM ranked
+             WHERE rn IN ((n + 1) / 2, (n + 2) / 2)
+             GROUP BY campaign"
+        );
+        self.rows(&sql, params![campaign], |r| {
+            Ok((r.get("campaign")?, r.get("median")?))
+        })
+    }
+
+    /// Calls `f` with every row of a query (for aggregations that fold rows into a map).
+    fn each_row(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        mut f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
+    ) -> Result<()> {
+        self.rows(sql, params, |r| f(r)).map(drop)
+    }
+}
+
+fn funnel_of<'a>(m: &'a mut BTreeMap<String, Funnel>, name: &str) -> &'a mut Funnel {
+    m.entry(name.to_string()).or_insert_with(|| Funnel {
+        campaign: Some(name.to_string()),
+        ..Funnel::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::test_util::temp_store;
+    use crate::store::{CompletionInput, Failure, FlowQueries, SendState, TokenQueries};
+
+    fn token(s: &mut SqliteStore, campaign: &str) -> String {
+        crate::store::sqlite::test_util::issue_in(s, campaign, SendState::Pending)
+    }
+
+    fn sent(s: &mut SqliteStore, campaign: &str, n: u32, delivery: Option<(&str, i64)>) -> String {
+        let t = token(s, campaign);
+        s.record_sent(&t, &format!("wamid.{t}.{n}"), None).unwrap();
+        s.conn
+            .execute(
+                "UPDATE tokens SET sent_at = '2026-01-01T00:00:00.000Z' WHERE token = ?1",
+                [&t],
+            )
+            .unwrap();
+        if let Some((d, rank)) = delivery {
+            s.conn
+                .execute(
+                    "UPDATE tokens SET delivery = ?2, delivery_rank = ?3 WHERE token = ?1",
+                    params![t, d, rank],
+                )
+                .unwrap();
+        }
+        t
+    }
+
+    fn complete_after(s: &mut SqliteStore, t: &str, secs: u32) {
+        let answers = serde_json::Map::new();
+        let at = format!("2026-01-01T00:{:02}:{:02}.000Z", secs / 60, secs % 60);
+        s.complete(&CompletionInput {
+            token: t,
+            answers: &answers,
+            source: "endpoint",
+            sender: None,
+            event_id: None,
+            completed_at: &at,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn funnel_is_cumulative_and_failures_are_broken_down() {
+        let (_d, mut s) = temp_store();
+        token(&mut s, "a"); // issued only
+        sent(&mut s, "a", 1, None);
+        let d = sent(&mut s, "a", 2, Some(("delivered", 2)));
+        let r = sent(&mut s, "a", 3, Some(("read", 3)));
+        sent(&mut s, "a", 4, Some(("failed", 1)));
+        let f = token(&mut s, "a");
+        let refusal = Failure {
+            code: Some(131026),
+            message: "x".into(),
+            retryable: false,
+        };
+        s.record_failed(&f, &refusal).unwrap();
+        complete_after(&mut s, &d, 60);
+        complete_after(&mut s, &r, 120);
+        let other = sent(&mut s, "b", 5, None);
+        complete_after(&mut s, &other, 10);
+
+        let report = s.funnel(None).unwrap();
+        let a = &report.campaigns[0];
+        assert_eq!(a.campaign.as_deref(), Some("a"));
+        assert_eq!(
+            (a.issued, a.sent, a.failed, a.delivered, a.read, a.completed),
+            (6, 3, 2, 2, 1, 2)
+        );
+        assert_eq!(a.failed_by_code["131026"], 1);
+        assert_eq!(a.failed_by_code["unknown"], 1);
+        assert_eq!(a.completion_rate, Some(2.0 / 3.0));
+        assert_eq!(a.median_completion_seconds, Some(90.0));
+        assert_eq!((report.total.issued, report.total.completed), (7, 3));
+        assert_eq!(report.total.median_completion_seconds, Some(60.0));
+
+        let only_b = s.funnel(Some("b")).unwrap();
+        assert_eq!(only_b.campaigns.len(), 1);
+        assert_eq!(only_b.total.issued, 1);
+        assert_eq!(only_b.total.completion_rate, Some(1.0));
+    }
+
+    #[test]
+    fn an_empty_database_has_an_empty_funnel() {
+        let (_d, s) = temp_store();
+        let report = s.funnel(None).unwrap();
+        assert!(report.campaigns.is_empty());
+        assert_eq!(report.total.completion_rate, None);
+        assert_eq!(report.total.median_completion_seconds, None);
+    }
+}
