@@ -264,7 +264,12 @@ pub struct BulkArgs {
 
     /// With --retry-failed: only the rows that failed with these Graph error codes, e.g.
     /// `131047,131026`.
-    #[arg(long, requires = "retry_failed", value_delimiter = ',', value_name = "CODES")]
+    #[arg(
+        long,
+        requires = "retry_failed",
+        value_delimiter = ',',
+        value_name = "CODES"
+    )]
     pub codes: Vec<i64>,
 
     /// How long to wait out a Graph API outage (5xx answers, refused or broken connections)

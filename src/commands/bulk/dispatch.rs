@@ -15,12 +15,21 @@ use super::outage::{self, OutageGate};
 use super::progress::{throttle_text, Progress};
 use super::writer::Writer;
 use super::{Pacer, Stats, Stop};
-use crate::graph::{flow_message, ErrorClass, GraphClient, GraphError, MessageSettings};
+use crate::graph::{
+    flow_message, ErrorClass, GraphClient, GraphError, MessageSettings, USER_LIMIT_DEFERRAL,
+};
 use crate::outbound::{failure_of, RetryPolicy};
 use crate::store::{BulkOutcome, SendState};
+use crate::time::Timestamp;
 
 /// Requests marked `sending` in one commit at most.
 const MAX_BATCH: usize = 64;
+
+/// How long a row still refused with the pair rate limit (131056) after its retries is left
+/// alone: Meta's limit is about one message every 6 seconds to the same person, with bursts
+/// borrowed from the following minutes, so a quarter of an hour lets the pair's quota refill
+/// (`../shared/spec/whatsapp-cloud-api.md` section c).
+pub const PAIR_LIMIT_DEFERRAL: Duration = Duration::from_secs(15 * 60);
 
 /// Everything the dispatcher and the send tasks share.
 pub(super) struct Ctx {
@@ -126,11 +135,14 @@ async fn send_batch(ctx: Arc<Ctx>, batch: Vec<(Job, OwnedSemaphorePermit)>) {
     while sends.join_next().await.is_some() {}
 }
 
-/// How a send ended. A row whose retry was due when the run stopped ends `Refused` with a
-/// retryable error, so the rerun sends it.
+/// How a send ended.
 enum Ended {
     Sent(crate::graph::Sent),
+    /// The last answer, after the retries the policy allows.
     Refused(GraphError),
+    /// The run stopped while this row waited for its retry (an outage, a throttle, a
+    /// backoff): recorded failed with its retryable error, so the rerun sends it.
+    Stopped(GraphError),
 }
 
 /// One row's request, with its retries (through the pacer, like every request).
@@ -161,12 +173,12 @@ async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
         if err.is_outage() {
             // Refused before the API took it: safe to send again once the API answers.
             if !ctx.outage.wait_open(&mut ctx.stop.subscribe()).await {
-                break Ended::Refused(err);
+                break Ended::Stopped(err);
             }
             uncounted += 1;
         } else if let Some(regain) = throttled_for(&err) {
             if !wait_out_throttle(&ctx, &err, regain).await {
-                break Ended::Refused(err);
+                break Ended::Stopped(err);
             }
             uncounted += 1;
         } else {
@@ -180,12 +192,12 @@ async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
                 ctx.pacer.on_rate_limit();
             }
             if !wait_unless_stopped(&ctx, wait).await {
-                break Ended::Refused(err);
+                break Ended::Stopped(err);
             }
         }
         match ctx.slots.clone().acquire_owned().await {
             Ok(p) => permit = Some(p),
-            Err(_) => break Ended::Refused(err),
+            Err(_) => break Ended::Stopped(err),
         }
         ctx.pacer.acquire().await;
         attempt += 1;
@@ -290,9 +302,22 @@ async fn wait_unless_stopped(ctx: &Ctx, wait: Duration) -> bool {
     !stopped && ctx.stop.borrow().is_none()
 }
 
-/// Counts and records how a row's send ended; a failure the whole run shares stops it, at once
-/// (credentials, a blocked Flow) or after [`super::misconfig::STREAK`] in a row (a wrong
-/// setting).
+/// How long a row refused by a limit of its recipient is left alone, instead of failing it:
+/// 24 hours for Meta's per-user marketing limit (131049: Meta advises no retry sooner), and
+/// [`PAIR_LIMIT_DEFERRAL`] for a pair rate limit (131056) that outlasted its 4^X s retries.
+/// Meta's error codes page:
+/// <https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes/>.
+fn deferral_of(err: &GraphError) -> Option<Duration> {
+    match err.class() {
+        ErrorClass::UserLimit => Some(USER_LIMIT_DEFERRAL),
+        ErrorClass::PairRateLimit => Some(PAIR_LIMIT_DEFERRAL),
+        _ => None,
+    }
+}
+
+/// Counts and records how a row's send ended: sent, deferred by a limit of its recipient,
+/// refused, or unknown. A failure the whole run shares stops it, at once (credentials, a
+/// blocked Flow) or after [`super::misconfig::STREAK`] in a row (a wrong setting).
 fn record(ctx: &Ctx, job: &Job, ended: Ended, extra_attempts: i64) {
     let phone = job.recipient.phone.e164();
     let config_code = match &ended {
@@ -302,8 +327,19 @@ fn record(ctx: &Ctx, job: &Job, ended: Ended, extra_attempts: i64) {
     if let Some(why) = ctx.misconfig.observe(config_code) {
         ctx.request_stop(Stop::Misconfigured(why));
     }
-    let outcome = match ended {
-        Ended::Sent(sent) => {
+    let say = |msg: &str, failed: bool| {
+        ctx.progress
+            .report(&format!("line {}: {phone} {msg}", job.line));
+        if failed {
+            ctx.failures.write(&job.record, job.line, msg);
+        }
+    };
+    let deferral = match &ended {
+        Ended::Refused(e) => deferral_of(e),
+        _ => None,
+    };
+    let outcome = match (ended, deferral) {
+        (Ended::Sent(sent), _) => {
             Stats::bump(&ctx.stats.sent);
             BulkOutcome::Sent {
                 token: job.token.clone(),
@@ -312,12 +348,9 @@ fn record(ctx: &Ctx, job: &Job, ended: Ended, extra_attempts: i64) {
                 extra_attempts,
             }
         }
-        Ended::Refused(e) if e.outcome_unknown() => {
+        (Ended::Refused(e) | Ended::Stopped(e), _) if e.outcome_unknown() => {
             Stats::bump(&ctx.stats.unknown);
-            let msg = format!("outcome unknown, not resent: {e}");
-            ctx.progress
-                .report(&format!("line {}: {phone} {msg}", job.line));
-            ctx.failures.write(&job.record, job.line, &msg);
+            say(&format!("outcome unknown, not resent: {e}"), true);
             BulkOutcome::NotSent {
                 token: job.token.clone(),
                 state: SendState::Unknown,
@@ -325,7 +358,23 @@ fn record(ctx: &Ctx, job: &Job, ended: Ended, extra_attempts: i64) {
                 extra_attempts,
             }
         }
-        Ended::Refused(e) => {
+        (Ended::Refused(e), Some(wait)) => {
+            let until = Timestamp::now().saturating_add(wait);
+            ctx.stats.note_deferred(until);
+            say(
+                &format!(
+                    "deferred until {until} (a limit of this recipient; the run goes on): {e}"
+                ),
+                false,
+            );
+            BulkOutcome::Deferred {
+                token: job.token.clone(),
+                until,
+                failure: failure_of(&e),
+                extra_attempts,
+            }
+        }
+        (Ended::Refused(e) | Ended::Stopped(e), _) => {
             let mut failure = failure_of(&e);
             match e.class() {
                 ErrorClass::Fatal | ErrorClass::Throttled => {
@@ -338,10 +387,7 @@ fn record(ctx: &Ctx, job: &Job, ended: Ended, extra_attempts: i64) {
                 _ => {}
             }
             Stats::bump(&ctx.stats.failed);
-            let msg = format!("failed: {e}");
-            ctx.progress
-                .report(&format!("line {}: {phone} {msg}", job.line));
-            ctx.failures.write(&job.record, job.line, &msg);
+            say(&format!("failed: {e}"), true);
             BulkOutcome::NotSent {
                 token: job.token.clone(),
                 state: SendState::Failed,

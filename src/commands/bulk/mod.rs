@@ -42,7 +42,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, watch, Semaphore};
 
-pub use decision::{decide, Decision};
+pub use decision::{decide, Decision, Rerun};
 pub use pacer::{burst_for, default_concurrency, AdaptiveRate, Pacer};
 pub use progress::{Stats, Summary};
 pub use reader::{parse_row, Columns, CrlfToLf, CsvRows};
@@ -125,7 +125,7 @@ pub async fn run(db: &Path, args: BulkSettings) -> anyhow::Result<i32> {
     let feed = Feed {
         campaign: campaign.clone(),
         ttl: settings.token_ttl,
-        resend_unknown: args.resend_unknown,
+        rerun: Rerun::of(&args),
         writer,
         stats: stats.clone(),
         progress: progress.clone(),
