@@ -145,9 +145,11 @@ pub(super) fn account(decision: &Decision, mode: Mode, stats: &Stats) -> Option<
             Stats::bump(&stats.failed);
             Stats::bump(&stats.previously_failed);
             stats.note_failed_after_acceptance(*code);
-            Some(format!(
-                "failed after Meta accepted it (a `failed` status), {not}: {why}"
-            ))
+            let reason = match code {
+                Some(code) => format!("{code}: {why}"),
+                None => why.clone(),
+            };
+            Some(format!("failed after Meta accepted it ({reason}), {not}"))
         }
         Decision::Unknown(why) => {
             Stats::bump(&stats.unknown);
