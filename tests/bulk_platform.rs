@@ -742,6 +742,9 @@ impl Platform {
 }
 
 fn codes(m: &std::collections::BTreeMap<i64, u64>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
     m.iter()
         .map(|(c, n)| format!("{c}:{n}"))
         .collect::<Vec<_>>()
