@@ -256,6 +256,22 @@ pub struct BulkArgs {
     #[arg(long)]
     pub resend_unknown: bool,
 
+    /// Resend the rows that failed in an earlier run, refused at once or failed after Meta
+    /// accepted them (a `failed` status), with a fresh token (the old one stays valid for a
+    /// late completion). Rows whose outcome is unknown are left to --resend-unknown.
+    #[arg(long)]
+    pub retry_failed: bool,
+
+    /// With --retry-failed: only the rows that failed with these Graph error codes, e.g.
+    /// `131047,131026`.
+    #[arg(
+        long,
+        requires = "retry_failed",
+        value_delimiter = ',',
+        value_name = "CODES"
+    )]
+    pub codes: Vec<i64>,
+
     /// How long to wait out a Graph API outage (5xx answers, refused or broken connections)
     /// before stopping the run; sends pause meanwhile and resume when the API answers again.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]

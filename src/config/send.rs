@@ -90,10 +90,35 @@ pub struct BulkSettings {
     pub failures: Option<PathBuf>,
     /// `--resend-unknown`: also resend rows whose earlier outcome is unknown.
     pub resend_unknown: bool,
+    /// `--retry-failed [--codes …]`: which failed rows of earlier runs to resend.
+    pub retry_failed: RetryFailed,
     /// `--max-outage`: how long a Graph API outage is waited out.
     pub max_outage: Duration,
     /// Interval of the plain progress lines (`FLOWCTL_PROGRESS_INTERVAL_MS`, default 5 s).
     pub progress_interval: Duration,
+}
+
+/// `--retry-failed [--codes …]`: which rows that failed in an earlier run a rerun resends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RetryFailed {
+    /// None (without the flag): a failure for good stays failed.
+    #[default]
+    No,
+    /// Every failed row.
+    All,
+    /// The rows that failed with one of these Graph error codes (`--codes`).
+    Codes(Vec<i64>),
+}
+
+impl RetryFailed {
+    /// Whether a row that failed with `code` is to be resent.
+    pub fn covers(&self, code: Option<i64>) -> bool {
+        match self {
+            RetryFailed::No => false,
+            RetryFailed::All => true,
+            RetryFailed::Codes(codes) => code.is_some_and(|c| codes.contains(&c)),
+        }
+    }
 }
 
 impl BulkArgs {
@@ -128,6 +153,11 @@ impl BulkArgs {
             json: self.json,
             failures: self.failures.clone(),
             resend_unknown: self.resend_unknown,
+            retry_failed: match (self.retry_failed, self.codes.is_empty()) {
+                (false, _) => RetryFailed::No,
+                (true, true) => RetryFailed::All,
+                (true, false) => RetryFailed::Codes(self.codes.clone()),
+            },
             max_outage: self.max_outage,
             progress_interval: progress_interval(env_value(PROGRESS_INTERVAL_VAR).as_deref()),
         })

@@ -1,5 +1,6 @@
 //! The send stage of a run: pacing, batches marked `sending` in one commit, one task per
-//! request, retries (the shared [`RetryPolicy`]), outages, and recording each outcome.
+//! request, retries (the shared [`RetryPolicy`]), outages and Meta's throttles (waited out,
+//! never counted against a row), and recording each outcome.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -9,16 +10,26 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::failures::FailureLog;
 use super::feed::Job;
+use super::misconfig::ConfigStreak;
 use super::outage::{self, OutageGate};
-use super::progress::Progress;
+use super::progress::{throttle_text, Progress};
 use super::writer::Writer;
 use super::{Pacer, Stats, Stop};
-use crate::graph::{flow_message, ErrorClass, GraphClient, GraphError, MessageSettings};
+use crate::graph::{
+    flow_message, ErrorClass, GraphClient, GraphError, MessageSettings, USER_LIMIT_DEFERRAL,
+};
 use crate::outbound::{failure_of, RetryPolicy};
 use crate::store::{BulkOutcome, SendState};
+use crate::time::Timestamp;
 
 /// Requests marked `sending` in one commit at most.
 const MAX_BATCH: usize = 64;
+
+/// How long a row still refused with the pair rate limit (131056) after its retries is left
+/// alone: Meta's limit is about one message every 6 seconds to the same person, with bursts
+/// borrowed from the following minutes, so a quarter of an hour lets the pair's quota refill
+/// (`../shared/spec/whatsapp-cloud-api.md` section c).
+pub const PAIR_LIMIT_DEFERRAL: Duration = Duration::from_secs(15 * 60);
 
 /// Everything the dispatcher and the send tasks share.
 pub(super) struct Ctx {
@@ -36,6 +47,8 @@ pub(super) struct Ctx {
     pub(super) outage: OutageGate,
     /// How long an outage is waited out before the run stops.
     pub(super) max_outage: Duration,
+    /// Sends in a row refused with the same configuration-level error.
+    pub(super) misconfig: ConfigStreak,
 }
 
 impl Ctx {
@@ -122,11 +135,14 @@ async fn send_batch(ctx: Arc<Ctx>, batch: Vec<(Job, OwnedSemaphorePermit)>) {
     while sends.join_next().await.is_some() {}
 }
 
-/// How a send ended. A row whose retry was due when the run stopped ends `Refused` with a
-/// retryable error, so the rerun sends it.
+/// How a send ended.
 enum Ended {
     Sent(crate::graph::Sent),
+    /// The last answer, after the retries the policy allows.
     Refused(GraphError),
+    /// The run stopped while this row waited for its retry (an outage, a throttle, a
+    /// backoff): recorded failed with its retryable error, so the rerun sends it.
+    Stopped(GraphError),
 }
 
 /// One row's request, with its retries (through the pacer, like every request).
@@ -142,9 +158,9 @@ async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
     );
     let mut permit = Some(permit);
     let mut attempt: u32 = 1;
-    // Attempts that met an outage do not count against the retry limits: the outage is
-    // bounded by --max-outage instead.
-    let mut outage_attempts: u32 = 0;
+    // Attempts that met an outage or Meta's throttle of the whole app or account do not count
+    // against the row's retry limit: the row is not at fault, and the wait is the run's.
+    let mut uncounted: u32 = 0;
     let ended = loop {
         let err = match ctx.graph.send_message(&body).await {
             Ok(sent) => break Ended::Sent(sent),
@@ -153,16 +169,21 @@ async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
         if err.is_outage() || err.outcome_unknown() {
             close_gate(&ctx, &err);
         }
+        permit = None;
         if err.is_outage() {
             // Refused before the API took it: safe to send again once the API answers.
-            permit = None;
             if !ctx.outage.wait_open(&mut ctx.stop.subscribe()).await {
-                break Ended::Refused(err);
+                break Ended::Stopped(err);
             }
-            outage_attempts += 1;
+            uncounted += 1;
+        } else if let Some(regain) = throttled_for(&err) {
+            if !wait_out_throttle(&ctx, &err, regain).await {
+                break Ended::Stopped(err);
+            }
+            uncounted += 1;
         } else {
             // The shared policy says whether this row tries again, and after how long.
-            let Some(wait) = ctx.policy.retry_after(&err, attempt - outage_attempts) else {
+            let Some(wait) = ctx.policy.retry_after(&err, attempt - uncounted) else {
                 break Ended::Refused(err);
             };
             if err.class() == ErrorClass::RateLimit {
@@ -170,20 +191,56 @@ async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
                 // every other request.
                 ctx.pacer.on_rate_limit();
             }
-            permit = None;
             if !wait_unless_stopped(&ctx, wait).await {
-                break Ended::Refused(err);
+                break Ended::Stopped(err);
             }
         }
         match ctx.slots.clone().acquire_owned().await {
             Ok(p) => permit = Some(p),
-            Err(_) => break Ended::Refused(err),
+            Err(_) => break Ended::Stopped(err),
         }
         ctx.pacer.acquire().await;
         attempt += 1;
     };
     record(&ctx, &job, ended, i64::from(attempt) - 1);
     drop(permit);
+}
+
+/// How long the whole app or account is throttled, when `err` is a throughput limit (4,
+/// 80007, 130429) whose answer said so in its `X-Business-Use-Case-Usage` header. Meta's
+/// rate-limiting guide (<https://developers.facebook.com/docs/graph-api/overview/rate-limiting/>)
+/// gives that time as the one after which calls succeed again: sending earlier only meets the
+/// same answer.
+fn throttled_for(err: &GraphError) -> Option<Duration> {
+    (err.class() == ErrorClass::RateLimit)
+        .then(|| err.regain_after())
+        .flatten()
+}
+
+/// Pauses the whole run for `regain` (nothing leaves the pacer meanwhile), tells the user when
+/// the pause starts or grows, and waits it out. False when the run stops meanwhile.
+async fn wait_out_throttle(ctx: &Ctx, err: &GraphError, regain: Duration) -> bool {
+    let change = ctx.pacer.on_throttle(regain);
+    if change.started {
+        Stats::bump(&ctx.stats.throttles);
+    }
+    if change.added > Duration::ZERO {
+        ctx.stats
+            .throttle_ms
+            .fetch_add(change.added.as_millis() as u64, Relaxed);
+        if let Some(until) = ctx.pacer.throttled_until() {
+            ctx.progress.report(&format!(
+                "flowctl: {}: {err}; sends resume then, no row is failed for it",
+                throttle_text(until)
+            ));
+        }
+    }
+    let left = ctx
+        .pacer
+        .throttled_until()
+        .map(|until| until.saturating_duration_since(Instant::now()))
+        .unwrap_or_default();
+    wait_unless_stopped(ctx, left).await
 }
 
 /// Closes the outage gate after `err`; the first to close it starts the prober.
@@ -245,11 +302,44 @@ async fn wait_unless_stopped(ctx: &Ctx, wait: Duration) -> bool {
     !stopped && ctx.stop.borrow().is_none()
 }
 
-/// Counts and records how a row's send ended; a failure the whole run shares stops it.
+/// How long a row refused by a limit of its recipient is left alone, instead of failing it:
+/// 24 hours for Meta's per-user marketing limit (131049: Meta advises no retry sooner), and
+/// [`PAIR_LIMIT_DEFERRAL`] for a pair rate limit (131056) that outlasted its 4^X s retries.
+/// Meta's error codes page:
+/// <https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes/>.
+fn deferral_of(err: &GraphError) -> Option<Duration> {
+    match err.class() {
+        ErrorClass::UserLimit => Some(USER_LIMIT_DEFERRAL),
+        ErrorClass::PairRateLimit => Some(PAIR_LIMIT_DEFERRAL),
+        _ => None,
+    }
+}
+
+/// Counts and records how a row's send ended: sent, deferred by a limit of its recipient,
+/// refused, or unknown. A failure the whole run shares stops it, at once (credentials, a
+/// blocked Flow) or after [`super::misconfig::STREAK`] in a row (a wrong setting).
 fn record(ctx: &Ctx, job: &Job, ended: Ended, extra_attempts: i64) {
     let phone = job.recipient.phone.e164();
-    let outcome = match ended {
-        Ended::Sent(sent) => {
+    let config_code = match &ended {
+        Ended::Refused(e) if e.class() == ErrorClass::Config => e.code(),
+        _ => None,
+    };
+    if let Some(why) = ctx.misconfig.observe(config_code) {
+        ctx.request_stop(Stop::Misconfigured(why));
+    }
+    let say = |msg: &str, failed: bool| {
+        ctx.progress
+            .report(&format!("line {}: {phone} {msg}", job.line));
+        if failed {
+            ctx.failures.write(&job.record, job.line, msg);
+        }
+    };
+    let deferral = match &ended {
+        Ended::Refused(e) => deferral_of(e),
+        _ => None,
+    };
+    let outcome = match (ended, deferral) {
+        (Ended::Sent(sent), _) => {
             Stats::bump(&ctx.stats.sent);
             BulkOutcome::Sent {
                 token: job.token.clone(),
@@ -258,12 +348,9 @@ fn record(ctx: &Ctx, job: &Job, ended: Ended, extra_attempts: i64) {
                 extra_attempts,
             }
         }
-        Ended::Refused(e) if e.outcome_unknown() => {
+        (Ended::Refused(e) | Ended::Stopped(e), _) if e.outcome_unknown() => {
             Stats::bump(&ctx.stats.unknown);
-            let msg = format!("outcome unknown, not resent: {e}");
-            ctx.progress
-                .report(&format!("line {}: {phone} {msg}", job.line));
-            ctx.failures.write(&job.record, job.line, &msg);
+            say(&format!("outcome unknown, not resent: {e}"), true);
             BulkOutcome::NotSent {
                 token: job.token.clone(),
                 state: SendState::Unknown,
@@ -271,18 +358,36 @@ fn record(ctx: &Ctx, job: &Job, ended: Ended, extra_attempts: i64) {
                 extra_attempts,
             }
         }
-        Ended::Refused(e) => {
+        (Ended::Refused(e), Some(wait)) => {
+            let until = Timestamp::now().saturating_add(wait);
+            ctx.stats.note_deferred(until);
+            say(
+                &format!(
+                    "deferred until {until} (a limit of this recipient; the run goes on): {e}"
+                ),
+                false,
+            );
+            BulkOutcome::Deferred {
+                token: job.token.clone(),
+                until,
+                failure: failure_of(&e),
+                extra_attempts,
+            }
+        }
+        (Ended::Refused(e) | Ended::Stopped(e), _) => {
             let mut failure = failure_of(&e);
-            if matches!(e.class(), ErrorClass::Fatal | ErrorClass::Throttled) {
-                // Not the recipient's fault: once the cause is fixed, the rerun sends it.
-                failure.retryable = true;
-                ctx.request_stop(Stop::Fatal(e.to_string()));
+            match e.class() {
+                ErrorClass::Fatal | ErrorClass::Throttled => {
+                    // Not the recipient's fault: once the cause is fixed, the rerun sends it.
+                    failure.retryable = true;
+                    ctx.request_stop(Stop::Fatal(e.to_string()));
+                }
+                // A setting that is wrong for everyone: the rerun after the fix sends it.
+                ErrorClass::Config => failure.retryable = true,
+                _ => {}
             }
             Stats::bump(&ctx.stats.failed);
-            let msg = format!("failed: {e}");
-            ctx.progress
-                .report(&format!("line {}: {phone} {msg}", job.line));
-            ctx.failures.write(&job.record, job.line, &msg);
+            say(&format!("failed: {e}"), true);
             BulkOutcome::NotSent {
                 token: job.token.clone(),
                 state: SendState::Failed,

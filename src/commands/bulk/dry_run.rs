@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
-use super::decision::{account, decide, Mode};
+use super::decision::{account, decide, Mode, Rerun};
 use super::failures::FailureLog;
 use super::feed::{row_line, Row, RowLoop};
 use super::reader::{self, CsvRows};
@@ -24,12 +24,11 @@ pub(super) async fn dry_run(
 ) -> anyhow::Result<i32> {
     let failures = FailureLog::create(args.failures.as_deref(), &rows.headers())?;
     let db = db.to_path_buf();
-    let resend_unknown = args.resend_unknown;
+    let rerun = Rerun::of(args);
     let start = Instant::now();
     let camp = campaign.clone();
-    let stats =
-        tokio::task::spawn_blocking(move || dry_count(&db, rows, &camp, resend_unknown, &failures))
-            .await??;
+    let stats = tokio::task::spawn_blocking(move || dry_count(&db, rows, &camp, &rerun, &failures))
+        .await??;
     let mut summary = Summary::collect(&campaign, &stats, start.elapsed());
     summary.dry_run = true;
     // Nothing is attempted in a dry run: the rows queued are the rows a run would send.
@@ -53,7 +52,7 @@ fn dry_count(
     db: &Path,
     mut rows: CsvRows,
     campaign: &str,
-    resend_unknown: bool,
+    rerun: &Rerun,
     failures: &FailureLog,
 ) -> anyhow::Result<Stats> {
     let store = Store::open_read_only(db)?;
@@ -69,7 +68,7 @@ fn dry_count(
             None => vec![None; phones.len()],
         };
         for ((line, recipient), member) in chunk.drain(..).zip(members) {
-            let decision = decide(member.as_ref(), resend_unknown);
+            let decision = decide(member.as_ref(), rerun);
             if let Some(why) = account(&decision, Mode::DryRun, &stats) {
                 // Said only: a dry run's --failures file lists the rows it finds invalid.
                 eprintln!("{}", row_line(line.line, &recipient.phone, &why));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::decision::{account, decide, Decision, Mode};
+use super::decision::{account, decide, Decision, Mode, Rerun};
 use super::failures::FailureLog;
 use super::progress::Progress;
 use super::reader::{self, CsvRows};
@@ -91,7 +91,8 @@ pub(super) fn row_line(line: u64, phone: &Phone, what: &str) -> String {
 pub(super) struct Feed {
     pub(super) campaign: String,
     pub(super) ttl: Duration,
-    pub(super) resend_unknown: bool,
+    /// What the run sends again of the campaign's earlier rows.
+    pub(super) rerun: Rerun,
     pub(super) writer: Writer,
     pub(super) stats: Arc<Stats>,
     pub(super) progress: Progress,
@@ -116,8 +117,9 @@ impl Feed {
         )
     }
 
-    /// Issues the chunk's tokens in one transaction and queues what is to be sent. Returns
-    /// false when the dispatcher has stopped.
+    /// Issues the chunk's tokens in one transaction, replaces in a second one the rows to
+    /// resend with a fresh token, and queues what is to be sent. Returns false when the
+    /// dispatcher has stopped.
     fn flush(&self, chunk: &mut Vec<Row>, jobs: &mpsc::Sender<Job>) -> anyhow::Result<bool> {
         let tokens: Vec<NewToken> = chunk
             .iter()
@@ -131,36 +133,47 @@ impl Feed {
                 ttl: self.ttl,
             })
             .collect();
-        let fresh: Vec<String> = tokens
-            .iter()
-            .map(|t| t.token.as_str().to_string())
-            .collect();
-        let issued = self.writer.issue(tokens)?;
-        for (((line, recipient), issued), fresh) in chunk.drain(..).zip(issued).zip(fresh) {
+        let (tokens, issued) = self.writer.issue(tokens)?;
+        let mut queued = Vec::new();
+        let mut superseded = Vec::new();
+        for (((line, recipient), issued), fresh) in chunk.drain(..).zip(issued).zip(tokens) {
             let held = match &issued {
                 Issued::New => None,
                 Issued::Existing(m) => Some(m),
             };
-            let decision = decide(held, self.resend_unknown);
+            let decision = decide(held, &self.rerun);
             let said = account(&decision, Mode::Run, &self.stats);
-            match (decision, said) {
-                (Decision::Send(reused), _) => {
-                    let job = Job {
-                        token: reused.unwrap_or(fresh),
-                        recipient,
-                        line: line.line,
-                        record: line.record,
-                    };
-                    if jobs.blocking_send(job).is_err() {
-                        return Ok(false);
+            let token = match decision {
+                Decision::Send(reused) => {
+                    reused.unwrap_or_else(|| fresh.token.as_str().to_string())
+                }
+                Decision::Resend(old) => {
+                    let token = fresh.token.as_str().to_string();
+                    superseded.push((old, fresh));
+                    token
+                }
+                _ => {
+                    if let Some(why) = said {
+                        self.progress
+                            .report(&row_line(line.line, &recipient.phone, &why));
+                        self.failures.write(&line.record, line.line, &why);
                     }
+                    continue;
                 }
-                (_, Some(why)) => {
-                    self.progress
-                        .report(&row_line(line.line, &recipient.phone, &why));
-                    self.failures.write(&line.record, line.line, &why);
-                }
-                (_, None) => {}
+            };
+            queued.push(Job {
+                token,
+                recipient,
+                line: line.line,
+                record: line.record,
+            });
+        }
+        if !superseded.is_empty() {
+            self.writer.supersede(superseded)?;
+        }
+        for job in queued {
+            if jobs.blocking_send(job).is_err() {
+                return Ok(false);
             }
         }
         Ok(true)

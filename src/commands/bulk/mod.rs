@@ -28,6 +28,7 @@ mod dry_run;
 mod failures;
 mod feed;
 mod lock;
+mod misconfig;
 mod outage;
 mod pacer;
 mod progress;
@@ -41,7 +42,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, watch, Semaphore};
 
-pub use decision::{decide, Decision};
+pub use decision::{decide, Decision, Rerun};
 pub use pacer::{burst_for, default_concurrency, AdaptiveRate, Pacer};
 pub use progress::{Stats, Summary};
 pub use reader::{parse_row, Columns, CrlfToLf, CsvRows};
@@ -55,7 +56,7 @@ use dry_run::dry_run;
 use failures::FailureLog;
 use feed::{Feed, CHUNK};
 use outage::OutageGate;
-use progress::Progress;
+use progress::{Pace, Progress};
 use writer::Writer;
 
 /// Why a run stopped taking rows.
@@ -66,6 +67,9 @@ enum Stop {
     /// The API refused for a reason no other row can escape (bad token, Flow blocked, …),
     /// or the file or the database failed.
     Fatal(String),
+    /// Sends in a row were refused with the same configuration-level error: the sentence
+    /// names its likely cause (see [`misconfig`]).
+    Misconfigured(String),
 }
 
 /// `flowctl bulk`.
@@ -102,18 +106,26 @@ pub async fn run(db: &Path, args: BulkSettings) -> anyhow::Result<i32> {
         stop,
         outage: OutageGate::default(),
         max_outage: args.max_outage,
+        misconfig: Default::default(),
     });
     let start = Instant::now();
     let signals = tokio::spawn(watch_signals(ctx.clone()));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let pacer_ctx = ctx.clone();
-    let updates = progress.spawn_updates(stats.clone(), move || pacer_ctx.pacer.rate(), done_rx);
+    let updates = progress.spawn_updates(
+        stats.clone(),
+        move || Pace {
+            rate: pacer_ctx.pacer.rate(),
+            throttled_until: pacer_ctx.pacer.throttled_until(),
+        },
+        done_rx,
+    );
 
     let (job_tx, job_rx) = mpsc::channel(CHUNK * 2);
     let feed = Feed {
         campaign: campaign.clone(),
         ttl: settings.token_ttl,
-        resend_unknown: args.resend_unknown,
+        rerun: Rerun::of(&args),
         writer,
         stats: stats.clone(),
         progress: progress.clone(),
@@ -150,21 +162,32 @@ pub async fn run(db: &Path, args: BulkSettings) -> anyhow::Result<i32> {
     }
     let mut summary = Summary::collect(&campaign, &stats, start.elapsed());
     summary.interrupted = stopped == Some(Stop::Interrupted);
-    if let Some(Stop::Fatal(why)) = &stopped {
+    if let Some(Stop::Fatal(why) | Stop::Misconfigured(why)) = &stopped {
         summary.stopped = Some(why.clone());
     }
     if let Err(e) = &written {
         summary.stopped = Some(format!("cannot record outcomes: {e}"));
     }
-    finish(&args, &summary, written.is_err())
+    let misconfigured = matches!(stopped, Some(Stop::Misconfigured(_))) && written.is_ok();
+    finish(&args, &summary, written.is_err(), misconfigured)
 }
 
 /// Prints the summaries and picks the exit code.
-fn finish(args: &BulkSettings, summary: &Summary, store_failed: bool) -> anyhow::Result<i32> {
+fn finish(
+    args: &BulkSettings,
+    summary: &Summary,
+    store_failed: bool,
+    misconfigured: bool,
+) -> anyhow::Result<i32> {
     eprintln!("{}", summary.human());
     if summary.interrupted {
         eprintln!(
             "flowctl: interrupted; in-flight sends were finished and recorded. Resume with: {}",
+            resume_command()
+        );
+    } else if let (true, Some(why)) = (misconfigured, &summary.stopped) {
+        eprintln!(
+            "flowctl: stopped: {why}. The rows it refused stay retryable: fix the setting, then resume with: {}",
             resume_command()
         );
     } else if let Some(why) = &summary.stopped {

@@ -1,5 +1,6 @@
 //! The shared pacer of a bulk run: `governor` at the allowed rate, slowed down for the WHOLE
-//! run when the API answers with a rate limit, and brought back up after a quiet period.
+//! run when the API answers with a rate limit, and brought back up after a quiet period; and
+//! held for as long as Meta says when the app or account is throttled.
 //!
 //! governor's quota cannot be changed in place, so a rate change swaps in a new limiter.
 //! The arithmetic lives in [`AdaptiveRate`], a pure state machine over `Instant`s, so that it
@@ -40,6 +41,15 @@ pub fn default_concurrency(rate: f64) -> usize {
     (rate * 0.5).ceil().clamp(4.0, 512.0) as usize
 }
 
+/// What an answer of Meta's throttle changed in the run's pause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Throttle {
+    /// A new pause (none was in force).
+    pub started: bool,
+    /// How much later the pause now ends (zero: the answer changed nothing).
+    pub added: Duration,
+}
+
 /// The adaptive rate: halves on a rate-limit episode, recovers multiplicatively after
 /// [`QUIET`], never above the configured maximum nor below `min`.
 #[derive(Clone, Debug)]
@@ -50,6 +60,8 @@ pub struct AdaptiveRate {
     last_cut: Option<Instant>,
     last_step: Instant,
     paused_until: Option<Instant>,
+    /// End of the pause Meta asked for (`X-Business-Use-Case-Usage`), shown to the user.
+    throttled_until: Option<Instant>,
 }
 
 impl AdaptiveRate {
@@ -63,6 +75,7 @@ impl AdaptiveRate {
             last_cut: None,
             last_step: now,
             paused_until: None,
+            throttled_until: None,
         }
     }
 
@@ -74,6 +87,27 @@ impl AdaptiveRate {
     /// Until when nothing may be sent.
     pub fn paused_until(&self, now: Instant) -> Option<Instant> {
         self.paused_until.filter(|t| *t > now)
+    }
+
+    /// Until when Meta said the app or account is throttled.
+    pub fn throttled_until(&self, now: Instant) -> Option<Instant> {
+        self.throttled_until.filter(|t| *t > now)
+    }
+
+    /// Meta said, at `now`, that the app or account is throttled until `until`: nothing is
+    /// sent before then, and the rate is left alone (the limit is lifted, not lowered).
+    pub fn on_throttle(&mut self, now: Instant, until: Instant) -> Throttle {
+        self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+        let current = self.throttled_until(now);
+        let end = current.unwrap_or(now);
+        if until <= end {
+            return Throttle::default();
+        }
+        self.throttled_until = Some(until);
+        Throttle {
+            started: current.is_none(),
+            added: until - end,
+        }
     }
 
     /// A rate-limit answer arrived. Returns true when the rate changed.
@@ -180,9 +214,20 @@ impl Pacer {
         }
     }
 
+    /// Reports Meta's throttle of the app or account: nothing leaves for `regain`.
+    pub fn on_throttle(&self, regain: Duration) -> Throttle {
+        let now = Instant::now();
+        self.lock().rate.on_throttle(now, now + regain)
+    }
+
     /// The rate in force, messages per second.
     pub fn rate(&self) -> f64 {
         self.lock().rate.current()
+    }
+
+    /// Until when Meta's throttle holds the run, while it does.
+    pub fn throttled_until(&self) -> Option<Instant> {
+        self.lock().rate.throttled_until(Instant::now())
     }
 }
 
@@ -247,6 +292,44 @@ mod tests {
             r.on_rate_limit(t0 + Duration::from_secs(2 * i));
         }
         assert_eq!(r.current(), 1.0);
+    }
+
+    #[test]
+    fn a_throttle_pauses_until_the_time_meta_gave_without_cutting_the_rate() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut r = AdaptiveRate::new(80.0, t0);
+        let until = t0 + s(60);
+        assert_eq!(
+            r.on_throttle(t0, until),
+            Throttle {
+                started: true,
+                added: s(60)
+            }
+        );
+        assert_eq!(r.current(), 80.0, "the rate is not the problem");
+        assert_eq!(r.paused_until(t0 + s(59)), Some(until));
+        assert_eq!(r.throttled_until(t0 + s(59)), Some(until));
+        // The other answers of the same throttle say the same or less: one pause.
+        assert_eq!(r.on_throttle(t0 + s(1), until), Throttle::default());
+        assert_eq!(r.on_throttle(t0 + s(2), t0 + s(30)), Throttle::default());
+        assert_eq!(
+            r.on_throttle(t0 + s(10), until + s(60)),
+            Throttle {
+                started: false,
+                added: s(60)
+            },
+            "a longer one"
+        );
+        let end = until + s(60);
+        assert_eq!(r.paused_until(end), None);
+        assert_eq!(r.throttled_until(end), None);
+        assert!(r.on_throttle(end, end + s(1)).started, "a new one");
+        // A plain rate limit during the throttle does not shorten it.
+        let mut r = AdaptiveRate::new(80.0, t0);
+        r.on_throttle(t0, until);
+        r.on_rate_limit(t0);
+        assert_eq!(r.paused_until(t0), Some(until));
     }
 
     #[tokio::test]

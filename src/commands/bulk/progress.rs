@@ -1,13 +1,17 @@
 //! Where a run stands: shared counters, the progress bar (or plain lines when stderr is not a
 //! terminal) and the final summary.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
+
+use super::decision::OUTSIDE_WINDOW;
+use crate::time::Timestamp;
 
 /// The counters of a run, updated from every thread and task.
 #[derive(Debug, Default)]
@@ -36,11 +40,23 @@ pub struct Stats {
     pub outages: AtomicU64,
     /// Milliseconds spent paused by those outages.
     pub outage_ms: AtomicU64,
+    /// Pauses of the whole run that Meta asked for (app or account throttled).
+    pub throttles: AtomicU64,
+    /// Milliseconds of those pauses.
+    pub throttle_ms: AtomicU64,
     /// Of `sent`: committed to the store by the bookkeeping thread.
     pub recorded: Arc<AtomicU64>,
     /// Of `sent`: accepted by the API but lost with a failed commit (the store keeps them
     /// `sending`); set at the end of a run, the summary counts them as unknown, not sent.
     pub unrecorded: AtomicU64,
+    /// Rows held back by a per-user limit: deferred by this run, or by an earlier one and
+    /// their time has not come.
+    pub deferred: AtomicU64,
+    /// The earliest time one of the `deferred` rows may be sent.
+    next_deferred: Mutex<Option<Timestamp>>,
+    /// Of `previously_failed`: rows Meta accepted in an earlier run and a `failed` status
+    /// settled afterwards, per Graph error code.
+    after_acceptance: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Stats {
@@ -49,9 +65,40 @@ impl Stats {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// Counts a deferred row, not sent before `until`.
+    pub fn note_deferred(&self, until: Timestamp) {
+        Stats::bump(&self.deferred);
+        let mut next = self.next_deferred.lock().unwrap_or_else(|p| p.into_inner());
+        *next = Some(next.map_or(until, |n| n.min(until)));
+    }
+
+    /// The earliest time a deferred row may be sent, when there is one.
+    pub fn next_deferred(&self) -> Option<Timestamp> {
+        *self.next_deferred.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a row that failed after acceptance with `code`.
+    pub fn note_failed_after_acceptance(&self, code: Option<i64>) {
+        let key = code.map_or_else(|| "none".to_string(), |c| c.to_string());
+        let mut by_code = self
+            .after_acceptance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *by_code.entry(key).or_default() += 1;
+    }
+
+    /// The rows that failed after acceptance, per Graph error code (`none` without one).
+    pub fn failed_after_acceptance(&self) -> BTreeMap<String, u64> {
+        self.after_acceptance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Rows whose fate is settled for this run.
     pub fn done(&self) -> u64 {
         self.sent.load(Relaxed)
+            + self.deferred.load(Relaxed)
             + self.failed.load(Relaxed)
             + self.invalid.load(Relaxed)
             + self.skipped.load(Relaxed)
@@ -88,6 +135,19 @@ pub struct Summary {
     /// Graph API outages waited out, and the seconds spent paused by them.
     pub outages: u64,
     pub outage_s: f64,
+    /// Rows held back by a per-user limit (131049 for 24 h, 131056 for 15 min after its
+    /// retries), by this run or an earlier one: not sent before `next_deferred_at` at the
+    /// earliest.
+    pub deferred: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_deferred_at: Option<Timestamp>,
+    /// Rows Meta accepted in an earlier run and a `failed` status settled afterwards (of
+    /// `previously_failed`), per Graph error code.
+    pub failed_after_acceptance: BTreeMap<String, u64>,
+    /// Pauses of the whole run that Meta asked for (`X-Business-Use-Case-Usage`: the app or
+    /// account was throttled), and their seconds in all.
+    pub throttles: u64,
+    pub throttle_s: f64,
     /// Why the run stopped taking rows, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
@@ -122,34 +182,45 @@ impl Summary {
             interrupted: false,
             outages: stats.outages.load(Relaxed),
             outage_s: stats.outage_ms.load(Relaxed) as f64 / 1000.0,
+            deferred: stats.deferred.load(Relaxed),
+            next_deferred_at: stats.next_deferred(),
+            failed_after_acceptance: stats.failed_after_acceptance(),
+            throttles: stats.throttles.load(Relaxed),
+            throttle_s: stats.throttle_ms.load(Relaxed) as f64 / 1000.0,
             stopped: None,
         }
     }
 
     /// True when every row was sent or skipped.
     pub fn all_good(&self) -> bool {
-        self.failed == 0 && self.invalid == 0 && self.unknown == 0 && self.not_attempted == 0
+        self.failed == 0
+            && self.invalid == 0
+            && self.unknown == 0
+            && self.not_attempted == 0
+            && self.deferred == 0
     }
 
     /// The human summary, a few lines for stderr.
     pub fn human(&self) -> String {
         let mut s = if self.dry_run {
             format!(
-                "dry run, campaign {:?}: {} rows, {} would be sent, {} already sent (skipped), {} duplicates, {} invalid",
+                "dry run, campaign {:?}: {} rows, {} would be sent, {} already sent (skipped), {} deferred, {} duplicates, {} invalid",
                 self.campaign,
                 self.rows,
                 self.would_send.unwrap_or(0),
                 self.skipped,
+                self.deferred,
                 self.duplicates,
                 self.invalid
             )
         } else {
             format!(
-                "campaign {:?}: {} rows, {} sent, {} failed, {} invalid, {} skipped (already sent), {} duplicates, {} unknown; {:.1}s, {:.1} msg/s",
+                "campaign {:?}: {} rows, {} sent, {} failed, {} deferred, {} invalid, {} skipped (already sent), {} duplicates, {} unknown; {:.1}s, {:.1} msg/s",
                 self.campaign,
                 self.rows,
                 self.sent,
                 self.failed,
+                self.deferred,
                 self.invalid,
                 self.skipped,
                 self.duplicates,
@@ -158,10 +229,35 @@ impl Summary {
                 self.rate
             )
         };
-        if self.previously_failed > 0 {
+        let after: u64 = self.failed_after_acceptance.values().sum();
+        let refused_before = self.previously_failed.saturating_sub(after);
+        if refused_before > 0 {
             s.push_str(&format!(
-                "\n{} of the failed rows failed for good in an earlier run and were not resent",
-                self.previously_failed
+                "\n{refused_before} of the failed rows failed for good in an earlier run and were not resent (--retry-failed resends them with a fresh token)"
+            ));
+        }
+        if after > 0 {
+            s.push_str(&format!(
+                "\nfailed after acceptance: {after} ({}): Meta accepted them in an earlier run, then reported them failed; --retry-failed [--codes …] resends them with a fresh token",
+                by_code(&self.failed_after_acceptance)
+            ));
+            if self
+                .failed_after_acceptance
+                .contains_key(&OUTSIDE_WINDOW.to_string())
+            {
+                s.push_str(&format!(
+                    "\n{OUTSIDE_WINDOW} is outside the 24-hour window: rerun with --template NAME --lang CODE to reach them with a template (a --template rerun resends them even without --retry-failed)"
+                ));
+            }
+        }
+        if self.deferred > 0 {
+            let next = self
+                .next_deferred_at
+                .map(|t| format!(" (next at {t})"))
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "\ndeferred: {}{next}: per-user limits (131049: 24 h, 131056: 15 min); a rerun from then sends them",
+                self.deferred
             ));
         }
         if self.unknown > 0 {
@@ -184,11 +280,29 @@ impl Summary {
                 self.outage_s
             ));
         }
+        if self.throttles > 0 {
+            s.push_str(&format!(
+                "\nsends paused {} time{} by Meta (app/account throttled, {:.0}s in all); no row was failed for it",
+                self.throttles,
+                if self.throttles == 1 { "" } else { "s" },
+                self.throttle_s
+            ));
+        }
         if self.not_attempted > 0 {
             s.push_str(&format!("\n{} rows were not attempted", self.not_attempted));
         }
         s
     }
+}
+
+/// `131047: 3, 131026: 1`, the most frequent first.
+fn by_code(counts: &BTreeMap<String, u64>) -> String {
+    let mut v: Vec<(&String, &u64)> = counts.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    v.iter()
+        .map(|(code, n)| format!("{code}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The live display on stderr.
@@ -232,11 +346,12 @@ impl Progress {
     }
 
     /// Keeps the display up to date until `done` is dropped or sent. With a bar, it is
-    /// refreshed; without one, a plain line is printed every interval.
+    /// refreshed; without one, a plain line is printed every interval. `pace` tells the
+    /// pacer's state at each update.
     pub fn spawn_updates(
         &self,
         stats: Arc<Stats>,
-        rate: impl Fn() -> f64 + Send + 'static,
+        pace: impl Fn() -> Pace + Send + 'static,
         mut done: tokio::sync::oneshot::Receiver<()>,
     ) -> tokio::task::JoinHandle<()> {
         let bar = self.bar.clone();
@@ -254,7 +369,7 @@ impl Progress {
                     _ = &mut done => break,
                     _ = tick.tick() => {}
                 }
-                let line = status_line(&stats, start.elapsed(), rate());
+                let line = status_line(&stats, start.elapsed(), &pace());
                 match &bar {
                     Some(bar) => {
                         let total = stats.total.load(Relaxed);
@@ -274,6 +389,26 @@ impl Progress {
     }
 }
 
+/// The pacer's state, as the display shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    /// The rate in force, messages per second.
+    pub rate: f64,
+    /// Until when Meta's throttle of the app or account holds every send, while it does.
+    pub throttled_until: Option<Instant>,
+}
+
+/// How the display names a pause Meta asked for: `paused by Meta until 14:05:09
+/// (app/account throttled)`, in local time.
+pub fn throttle_text(until: Instant) -> String {
+    let left = until.saturating_duration_since(Instant::now());
+    let at = chrono::Local::now() + chrono::Duration::from_std(left).unwrap_or_default();
+    format!(
+        "paused by Meta until {} (app/account throttled)",
+        at.format("%H:%M:%S")
+    )
+}
+
 struct StatusLine {
     counts: String,
     rate: String,
@@ -286,7 +421,7 @@ impl StatusLine {
     }
 }
 
-fn status_line(stats: &Stats, elapsed: Duration, pacer_rate: f64) -> StatusLine {
+fn status_line(stats: &Stats, elapsed: Duration, pace: &Pace) -> StatusLine {
     let sent = stats.sent.load(Relaxed);
     let done = stats.done();
     let total = stats.total.load(Relaxed);
@@ -305,13 +440,17 @@ fn status_line(stats: &Stats, elapsed: Duration, pacer_rate: f64) -> StatusLine 
     };
     StatusLine {
         counts: format!(
-            "sent {sent}, failed {}, skipped {}, invalid {}, unknown {}",
+            "sent {sent}, failed {}, deferred {}, skipped {}, invalid {}, unknown {}",
             stats.failed.load(Relaxed),
+            stats.deferred.load(Relaxed),
             stats.skipped.load(Relaxed) + stats.duplicates.load(Relaxed),
             stats.invalid.load(Relaxed),
             stats.unknown.load(Relaxed),
         ),
-        rate: format!("{rate:.1} msg/s (pacing at {pacer_rate:.0}/s)"),
+        rate: match pace.throttled_until {
+            Some(until) => format!("{rate:.1} msg/s, {}", throttle_text(until)),
+            None => format!("{rate:.1} msg/s (pacing at {:.0}/s)", pace.rate),
+        },
         tail: format!("| {of} rows | ETA {eta}"),
     }
 }

@@ -23,10 +23,17 @@ pub const FLUSH_AT: usize = 256;
 /// How often the log's size is looked at (between commits).
 const WAL_CHECK_EVERY: Duration = Duration::from_secs(10);
 
+/// The rows of a chunk with what issuing them found, handed back to the reader.
+type IssuedChunk = (Vec<NewToken>, Vec<Issued>);
+
 enum Cmd {
     Issue(
         Vec<NewToken>,
-        oneshot::Sender<Result<Vec<Issued>, StoreError>>,
+        oneshot::Sender<Result<IssuedChunk, StoreError>>,
+    ),
+    Supersede(
+        Vec<(String, NewToken)>,
+        oneshot::Sender<Result<(), StoreError>>,
     ),
     MarkSending(Vec<String>, oneshot::Sender<Result<(), StoreError>>),
     Outcome(BulkOutcome),
@@ -59,11 +66,23 @@ impl Writer {
         Ok((Writer { tx }, handle))
     }
 
-    /// Issues a chunk's tokens (blocking; for the reader thread).
-    pub fn issue(&self, rows: Vec<NewToken>) -> anyhow::Result<Vec<Issued>> {
+    /// Issues a chunk's tokens (blocking; for the reader thread). The rows come back with
+    /// what was found for each: a fresh token that was not stored (the phone was held) may
+    /// still supersede the held one.
+    pub fn issue(&self, rows: Vec<NewToken>) -> anyhow::Result<IssuedChunk> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Cmd::Issue(rows, reply))
+            .map_err(|_| WriterGone)?;
+        Ok(rx.blocking_recv().map_err(|_| WriterGone)??)
+    }
+
+    /// Replaces each `(old token, fresh token)` pair's old row by the fresh `pending` one, as
+    /// the campaign's member for the phone (blocking; for the reader thread).
+    pub fn supersede(&self, pairs: Vec<(String, NewToken)>) -> anyhow::Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Supersede(pairs, reply))
             .map_err(|_| WriterGone)?;
         Ok(rx.blocking_recv().map_err(|_| WriterGone)??)
     }
@@ -146,8 +165,8 @@ fn run(
                             replies.push(r);
                         }
                         Cmd::Outcome(o) => pending.outcomes.push(o),
-                        issue @ Cmd::Issue(..) => {
-                            deferred = Some(issue);
+                        cmd @ (Cmd::Issue(..) | Cmd::Supersede(..)) => {
+                            deferred = Some(cmd);
                             break;
                         }
                     }
@@ -164,7 +183,14 @@ fn run(
             Ok(Cmd::Issue(rows, reply)) => {
                 let r = pending
                     .commit(&mut store, &[])
-                    .and_then(|()| store.bulk_issue(&rows));
+                    .and_then(|()| store.bulk_issue(&rows))
+                    .map(|issued| (rows, issued));
+                reply_or_stop(reply, r)?;
+            }
+            Ok(Cmd::Supersede(pairs, reply)) => {
+                let r = pending
+                    .commit(&mut store, &[])
+                    .and_then(|()| store.bulk_supersede(&pairs));
                 reply_or_stop(reply, r)?;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
