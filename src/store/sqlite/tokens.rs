@@ -1,6 +1,6 @@
 //! Token rows: issued before a send, updated with its outcome.
 
-use rusqlite::{params, Row};
+use rusqlite::{params, OptionalExtension, Row};
 
 use super::types::{json_text, JsonObject};
 use super::{FromRow, SqliteStore};
@@ -83,6 +83,22 @@ pub(crate) fn record_sent_tx(
     message_id: &str,
     wa_id: Option<&str>,
 ) -> rusqlite::Result<usize> {
+    // A `failed` status naming this token (its callback data) may already have settled this
+    // very message while the answer was on its way: the answer then only adds what it knows.
+    let settled: bool = tx
+        .query_row(
+            "SELECT failed_after_acceptance = 1 AND message_id IS ?2 FROM tokens WHERE token = ?1",
+            params![token, message_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(false);
+    if settled {
+        return tx.execute(
+            "UPDATE tokens SET wa_id = COALESCE(?2, wa_id) WHERE token = ?1",
+            params![token, wa_id],
+        );
+    }
     let n = tx.execute(
         "UPDATE tokens SET state = 'sent', message_id = ?2, wa_id = ?3, sent_at = ?4,
                 error_code = NULL, error_message = NULL, error_retryable = NULL,

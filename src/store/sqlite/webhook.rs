@@ -552,6 +552,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_status_naming_its_token_is_not_undone_by_the_late_answer() {
+        let (_d, mut s) = temp_store();
+        let t = crate::store::sqlite::test_util::issue(&mut s, SendState::Sending);
+        let token: &'static str = Box::leak(t.clone().into_boxed_str());
+        // The status carries the token (callback data) and arrives before the send's answer.
+        s.record_status(&StatusInput {
+            recipient: Some("212610059159"),
+            callback: Some(token),
+            ..failed_with("wamid.RACE", 131026, FAILED)
+        })
+        .unwrap();
+        assert_eq!(s.find_token(&t).unwrap().unwrap().state, SendState::Failed);
+        // Then the answer is recorded: the failure stays, the wa_id is added.
+        s.record_sent_after(&t, "wamid.RACE", Some("212610059159"), 1)
+            .unwrap();
+        let row = s.find_token(&t).unwrap().unwrap();
+        assert_eq!(
+            (row.state, row.error_code),
+            (SendState::Failed, Some(131026))
+        );
+        assert_eq!(row.wa_id.as_deref(), Some("212610059159"));
+    }
+
+    #[test]
     fn a_per_user_limit_after_acceptance_defers_the_recipient() {
         let (_d, mut s) = temp_store();
         let t = sent_token(&mut s, "wamid.U");
