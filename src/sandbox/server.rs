@@ -337,7 +337,8 @@ fn message_answer(
         .and_then(Value::as_str)
         .map(str::to_owned);
     let wa_id = notify::wa_id_of(&accepted.to);
-    match state.rules.check(&accepted.to) {
+    let template = body.get("type").and_then(Value::as_str) == Some("template");
+    match state.rules.check(&accepted.to, template) {
         Some(Hit {
             fault: Fault::GraphError(code),
             when: when @ (When::Status | When::Early),
