@@ -13,6 +13,8 @@
 //! - anything else: 404 with a Graph envelope, code 100.
 
 mod errors;
+mod keys;
+mod messages;
 pub mod notify;
 mod record;
 mod rules;

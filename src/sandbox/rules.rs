@@ -215,6 +215,9 @@ impl fmt::Display for FailRule {
     }
 }
 
+/// Meta's 131047: the 24-hour customer service window has closed.
+const REENGAGEMENT: u32 = 131047;
+
 /// One rule of a running sandbox with the number of times it has fired (in all, and per
 /// recipient for a rule with a share).
 struct Active {
@@ -242,10 +245,16 @@ impl ActiveRules {
         }
     }
 
-    /// What happens to a message to `to` (digits), consuming one use of a limited rule.
-    pub(crate) fn check(&self, to: &str) -> Option<Hit> {
+    /// What happens to a message to `to` (digits), consuming one use of a limited rule. A
+    /// 131047 rule (more than 24 hours since the person last wrote) does not apply to a
+    /// template message: templates are how a business reaches people outside the 24-hour
+    /// customer service window, as on the real platform.
+    pub(crate) fn check(&self, to: &str, template: bool) -> Option<Hit> {
         self.rules.iter().enumerate().find_map(|(index, active)| {
             let rule = &active.rule;
+            if template && rule.fault == Fault::GraphError(REENGAGEMENT) {
+                return None;
+            }
             let matches = match (&rule.recipient, rule.share) {
                 (Recipient::Phone(p), _) => p == to,
                 (Recipient::Any, None) => true,
@@ -340,7 +349,7 @@ mod tests {
             "+33612345678=130429x2".parse().unwrap(),
             "*=131026x1".parse().unwrap(),
         ]);
-        let fault = |to| rules.check(to).map(|h| h.fault);
+        let fault = |to| rules.check(to, false).map(|h| h.fault);
         assert_eq!(fault("33612345678"), Some(Fault::GraphError(130429)));
         assert_eq!(fault("33612345678"), Some(Fault::GraphError(130429)));
         assert_eq!(fault("33612345678"), Some(Fault::GraphError(131026)));
@@ -373,22 +382,40 @@ mod tests {
     }
 
     #[test]
+    fn the_24_hour_window_does_not_stop_a_template() {
+        let rules = ActiveRules::new(vec!["*=131047@status".parse().unwrap()]);
+        assert_eq!(
+            rules.check("33612345678", false).map(|h| h.fault),
+            Some(Fault::GraphError(131047))
+        );
+        assert_eq!(rules.check("33612345678", true), None);
+        let other = ActiveRules::new(vec!["*=131026".parse().unwrap()]);
+        assert!(
+            other.check("33612345678", true).is_some(),
+            "only 131047 is about the window"
+        );
+    }
+
+    #[test]
     fn a_share_picks_the_same_people_and_counts_per_person() {
         let rules = ActiveRules::new(vec!["*=131056%30x2".parse().unwrap()]);
         let people: Vec<String> = (0..1000).map(|i| format!("3361234{i:04}")).collect();
-        let hit: Vec<&String> = people.iter().filter(|p| rules.check(p).is_some()).collect();
+        let hit: Vec<&String> = people
+            .iter()
+            .filter(|p| rules.check(p, false).is_some())
+            .collect();
         // About 30 %, and the same people again (their second of two failures).
         assert!((200..400).contains(&hit.len()), "{}", hit.len());
-        assert!(hit.iter().all(|p| rules.check(p).is_some()));
+        assert!(hit.iter().all(|p| rules.check(p, false).is_some()));
         // Each picked person fails twice, then gets through: the limit is theirs alone.
-        assert!(hit.iter().all(|p| rules.check(p).is_none()));
+        assert!(hit.iter().all(|p| rules.check(p, false).is_none()));
         let other = ActiveRules::new(vec![
             "*=131049%30".parse().unwrap(),
             "*=131026%30".parse().unwrap(),
         ]);
         let second: Vec<&String> = people
             .iter()
-            .filter(|p| other.check(p).map(|h| h.fault) == Some(Fault::GraphError(131026)))
+            .filter(|p| other.check(p, false).map(|h| h.fault) == Some(Fault::GraphError(131026)))
             .collect();
         assert!(!second.is_empty(), "each rule picks its own people");
     }

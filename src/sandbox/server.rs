@@ -1,27 +1,25 @@
 //! The hyper service: routing, message handling, key upload, faults and latency.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use rsa::pkcs8::DecodePublicKey;
-use rsa::traits::PublicKeyParts;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::errors;
-use super::notify::{self, Notifier, Status};
+use super::keys::{encryption, set_key_status, StoredKey};
+use super::messages::messages;
+use super::notify::Notifier;
 use super::record::{RecordedRequest, Recorder};
-use super::rules::{ActiveRules, Fault, Hit, When};
-use super::validate::{flow_token_of, validate_message};
+use super::rules::{ActiveRules, Fault};
+use super::validate::flow_token_of;
 use super::Probe;
 
 /// Request bodies larger than this are refused (the Graph API's own limits are far lower).
@@ -61,18 +59,10 @@ pub(crate) struct State {
     pub(crate) outage: Mutex<Option<Fault>>,
 }
 
-/// A business public key the sandbox holds for one phone number.
-pub(crate) struct StoredKey {
-    pem: String,
-    /// `business_public_key_signature_status` as GET reports it: `VALID` after an upload,
-    /// `MISMATCH` once `POST /_sandbox/key-status` says so.
-    signature_status: &'static str,
-}
-
-type Resp = Response<Full<Bytes>>;
+pub(super) type Resp = Response<Full<Bytes>>;
 
 /// Outcome of a handler: an answer, or a fault that replaces it.
-enum Answer {
+pub(super) enum Answer {
     Reply(Resp),
     Hang,
     Reset,
@@ -80,13 +70,13 @@ enum Answer {
 
 /// What a handler tells the router to log.
 #[derive(Default)]
-struct LogFields {
-    to: Option<String>,
-    flow_token: Option<String>,
-    wamid: Option<String>,
-    error_code: Option<u32>,
-    fault: Option<&'static str>,
-    probe: Option<Value>,
+pub(super) struct LogFields {
+    pub(super) to: Option<String>,
+    pub(super) flow_token: Option<String>,
+    pub(super) wamid: Option<String>,
+    pub(super) error_code: Option<u32>,
+    pub(super) fault: Option<&'static str>,
+    pub(super) probe: Option<Value>,
 }
 
 /// The service function: one request in, one answer (or a dropped connection) out.
@@ -249,168 +239,8 @@ async fn graph_answer(state: &State, req: GraphRequest<'_>, log: &mut LogFields)
     }
 }
 
-async fn messages(
-    state: &State,
-    authorized: bool,
-    raw: Option<&Bytes>,
-    body: &Value,
-    log: &mut LogFields,
-) -> Answer {
-    log.to = body.get("to").and_then(Value::as_str).map(str::to_owned);
-    log.flow_token = flow_token_of(body);
-    let (answer, later) = message_answer(state, authorized, raw, body, log);
-    if let Some(probe) = &state.probe {
-        log.probe = Some(run_probe(probe, body).await);
-    }
-    if let Some(later) = later {
-        later_failure(state, later).await;
-    }
-    answer
-}
-
-/// A failure Meta reports on the status webhook after accepting the message.
-struct LaterFailure {
-    wamid: String,
-    wa_id: String,
-    code: u32,
-    when: When,
-    callback: Option<String>,
-}
-
-/// Posts the `failed` status of an accepted message: before the send's answer leaves
-/// (`@early`, awaited, so the status overtakes the answer) or after the status delay.
-async fn later_failure(state: &State, f: LaterFailure) {
-    let notifier = Arc::clone(&state.notifier);
-    let post = async move {
-        let (title, details) = errors::describe(f.code);
-        let event = notify::status_event(&Status {
-            wamid: &f.wamid,
-            wa_id: &f.wa_id,
-            status: "failed",
-            callback: f.callback.as_deref(),
-            error: Some((f.code, title, details)),
-        });
-        if let Err(e) = notifier.post_webhook(&event).await {
-            tracing::warn!(wamid = %f.wamid, error = %e, "sandbox: cannot post the failed status");
-        }
-    };
-    if f.when == When::Early {
-        post.await;
-    } else {
-        let delay = state.status_delay;
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            post.await;
-        });
-    }
-}
-
-fn message_answer(
-    state: &State,
-    authorized: bool,
-    raw: Option<&Bytes>,
-    body: &Value,
-    log: &mut LogFields,
-) -> (Answer, Option<LaterFailure>) {
-    if !authorized {
-        let answer = graph_error(
-            log,
-            190,
-            "(#190) Invalid OAuth access token - the request needs an Authorization: Bearer <token> header",
-        );
-        return (answer, None);
-    }
-    if raw.is_none() || body.is_string() || body.is_null() {
-        let answer = graph_error(
-            log,
-            100,
-            "(#100) Invalid parameter: body must be a JSON object (the request body is not valid JSON)",
-        );
-        return (answer, None);
-    }
-    let accepted = match validate_message(body) {
-        Ok(a) => a,
-        Err(invalid) => return (graph_error(log, invalid.code, &invalid.message), None),
-    };
-    let callback = body
-        .get("biz_opaque_callback_data")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let wa_id = notify::wa_id_of(&accepted.to);
-    match state.rules.check(&accepted.to) {
-        Some(Hit {
-            fault: Fault::GraphError(code),
-            when: when @ (When::Status | When::Early),
-            ..
-        }) => {
-            // Accepted now, failed later: the recipient never gets it.
-            let wamid = next_wamid();
-            log.wamid = Some(wamid.clone());
-            log.fault = Some("failed_status");
-            log.error_code = Some(code);
-            let later = LaterFailure {
-                wamid: wamid.clone(),
-                wa_id: wa_id.clone(),
-                code,
-                when,
-                callback,
-            };
-            (accepted_answer(&accepted.to, &wa_id, &wamid), Some(later))
-        }
-        Some(hit) => (hit_answer(hit, log), None),
-        None => {
-            let wamid = next_wamid();
-            log.wamid = Some(wamid.clone());
-            if let (Some(users), Some(token)) = (&state.users, &log.flow_token) {
-                users.on_delivered(super::user::Delivered {
-                    to: accepted.to.clone(),
-                    wa_id: wa_id.clone(),
-                    flow_token: token.clone(),
-                    wamid: wamid.clone(),
-                    callback,
-                });
-            }
-            (accepted_answer(&accepted.to, &wa_id, &wamid), None)
-        }
-    }
-}
-
-/// The `200` answer of an accepted message: `contacts[].input` echoes the number sent to,
-/// `wa_id` is the recipient's WhatsApp id, which may differ from it.
-fn accepted_answer(to: &str, wa_id: &str, wamid: &str) -> Answer {
-    Answer::Reply(json_response(
-        StatusCode::OK,
-        &json!({
-            "messaging_product": "whatsapp",
-            "contacts": [{ "input": to, "wa_id": wa_id }],
-            "messages": [{ "id": wamid, "message_status": "accepted" }],
-        }),
-    ))
-}
-
-/// A rule's answer; a throughput error with `@regain=MIN` carries the business-use-case
-/// header Meta puts on throttled answers (`X-Business-Use-Case-Usage`, whose
-/// `estimated_time_to_regain_access` is in minutes:
-/// <https://developers.facebook.com/docs/graph-api/overview/rate-limiting/>).
-fn hit_answer(hit: Hit, log: &mut LogFields) -> Answer {
-    let mut answer = fault_answer(hit.fault, log);
-    if let (Answer::Reply(resp), Some(minutes)) = (&mut answer, hit.regain_minutes) {
-        let usage = json!({ "102290129340398": [{
-            "type": "whatsapp",
-            "call_count": 100,
-            "total_cputime": 100,
-            "total_time": 100,
-            "estimated_time_to_regain_access": minutes,
-        }]});
-        if let Ok(v) = HeaderValue::from_str(&usage.to_string()) {
-            resp.headers_mut().insert("x-business-use-case-usage", v);
-        }
-    }
-    answer
-}
-
 /// What a fault (a `--fail` rule's, or the outage's) answers instead of the Graph API.
-fn fault_answer(fault: Fault, log: &mut LogFields) -> Answer {
+pub(super) fn fault_answer(fault: Fault, log: &mut LogFields) -> Answer {
     match fault {
         Fault::GraphError(code) => {
             log.error_code = Some(code);
@@ -477,41 +307,6 @@ fn set_outage(state: &State, body: Option<&[u8]>) -> Resp {
     }
 }
 
-const SIGNATURE_VALID: &str = "VALID";
-const SIGNATURE_MISMATCH: &str = "MISMATCH";
-
-/// `POST /_sandbox/key-status {"status": "MISMATCH" | "VALID"}`: sets the
-/// `business_public_key_signature_status` of every key uploaded so far, as Meta reports a key
-/// whose signature no longer holds for its number; the next upload of a key makes it `VALID`.
-fn set_key_status(state: &State, body: Option<&[u8]>) -> Resp {
-    let value: Value = body
-        .and_then(|b| serde_json::from_slice(b).ok())
-        .unwrap_or(Value::Null);
-    let status = match value.get("status").and_then(Value::as_str) {
-        Some(s) if s.eq_ignore_ascii_case(SIGNATURE_MISMATCH) => SIGNATURE_MISMATCH,
-        Some(s) if s.eq_ignore_ascii_case(SIGNATURE_VALID) => SIGNATURE_VALID,
-        _ => {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({ "error": "expected {\"status\": \"MISMATCH\" | \"VALID\"}" }),
-            )
-        }
-    };
-    let mut keys = state.keys.lock().unwrap_or_else(PoisonError::into_inner);
-    for key in keys.values_mut() {
-        key.signature_status = status;
-    }
-    tracing::info!(
-        status,
-        keys = keys.len(),
-        "sandbox key signature status set"
-    );
-    json_response(
-        StatusCode::OK,
-        &json!({ "status": status, "keys": keys.len() }),
-    )
-}
-
 /// `GET /{version}/{PHONE_NUMBER_ID}`: the phone number's profile, a harmless read.
 fn phone_number(id: &str, authorized: bool, log: &mut LogFields) -> Answer {
     if !authorized {
@@ -533,76 +328,7 @@ fn phone_number(id: &str, authorized: bool, log: &mut LogFields) -> Answer {
     ))
 }
 
-/// Runs the user's probe off the reactor: it may block (it typically queries SQLite).
-async fn run_probe(probe: &Probe, body: &Value) -> Value {
-    let probe = Arc::clone(probe);
-    let body = body.clone();
-    match tokio::task::spawn_blocking(move || probe(&body)).await {
-        Ok(v) => v,
-        Err(e) => json!({ "probe_panicked": e.to_string() }),
-    }
-}
-
-fn encryption(
-    state: &State,
-    method: &Method,
-    phone_number_id: &str,
-    authorized: bool,
-    raw: Option<&Bytes>,
-    log: &mut LogFields,
-) -> Answer {
-    if !authorized {
-        return graph_error(
-            log,
-            190,
-            "(#190) Invalid OAuth access token - the request needs an Authorization: Bearer <token> header",
-        );
-    }
-    if method == Method::GET {
-        let keys = state.keys.lock().unwrap_or_else(PoisonError::into_inner);
-        let data = match keys.get(phone_number_id) {
-            Some(key) => json!([{
-                "business_public_key": key.pem,
-                "business_public_key_signature_status": key.signature_status,
-            }]),
-            None => json!([]),
-        };
-        return Answer::Reply(json_response(StatusCode::OK, &json!({ "data": data })));
-    }
-    let pem = raw.and_then(|b| {
-        url::form_urlencoded::parse(b)
-            .find(|(k, _)| k == "business_public_key")
-            .map(|(_, v)| v.into_owned())
-    });
-    match pem {
-        Some(pem) if is_rsa_2048_pem(&pem) => {
-            state
-                .keys
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(
-                    phone_number_id.to_owned(),
-                    // An upload signs the key for the number afresh, as Meta's does.
-                    StoredKey {
-                        pem,
-                        signature_status: SIGNATURE_VALID,
-                    },
-                );
-            Answer::Reply(json_response(StatusCode::OK, &json!({ "success": true })))
-        }
-        _ => graph_error(
-            log,
-            100,
-            "(#100) Invalid parameter: business_public_key must be a valid 2048-bit RSA public key in PEM format",
-        ),
-    }
-}
-
-fn is_rsa_2048_pem(pem: &str) -> bool {
-    rsa::PublicKey::from_public_key_pem(pem.trim()).is_ok_and(|k| k.size() == 256)
-}
-
-fn graph_error(log: &mut LogFields, code: u32, message: &str) -> Answer {
+pub(super) fn graph_error(log: &mut LogFields, code: u32, message: &str) -> Answer {
     log.error_code = Some(code);
     Answer::Reply(json_response(
         errors::status_for(code),
@@ -651,7 +377,7 @@ fn body_value(bytes: &Option<Bytes>) -> Value {
     }
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Resp {
+pub(super) fn json_response(status: StatusCode, v: &Value) -> Resp {
     bytes_response(
         status,
         "application/json",
@@ -659,27 +385,16 @@ fn json_response(status: StatusCode, v: &Value) -> Resp {
     )
 }
 
-fn bytes_response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Resp {
+pub(super) fn bytes_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> Resp {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
-}
-
-/// A process-unique wamid: `wamid.` + base64 of (random per-process prefix, counter).
-pub(crate) fn next_wamid() -> String {
-    static PREFIX: OnceLock<[u8; 10]> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(rand::random);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut raw = [0u8; 18];
-    raw[..10].copy_from_slice(prefix);
-    raw[10..].copy_from_slice(&n.to_be_bytes());
-    format!(
-        "wamid.HBgL{}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    )
 }
 
 #[cfg(test)]
@@ -693,13 +408,5 @@ mod unit {
         assert!(!is_version("21.0"));
         assert!(!is_version("v21"));
         assert!(!is_version("vx.0"));
-    }
-
-    #[test]
-    fn wamids_are_distinct() {
-        let a = next_wamid();
-        let b = next_wamid();
-        assert_ne!(a, b);
-        assert!(a.starts_with("wamid."));
     }
 }
