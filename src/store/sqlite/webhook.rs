@@ -429,5 +429,5 @@ impl WebhookQueries for SqliteStore {
 }
 
 #[cfg(test)]
-#[path = "webhook_tests.rs"]
+#[path = "tests/webhook.rs"]
 mod tests;
