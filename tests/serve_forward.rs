@@ -200,3 +200,32 @@ fn forward_mode_needs_a_safe_url_and_its_secret() {
         stderr(&unsigned)
     );
 }
+
+#[tokio::test]
+async fn a_handler_that_does_not_answer_in_time_answers_500() {
+    let env = Env::new();
+    let token = issue_token(&env.db(), "+212610059159", None, None, DAY);
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            open.push(conn);
+        }
+    });
+    let server = env.serve_with_env(
+        &[("FLOW_FORWARD_SECRET", FORWARD_SECRET)],
+        &["--forward", &url, "--forward-timeout", "300ms"],
+    );
+    let a = FlowClient::new(&server.url)
+        .call(&json!({"version": "3.0", "action": "INIT", "flow_token": token}))
+        .await;
+    assert_eq!(a.status, 500, "{}", server.stderr());
+    let m = metrics(&server);
+    assert!(
+        m.contains("flowctl_forward_failures_total{reason=\"timeout\"} 1"),
+        "{m}"
+    );
+    held.abort();
+}
