@@ -325,7 +325,12 @@ pub struct ServeArgs {
     /// answers so far, to your own handler at this URL, which decides the next screen (see
     /// the README, "Your own logic"). https://, or http:// on a loopback address. Signed
     /// with FLOW_FORWARD_SECRET (environment only) in X-Flowctl-Signature-256.
-    #[arg(long, env = "FLOW_FORWARD_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FLOW_FORWARD_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub forward: Option<String>,
 
     /// Longest wait for the forward handler's answer (at most 9s: Meta gives up after 10s).

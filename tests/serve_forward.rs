@@ -121,7 +121,9 @@ async fn the_handler_refuses_a_request_without_the_forward_signature() {
         return;
     }
     let handler = start_handler();
-    let body = json!({"version": "3.0", "action": "INIT", "phone_number": "+212610059159", "data": {}}).to_string();
+    let body =
+        json!({"version": "3.0", "action": "INIT", "phone_number": "+212610059159", "data": {}})
+            .to_string();
     let post = |signature: String| {
         reqwest::Client::new()
             .post(&handler.url)
@@ -191,7 +193,11 @@ fn forward_mode_needs_a_safe_url_and_its_secret() {
     };
     let plain = serve("http://hooks.example.com/flow", Some(FORWARD_SECRET));
     assert_eq!(plain.status.code(), Some(2));
-    assert!(stderr(&plain).contains("FLOW_FORWARD_URL"), "{}", stderr(&plain));
+    assert!(
+        stderr(&plain).contains("FLOW_FORWARD_URL"),
+        "{}",
+        stderr(&plain)
+    );
     let unsigned = serve("https://hooks.example.com/flow", None);
     assert_eq!(unsigned.status.code(), Some(2));
     assert!(

@@ -144,7 +144,9 @@ fn forward_url(raw: &str) -> Result<url::Url, String> {
         "http" => Err(format!(
             "{raw:?}: plain http only on a loopback address (127.0.0.1, ::1, localhost); use https"
         )),
-        _ => Err(format!("{raw:?}: expected an https:// or loopback http:// URL")),
+        _ => Err(format!(
+            "{raw:?}: expected an https:// or loopback http:// URL"
+        )),
     }
 }
 

@@ -17,9 +17,9 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::forward::{Decision, Forwarded, Forwarder};
 use super::http::{self, Resp};
 use super::signed::{read_signed_body, SignedRoute};
-use super::forward::{Decision, Forwarded, Forwarder};
 use super::AppState;
 use crate::crypto::{self, Decrypted, EncryptedRequest, ResponseKey};
 use crate::store::{Completion, CompletionInput, TokenRecord};
@@ -239,7 +239,10 @@ async fn forwarded(
     let (screen, data) = (req.screen, req.data.unwrap_or_default());
     match decision {
         Decision::TokenInvalid { message } => token_invalid(&message),
-        Decision::Screen { screen: next, data: shown } => {
+        Decision::Screen {
+            screen: next,
+            data: shown,
+        } => {
             if !data.is_empty() {
                 if let Err(reply) = store_answers(state, &record, screen, data).await {
                     return reply;

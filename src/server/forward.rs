@@ -126,7 +126,8 @@ impl Forwarder {
         request: &Forwarded<'_>,
     ) -> Result<Decision, Failure> {
         let body = body(record, request).to_string();
-        let signature = crate::crypto::sign(self.settings.secret.expose().as_bytes(), body.as_bytes());
+        let signature =
+            crate::crypto::sign(self.settings.secret.expose().as_bytes(), body.as_bytes());
         let sent = self
             .client
             .post(self.settings.url.clone())
@@ -137,7 +138,10 @@ impl Forwarder {
             .await
             .map_err(classify)?;
         if !sent.status().is_success() {
-            tracing::warn!(status = sent.status().as_u16(), "forward: the handler refused");
+            tracing::warn!(
+                status = sent.status().as_u16(),
+                "forward: the handler refused"
+            );
             return Err(Failure::Status);
         }
         let bytes = sent.bytes().await.map_err(classify)?;
