@@ -235,3 +235,27 @@ async fn a_handler_that_does_not_answer_in_time_answers_500() {
     );
     held.abort();
 }
+
+#[tokio::test]
+async fn a_handler_that_refuses_the_request_answers_500_never_427() {
+    if !have_python() {
+        return;
+    }
+    let env = Env::new();
+    let token = issue_token(&env.db(), "+212610059159", None, None, DAY);
+    let handler = start_handler();
+    // serve signs with another secret: the handler answers 401.
+    let server = env.serve_with_env(
+        &[("FLOW_FORWARD_SECRET", "a-different-secret")],
+        &["--forward", &handler.url],
+    );
+    let a = FlowClient::new(&server.url)
+        .call(&json!({"version": "3.0", "action": "INIT", "flow_token": token}))
+        .await;
+    assert_eq!(a.status, 500, "{}", server.stderr());
+    let m = metrics(&server);
+    assert!(
+        m.contains("flowctl_forward_failures_total{reason=\"status\"} 1"),
+        "{m}"
+    );
+}

@@ -46,8 +46,9 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
     }
     let forward = match settings.forward {
         Some(f) => {
-            tracing::info!(url = %f.url, "forward mode: each Flow request goes to the handler");
-            Some(Forwarder::new(f).map_err(UsageError)?)
+            let forwarder = Forwarder::new(f).map_err(UsageError)?;
+            tracing::info!(handler = %forwarder.origin(), "forward mode: each Flow request goes to the handler");
+            Some(forwarder)
         }
         None => None,
     };

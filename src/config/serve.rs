@@ -129,9 +129,10 @@ const FORWARD_SECRET_VAR: &str = "FLOW_FORWARD_SECRET";
 const MAX_FORWARD_TIMEOUT: Duration = Duration::from_secs(9);
 
 /// A forward URL the answers may travel to: HTTPS anywhere, plain HTTP only on the loopback
-/// (the request carries phone numbers and answers).
+/// (the request carries phone numbers and answers). Errors never quote the URL, which may
+/// carry a credential.
 fn forward_url(raw: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    let url = url::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
     let loopback = match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -142,10 +143,11 @@ fn forward_url(raw: &str) -> Result<url::Url, String> {
         "https" if url.host().is_some() => Ok(url),
         "http" if loopback => Ok(url),
         "http" => Err(format!(
-            "{raw:?}: plain http only on a loopback address (127.0.0.1, ::1, localhost); use https"
+            "plain http to {} (http only on a loopback address: 127.0.0.1, ::1, localhost; use https)",
+            url.host_str().unwrap_or("no host")
         )),
-        _ => Err(format!(
-            "{raw:?}: expected an https:// or loopback http:// URL"
+        scheme => Err(format!(
+            "scheme {scheme:?} (expected https://, or http:// on a loopback address)"
         )),
     }
 }

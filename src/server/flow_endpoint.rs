@@ -228,7 +228,7 @@ async fn forwarded(
                 "flowctl_forward_failures_total",
                 format!("reason=\"{}\"", failure.reason()),
             );
-            tracing::error!(reason = failure.reason(), url = %forwarder.url(), "forward: no usable answer from the handler");
+            tracing::error!(reason = failure.reason(), handler = %forwarder.origin(), "forward: no usable answer from the handler");
             return unavailable();
         }
     };

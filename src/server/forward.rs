@@ -114,9 +114,10 @@ impl Forwarder {
         Ok(Forwarder { settings, client })
     }
 
-    /// The handler's URL (for logs).
-    pub fn url(&self) -> &url::Url {
-        &self.settings.url
+    /// Where the handler is, for logs: scheme, host and port only (the path or query may
+    /// carry a credential).
+    pub fn origin(&self) -> String {
+        self.settings.url.origin().ascii_serialization()
     }
 
     /// Posts the request with the token's context and reads the handler's decision.
