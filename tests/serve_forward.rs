@@ -259,3 +259,22 @@ async fn a_handler_that_refuses_the_request_answers_500_never_427() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn the_handlers_refusal_of_a_token_is_a_427_with_its_message() {
+    if !have_python() {
+        return;
+    }
+    let env = Env::new();
+    let token = issue_token(&env.db(), "+212610059159", None, None, DAY);
+    let handler = start_handler();
+    let server = serve_forwarding(&env, &handler.url);
+    // The example handler refuses a screen it does not know.
+    let a = FlowClient::new(&server.url)
+        .call(&json!({"version": "3.0", "action": "data_exchange", "screen": "RETIRED", "data": {"x": "1"}, "flow_token": token}))
+        .await;
+    assert_eq!(a.status, 427, "{}", server.stderr());
+    let msg = a.json.unwrap()["error_msg"].as_str().unwrap().to_string();
+    assert!(msg.contains("changed"), "{msg}");
+    assert!(env.store().responses_for_token(&token).unwrap().is_empty());
+}

@@ -145,10 +145,26 @@ impl Forwarder {
             );
             return Err(Failure::Status);
         }
-        let bytes = sent.bytes().await.map_err(classify)?;
+        let bytes = read_capped(sent).await?;
         let answer: Value = serde_json::from_slice(&bytes).map_err(|_| Failure::Answer)?;
         decision(answer).ok_or(Failure::Answer)
     }
+}
+
+/// Largest answer read from the handler; a screen's data is a few kilobytes.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// The answer's body, refused past [`MAX_ANSWER`] without reading the rest.
+async fn read_capped(mut answer: reqwest::Response) -> Result<Vec<u8>, Failure> {
+    let mut body = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(classify)? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            tracing::warn!("forward: the handler's answer is over 1 MiB");
+            return Err(Failure::Answer);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn classify(e: reqwest::Error) -> Failure {
