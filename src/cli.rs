@@ -321,6 +321,28 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOW_SUCCESS_ANSWERS", hide_env_values = true)]
     pub success_answers: bool,
 
+    /// Send each Flow request, with the recipient's phone number, name, campaign, data and
+    /// answers so far, to your own handler at this URL, which decides the next screen (see
+    /// the README, "Your own logic"). https://, or http:// on a loopback address. Signed
+    /// with FLOW_FORWARD_SECRET (environment only) in X-Flowctl-Signature-256.
+    #[arg(
+        long,
+        env = "FLOW_FORWARD_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub forward: Option<String>,
+
+    /// Longest wait for the forward handler's answer (at most 9s: Meta gives up after 10s).
+    #[arg(
+        long = "forward-timeout",
+        env = "FLOW_FORWARD_TIMEOUT",
+        default_value = "5s",
+        value_parser = crate::time::parse_ttl,
+        hide_env_values = true
+    )]
+    pub forward_timeout: Duration,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body: usize,

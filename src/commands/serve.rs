@@ -10,6 +10,7 @@ use super::UsageError;
 use crate::config::ServeSettings;
 use crate::graph::{GraphClient, GraphSettings};
 use crate::outbound::{RetryPolicy, SendSettings};
+use crate::server::forward::Forwarder;
 use crate::server::{AppState, Metrics, Sender};
 use crate::store::{SharedStore, Store};
 
@@ -43,6 +44,14 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         (Some(_), Err(reason)) => tracing::warn!(%reason, "/api/send-flow will answer 503"),
         (Some(_), Ok(_)) => {}
     }
+    let forward = match settings.forward {
+        Some(f) => {
+            let forwarder = Forwarder::new(f).map_err(UsageError)?;
+            tracing::info!(handler = %forwarder.origin(), "forward mode: each Flow request goes to the handler");
+            Some(forwarder)
+        }
+        None => None,
+    };
     let store = Store::open(db).with_context(|| format!("opening {}", db.display()))?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -62,6 +71,7 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         sender,
         inbox: tokio::sync::Notify::new(),
         success_answers: settings.success_answers,
+        forward,
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -12,6 +12,7 @@ use crate::flow_json::FlowJson;
 use crate::graph::GraphSettings;
 use crate::outbound::SendSettings;
 use crate::secret::Secret;
+use crate::server::forward::ForwardSettings;
 use crate::server::Limits;
 
 // Environment variables (no flags) overriding `Limits::BUILTIN`: durations such as `10s` or
@@ -49,6 +50,8 @@ pub struct ServeSettings {
     pub limits: Limits,
     /// `--success-answers`: the answers ride along in the `SUCCESS` params.
     pub success_answers: bool,
+    /// `--forward`/`FLOW_FORWARD_URL`, with `FLOW_FORWARD_SECRET` and `--forward-timeout`.
+    pub forward: Option<ForwardSettings>,
 }
 
 impl ServeArgs {
@@ -85,7 +88,67 @@ impl ServeArgs {
             sender,
             limits,
             success_answers: self.success_answers,
+            forward: self.forward_settings()?,
         })
+    }
+
+    /// Forward mode, when `--forward` is set: a usable URL, the secret, a timeout inside
+    /// Meta's budget.
+    fn forward_settings(&self) -> Result<Option<ForwardSettings>, ConfigError> {
+        let Some(raw) = self.forward.as_deref().filter(|u| !u.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let url = forward_url(raw.trim()).map_err(|reason| ConfigError::Invalid {
+            name: "--forward (FLOW_FORWARD_URL)",
+            reason,
+        })?;
+        if self.forward_timeout.is_zero() || self.forward_timeout > MAX_FORWARD_TIMEOUT {
+            return Err(ConfigError::Invalid {
+                name: "--forward-timeout (FLOW_FORWARD_TIMEOUT)",
+                reason: format!(
+                    "{:?}: expected from 1ms to 9s (Meta gives up on the endpoint after 10s)",
+                    self.forward_timeout
+                ),
+            });
+        }
+        let secret = secret(FORWARD_SECRET_VAR).ok_or(ConfigError::MissingSecret {
+            var: FORWARD_SECRET_VAR,
+        })?;
+        Ok(Some(ForwardSettings {
+            url,
+            secret,
+            timeout: self.forward_timeout,
+        }))
+    }
+}
+
+/// The key of the forwarded body's HMAC; required with `--forward`.
+const FORWARD_SECRET_VAR: &str = "FLOW_FORWARD_SECRET";
+
+/// Meta waits 10 s for the endpoint; the handler gets at most 9 of them.
+const MAX_FORWARD_TIMEOUT: Duration = Duration::from_secs(9);
+
+/// A forward URL the answers may travel to: HTTPS anywhere, plain HTTP only on the loopback
+/// (the request carries phone numbers and answers). Errors never quote the URL, which may
+/// carry a credential.
+fn forward_url(raw: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => Err(format!(
+            "plain http to {} (http only on a loopback address: 127.0.0.1, ::1, localhost; use https)",
+            url.host_str().unwrap_or("no host")
+        )),
+        scheme => Err(format!(
+            "scheme {scheme:?} (expected https://, or http:// on a loopback address)"
+        )),
     }
 }
 
@@ -196,6 +259,26 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn forward_urls_are_https_or_loopback_http() {
+        for ok in [
+            "https://hooks.example.com/flow",
+            "http://127.0.0.1:9000/flow",
+            "http://localhost:9000",
+            "http://[::1]:9000/",
+        ] {
+            assert!(forward_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://hooks.example.com/flow",
+            "http://10.0.0.5/flow",
+            "ftp://127.0.0.1/",
+            "127.0.0.1:9000",
+        ] {
+            assert!(forward_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! → 400 body not the encrypted envelope → 421 cannot be decrypted → 400 decrypted payload
 //! not a request → 200 ping / error notification acknowledged → 427 unknown or expired token,
 //! or a completed one opened again → 200 the same SUCCESS for a completed token's final submit
-//! sent again → 200 next screen or SUCCESS; 500 when the database fails.
+//! sent again → 200 next screen or SUCCESS; 500 when the database fails. With `--forward`
+//! the handler decides the screen after the token checks (see `forward`): 427 when it
+//! refuses the token, 500 when it cannot answer.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::forward::{Decision, Forwarded, Forwarder};
 use super::http::{self, Resp};
 use super::signed::{read_signed_body, SignedRoute};
 use super::AppState;
@@ -24,7 +27,6 @@ use crate::store::{Completion, CompletionInput, TokenRecord};
 /// The decrypted request (data_api_version 3.0).
 #[derive(Debug, Deserialize)]
 struct FlowRequest {
-    #[allow(dead_code)]
     version: Option<String>,
     action: String,
     screen: Option<String>,
@@ -181,6 +183,9 @@ async fn answer(state: &Arc<AppState>, req: FlowRequest) -> Reply {
     if record.is_expired(crate::time::Timestamp::now()) {
         return token_invalid("This form has expired.");
     }
+    if let Some(forwarder) = &state.forward {
+        return forwarded(state, forwarder, record, req).await;
+    }
     match req.action.as_str() {
         "INIT" => first_screen(state, &record),
         "BACK" => {
@@ -199,6 +204,80 @@ async fn answer(state: &Arc<AppState>, req: FlowRequest) -> Reply {
         "data_exchange" => submit(state, record, req.screen, req.data.unwrap_or_default()).await,
         _ => Reply::Plain(StatusCode::BAD_REQUEST, "unknown action"),
     }
+}
+
+/// Forward mode: the business's handler decides what comes next; flowctl stores the answers
+/// and the completion as it does with built-in routing. A handler that cannot answer gives
+/// 500 (retried by the client), never 427.
+async fn forwarded(
+    state: &Arc<AppState>,
+    forwarder: &Forwarder,
+    record: TokenRecord,
+    req: FlowRequest,
+) -> Reply {
+    let request = Forwarded {
+        version: req.version.as_deref(),
+        action: &req.action,
+        screen: req.screen.as_deref(),
+        data: req.data.as_ref(),
+    };
+    let decision = match forwarder.call(&record, &request).await {
+        Ok(d) => d,
+        Err(failure) => {
+            state.metrics.inc(
+                "flowctl_forward_failures_total",
+                format!("reason=\"{}\"", failure.reason()),
+            );
+            tracing::error!(reason = failure.reason(), handler = %forwarder.origin(), "forward: no usable answer from the handler");
+            return unavailable();
+        }
+    };
+    state.metrics.inc(
+        "flowctl_forward_requests_total",
+        format!("outcome=\"{}\"", decision.outcome()),
+    );
+    let (screen, data) = (req.screen, req.data.unwrap_or_default());
+    match decision {
+        Decision::TokenInvalid { message } => token_invalid(&message),
+        Decision::Screen {
+            screen: next,
+            data: shown,
+        } => {
+            if !data.is_empty() {
+                if let Err(reply) = store_answers(state, &record, screen, data).await {
+                    return reply;
+                }
+            }
+            Reply::Encrypted(StatusCode::OK, json!({ "screen": next, "data": shown }))
+        }
+        Decision::Complete { answers } => {
+            let mut merged = match store_answers(state, &record, screen, data).await {
+                Ok(m) => m,
+                Err(reply) => return reply,
+            };
+            // The handler's answers win over what was collected screen by screen.
+            merged.extend(answers);
+            complete(state, record, merged).await
+        }
+    }
+}
+
+/// Merges one screen's answers into the token's; returns the answers so far.
+async fn store_answers(
+    state: &Arc<AppState>,
+    record: &TokenRecord,
+    screen: Option<String>,
+    data: Map<String, Value>,
+) -> Result<Map<String, Value>, Reply> {
+    let token = record.token.to_string();
+    state
+        .store
+        .call(move |s| s.merge_screen_answers(&token, screen.as_deref(), &data))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "data endpoint: cannot store answers");
+            unavailable()
+        })
 }
 
 fn first_screen(state: &AppState, record: &TokenRecord) -> Reply {
@@ -253,17 +332,9 @@ async fn submit(
         }
         (None, _) => None,
     };
-    let token = record.token.to_string();
-    let merged = match state
-        .store
-        .call(move |s| s.merge_screen_answers(&token, screen.as_deref(), &data))
-        .await
-    {
+    let merged = match store_answers(state, &record, screen, data).await {
         Ok(m) => m,
-        Err(e) => {
-            tracing::error!(error = %e, "data endpoint: cannot store answers");
-            return unavailable();
-        }
+        Err(reply) => return reply,
     };
     if let Some(id) = next {
         return screen_reply(state, &id, &record);

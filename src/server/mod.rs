@@ -3,6 +3,7 @@
 
 pub mod api;
 mod flow_endpoint;
+pub mod forward;
 pub mod http;
 pub mod inbox;
 pub mod io;
@@ -93,6 +94,8 @@ pub struct AppState {
     pub inbox: Notify,
     /// Whether the `SUCCESS` params carry the answers besides the `flow_token`.
     pub success_answers: bool,
+    /// `--forward`: the business's handler decides the screens (`None`: built-in routing).
+    pub forward: Option<forward::Forwarder>,
 }
 
 impl AppState {
