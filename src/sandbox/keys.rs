@@ -9,15 +9,8 @@ use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{json, Value};
 
-use super::server::{graph_error, json_response, Answer, LogFields, Resp, State};
-
-/// A business public key the sandbox holds for one phone number.
-pub(crate) struct StoredKey {
-    pem: String,
-    /// `business_public_key_signature_status` as GET reports it: `VALID` after an upload,
-    /// `MISMATCH` once `POST /_sandbox/key-status` says so.
-    signature_status: &'static str,
-}
+use super::answer::{graph_error, json_response, Answer, LogFields, Resp};
+use super::state::{State, StoredKey};
 
 const SIGNATURE_VALID: &str = "VALID";
 const SIGNATURE_MISMATCH: &str = "MISMATCH";

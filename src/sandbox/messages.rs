@@ -11,10 +11,11 @@ use hyper::header::HeaderValue;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
+use super::answer::{fault_answer, graph_error, json_response, Answer, LogFields};
 use super::errors;
 use super::notify::{self, Status};
 use super::rules::{Fault, Hit, When};
-use super::server::{fault_answer, graph_error, json_response, Answer, LogFields, State};
+use super::state::State;
 use super::validate::{flow_token_of, validate_message};
 use super::Probe;
 

@@ -12,6 +12,7 @@
 //!   delayed, not recorded)
 //! - anything else: 404 with a Graph envelope, code 100.
 
+mod answer;
 mod errors;
 mod keys;
 mod messages;
@@ -19,6 +20,7 @@ pub mod notify;
 mod record;
 mod rules;
 mod server;
+mod state;
 #[cfg(test)]
 mod tests;
 pub mod user;

@@ -1,26 +1,26 @@
-//! The hyper service: routing, message handling, key upload, faults and latency.
+//! The hyper service: routing (messages and keys have their own files), the control plane
+//! (`/_sandbox/…`), faults and latency.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, PoisonError};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::AUTHORIZATION;
+use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::answer::{
+    bytes_response, fault_answer, fault_name, graph_error, json_response, Answer, LogFields, Resp,
+};
 use super::errors;
-use super::keys::{encryption, set_key_status, StoredKey};
+use super::keys::{encryption, set_key_status};
 use super::messages::messages;
-use super::notify::Notifier;
-use super::record::{RecordedRequest, Recorder};
-use super::rules::{ActiveRules, Fault};
+use super::record::RecordedRequest;
+use super::rules::Fault;
+pub(crate) use super::state::State;
 use super::validate::flow_token_of;
-use super::Probe;
 
 /// Request bodies larger than this are refused (the Graph API's own limits are far lower).
 const MAX_BODY: usize = 1 << 20;
@@ -37,47 +37,6 @@ impl std::fmt::Display for DropConnection {
 }
 
 impl std::error::Error for DropConnection {}
-
-/// Everything the service shares across connections.
-pub(crate) struct State {
-    pub(crate) latency: Duration,
-    pub(crate) rules: ActiveRules,
-    pub(crate) probe: Option<Probe>,
-    pub(crate) recorder: Recorder,
-    /// Uploaded business public keys by phone number id.
-    pub(crate) keys: Mutex<HashMap<String, StoredKey>>,
-    /// Simulated recipients, when the sandbox plays the user.
-    pub(crate) users: Option<Arc<super::user::Users>>,
-    /// Posts to the server under test's webhook.
-    pub(crate) notifier: Arc<Notifier>,
-    /// Delay before a `@status` failure is posted.
-    pub(crate) status_delay: Duration,
-    /// Becomes `true` when the sandbox shuts down; releases hanging requests.
-    pub(crate) shutdown: watch::Receiver<bool>,
-    /// A whole-API outage set through `POST /_sandbox/outage`: every Graph request gets this
-    /// fault (503, dropped connection, hang, or an error code) until it is cleared.
-    pub(crate) outage: Mutex<Option<Fault>>,
-}
-
-pub(super) type Resp = Response<Full<Bytes>>;
-
-/// Outcome of a handler: an answer, or a fault that replaces it.
-pub(super) enum Answer {
-    Reply(Resp),
-    Hang,
-    Reset,
-}
-
-/// What a handler tells the router to log.
-#[derive(Default)]
-pub(super) struct LogFields {
-    pub(super) to: Option<String>,
-    pub(super) flow_token: Option<String>,
-    pub(super) wamid: Option<String>,
-    pub(super) error_code: Option<u32>,
-    pub(super) fault: Option<&'static str>,
-    pub(super) probe: Option<Value>,
-}
 
 /// The service function: one request in, one answer (or a dropped connection) out.
 pub(crate) async fn handle(
@@ -239,44 +198,6 @@ async fn graph_answer(state: &State, req: GraphRequest<'_>, log: &mut LogFields)
     }
 }
 
-/// What a fault (a `--fail` rule's, or the outage's) answers instead of the Graph API.
-pub(super) fn fault_answer(fault: Fault, log: &mut LogFields) -> Answer {
-    match fault {
-        Fault::GraphError(code) => {
-            log.error_code = Some(code);
-            Answer::Reply(json_response(
-                errors::status_for(code),
-                &errors::envelope(code),
-            ))
-        }
-        Fault::Http503 => {
-            log.fault = Some("http503");
-            Answer::Reply(bytes_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain; charset=utf-8",
-                b"Service Unavailable".to_vec(),
-            ))
-        }
-        Fault::Hang => {
-            log.fault = Some("hang");
-            Answer::Hang
-        }
-        Fault::Reset => {
-            log.fault = Some("reset");
-            Answer::Reset
-        }
-    }
-}
-
-fn fault_name(fault: Fault) -> String {
-    match fault {
-        Fault::GraphError(code) => code.to_string(),
-        Fault::Http503 => "http503".into(),
-        Fault::Hang => "hang".into(),
-        Fault::Reset => "reset".into(),
-    }
-}
-
 /// `POST /_sandbox/outage {"fault": "http503" | "reset" | "hang" | CODE | null}`: starts or
 /// ends an outage of the whole API (every Graph route, the harmless GETs included).
 fn set_outage(state: &State, body: Option<&[u8]>) -> Resp {
@@ -328,14 +249,6 @@ fn phone_number(id: &str, authorized: bool, log: &mut LogFields) -> Answer {
     ))
 }
 
-pub(super) fn graph_error(log: &mut LogFields, code: u32, message: &str) -> Answer {
-    log.error_code = Some(code);
-    Answer::Reply(json_response(
-        errors::status_for(code),
-        &errors::envelope_with(code, message),
-    ))
-}
-
 fn is_version(s: &str) -> bool {
     let Some(rest) = s.strip_prefix('v') else {
         return false;
@@ -375,26 +288,6 @@ fn body_value(bytes: &Option<Bytes>) -> Value {
         Some(b) => serde_json::from_slice(b)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned())),
     }
-}
-
-pub(super) fn json_response(status: StatusCode, v: &Value) -> Resp {
-    bytes_response(
-        status,
-        "application/json",
-        serde_json::to_vec(v).unwrap_or_default(),
-    )
-}
-
-pub(super) fn bytes_response(
-    status: StatusCode,
-    content_type: &'static str,
-    body: Vec<u8>,
-) -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
 }
 
 #[cfg(test)]
