@@ -248,9 +248,30 @@ pub struct BulkArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Write the failed and invalid rows, with their reason, to this CSV.
+    /// Write the failed and invalid rows, with their reason, to this CSV (UTF-8, with the
+    /// input's delimiter; with a byte-order mark when the input was not plain UTF-8).
     #[arg(long)]
     pub failures: Option<PathBuf>,
+
+    /// The CSV's field separator: `,`, `;`, `tab` or any single ASCII character (default:
+    /// sniffed from the header line among `,`, `;` and tab).
+    #[arg(long, value_name = "CHAR")]
+    pub delimiter: Option<String>,
+
+    /// The CSV's encoding (default: a byte-order mark says UTF-8 or UTF-16, else UTF-8 when
+    /// the start of the file is valid UTF-8, else Windows-1252, as Excel saves it).
+    #[arg(long, value_enum)]
+    pub encoding: Option<CsvEncoding>,
+
+    /// The header of the phone column, case-insensitive (default: phone_number, phone or
+    /// phoneNumber).
+    #[arg(long, value_name = "NAME")]
+    pub phone_column: Option<String>,
+
+    /// The header of the customer name column, case-insensitive (default: customer_name,
+    /// name or customerName).
+    #[arg(long, value_name = "NAME")]
+    pub name_column: Option<String>,
 
     /// Also resend rows whose earlier outcome is unknown (the process died mid-request).
     #[arg(long)]
@@ -290,6 +311,20 @@ pub struct BulkArgs {
 
     #[command(flatten)]
     pub message: MessageArgs,
+}
+
+/// `bulk --encoding`: how the CSV's bytes are read.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CsvEncoding {
+    /// UTF-8, with or without a byte-order mark.
+    #[value(name = "utf-8", alias = "utf8")]
+    Utf8,
+    /// UTF-16: little-endian unless a byte-order mark says big-endian.
+    #[value(name = "utf-16", alias = "utf16")]
+    Utf16,
+    /// Windows-1252 (what Excel writes as "CSV" in Western European locales).
+    #[value(name = "windows-1252", alias = "cp1252")]
+    Windows1252,
 }
 
 #[derive(Debug, Args)]

@@ -21,7 +21,7 @@ mod send;
 mod serve;
 
 pub use sandbox::SandboxSettings;
-pub use send::{BulkSettings, RetryFailed, SendCommandSettings};
+pub use send::{BulkSettings, CsvInput, RetryFailed, SendCommandSettings};
 pub use serve::{KeysSettings, ServeSettings};
 
 use crate::secret::Secret;

@@ -6,10 +6,11 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::{env_value, ConfigError};
-use crate::cli::{BulkArgs, SendArgs};
+use crate::cli::{BulkArgs, CsvEncoding, SendArgs};
 use crate::graph::GraphSettings;
 use crate::outbound::SendSettings;
 use crate::phone::Phone;
+use encoding_rs::Encoding;
 
 /// Environment variable (no flag): interval of `bulk`'s plain progress lines (when stderr is
 /// not a terminal), in milliseconds.
@@ -88,6 +89,8 @@ pub struct BulkSettings {
     pub json: bool,
     /// `--failures`: where to write the failed and invalid rows.
     pub failures: Option<PathBuf>,
+    /// How the CSV is read: delimiter, encoding, column names.
+    pub input: CsvInput,
     /// `--resend-unknown`: also resend rows whose earlier outcome is unknown.
     pub resend_unknown: bool,
     /// `--retry-failed [--codes …]`: which failed rows of earlier runs to resend.
@@ -96,6 +99,48 @@ pub struct BulkSettings {
     pub max_outage: Duration,
     /// Interval of the plain progress lines (`FLOWCTL_PROGRESS_INTERVAL_MS`, default 5 s).
     pub progress_interval: Duration,
+}
+
+/// How `bulk` reads its CSV; `None` fields are detected from the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CsvInput {
+    /// `--delimiter`, as the byte the CSV reader splits on.
+    pub delimiter: Option<u8>,
+    /// `--encoding` (a byte-order mark in the file still wins).
+    pub encoding: Option<&'static Encoding>,
+    /// `--phone-column`, trimmed and not blank.
+    pub phone_column: Option<String>,
+    /// `--name-column`, trimmed and not blank.
+    pub name_column: Option<String>,
+}
+
+/// `--delimiter`: `,`, `;`, `tab` (or `\t`) or one ASCII character other than a quote or a
+/// line end (the CSV reader splits on a byte).
+fn delimiter(value: &str) -> Result<u8, String> {
+    let b = match value {
+        "tab" | "TAB" | "\\t" | "\t" => b'\t',
+        v if v.len() == 1 && v.is_ascii() => v.as_bytes()[0],
+        _ => {
+            return Err(format!(
+                "invalid --delimiter {value:?}: expected `,`, `;`, `tab` or one ASCII character"
+            ))
+        }
+    };
+    if matches!(b, b'"' | b'\n' | b'\r') {
+        return Err(format!(
+            "invalid --delimiter {value:?}: a quote or a line end cannot separate fields"
+        ));
+    }
+    Ok(b)
+}
+
+/// `--phone-column`/`--name-column`: the header, or `None` when blank.
+fn column_name(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
 }
 
 /// `--retry-failed [--codes …]`: which rows that failed in an earlier run a rerun resends.
@@ -138,6 +183,19 @@ impl BulkArgs {
                 "invalid --concurrency 0: expected at least 1".into(),
             ));
         }
+        let input = CsvInput {
+            delimiter: match &self.delimiter {
+                Some(d) => Some(delimiter(d).map_err(ConfigError::Unusable)?),
+                None => None,
+            },
+            encoding: self.encoding.map(|e| match e {
+                CsvEncoding::Utf8 => encoding_rs::UTF_8,
+                CsvEncoding::Utf16 => encoding_rs::UTF_16LE,
+                CsvEncoding::Windows1252 => encoding_rs::WINDOWS_1252,
+            }),
+            phone_column: column_name(&self.phone_column),
+            name_column: column_name(&self.name_column),
+        };
         let graph = if self.dry_run {
             None
         } else {
@@ -152,6 +210,7 @@ impl BulkArgs {
             concurrency: self.concurrency,
             json: self.json,
             failures: self.failures.clone(),
+            input,
             resend_unknown: self.resend_unknown,
             retry_failed: match (self.retry_failed, self.codes.is_empty()) {
                 (false, _) => RetryFailed::No,
@@ -206,6 +265,22 @@ mod tests {
             r#"invalid --data "[1]": expected a JSON object"#
         );
         assert!(json_object("{").unwrap_err().starts_with("invalid --data"));
+    }
+
+    #[test]
+    fn delimiter_takes_a_name_or_one_ascii_character() {
+        assert_eq!(delimiter(","), Ok(b','));
+        assert_eq!(delimiter(";"), Ok(b';'));
+        assert_eq!(delimiter("tab"), Ok(b'\t'));
+        assert_eq!(delimiter("|"), Ok(b'|'));
+        for bad in ["", ";;", "é", "\""] {
+            assert!(
+                delimiter(bad)
+                    .unwrap_err()
+                    .starts_with("invalid --delimiter"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

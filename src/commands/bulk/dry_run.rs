@@ -22,7 +22,7 @@ pub(super) async fn dry_run(
     rows: CsvRows,
     campaign: String,
 ) -> anyhow::Result<i32> {
-    let failures = FailureLog::create(args.failures.as_deref(), &rows.headers())?;
+    let failures = FailureLog::create(args.failures.as_deref(), &rows.headers(), rows.format())?;
     let db = db.to_path_buf();
     let rerun = Rerun::of(args);
     let start = Instant::now();
@@ -59,7 +59,7 @@ fn dry_count(
     let stats = Stats::default();
     // Sized up front from a streamed count: growing a set of a million phones would hold the
     // old and the new table at once (about 28 MB instead of 19 MB).
-    let expected = reader::count_records(rows.path()).unwrap_or(0);
+    let expected = reader::count_records(rows.path(), rows.format()).unwrap_or(0);
     let mut seen: HashSet<u64> = HashSet::with_capacity(expected as usize);
     let settle = |chunk: &mut Vec<Row>| -> anyhow::Result<bool> {
         let phones: Vec<Phone> = chunk.iter().map(|(_, r)| r.phone.clone()).collect();

@@ -1,6 +1,11 @@
 //! The `--failures` file: the failed and invalid rows with `line` and `error` columns, in a
 //! form `bulk` reads back (it ignores those two columns).
+//!
+//! It is UTF-8 with the input's delimiter. When the input was not plain UTF-8 (a byte-order
+//! mark, UTF-16, Windows-1252: a file from Excel), it starts with a UTF-8 byte-order mark,
+//! without which Excel would show its accented letters garbled.
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -21,16 +26,24 @@ struct FailureFile {
 
 impl FailureLog {
     /// Creates (truncates) the file at `path` with the input's columns plus `line` and
-    /// `error`; no file when `path` is `None`.
+    /// `error`, written as the input's `format` says; no file when `path` is `None`.
     pub(super) fn create(
         path: Option<&Path>,
         headers: &csv::StringRecord,
+        format: reader::Format,
     ) -> anyhow::Result<FailureLog> {
         let Some(path) = path else {
             return Ok(FailureLog(None));
         };
-        let mut out = csv::Writer::from_path(path)
+        let mut file = std::fs::File::create(path)
             .with_context(|| format!("cannot create {}", path.display()))?;
+        if !format.is_plain_utf8() {
+            file.write_all("\u{feff}".as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let mut out = csv::WriterBuilder::new()
+            .delimiter(format.delimiter)
+            .from_writer(file);
         let keep: Vec<usize> = headers
             .iter()
             .enumerate()

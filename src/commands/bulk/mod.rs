@@ -76,7 +76,8 @@ enum Stop {
 pub async fn run(db: &Path, args: BulkSettings) -> anyhow::Result<i32> {
     let settings = args.send.clone();
     let campaign = args.campaign.clone();
-    let rows = CsvRows::open(&args.csv, settings.default_country).map_err(UsageError)?;
+    let rows =
+        CsvRows::open(&args.csv, settings.default_country, &args.input).map_err(UsageError)?;
     let Some(graph) = args.graph.clone() else {
         return dry_run(db, &args, rows, campaign).await;
     };
@@ -86,9 +87,9 @@ pub async fn run(db: &Path, args: BulkSettings) -> anyhow::Result<i32> {
     // Held until the run ends: a second run of this campaign would send the same rows (and
     // truncate the first run's --failures file).
     let _lock = lock::CampaignLock::acquire(db, &campaign)?;
-    let failures = FailureLog::create(args.failures.as_deref(), &rows.headers())?;
+    let failures = FailureLog::create(args.failures.as_deref(), &rows.headers(), rows.format())?;
     let progress = Progress::new(args.progress_interval);
-    spawn_count(&args.csv, stats.clone());
+    spawn_count(&args.csv, rows.format(), stats.clone());
     let concurrency = args
         .concurrency
         .unwrap_or_else(|| default_concurrency(args.rate));
@@ -228,10 +229,10 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// Counts the file's records in the background, for the progress total and the ETA.
-fn spawn_count(path: &Path, stats: Arc<Stats>) {
+fn spawn_count(path: &Path, format: reader::Format, stats: Arc<Stats>) {
     let path: PathBuf = path.to_path_buf();
     std::thread::spawn(move || {
-        if let Ok(n) = reader::count_records(&path) {
+        if let Ok(n) = reader::count_records(&path, format) {
             stats.total.store(n, Relaxed);
         }
     });

@@ -1,16 +1,132 @@
-//! Streaming CSV input of `bulk`: header aliases, row validation, physical line numbers.
+//! Streaming CSV input of `bulk`: encoding and delimiter detection, header aliases, row
+//! validation, physical line numbers.
 //!
-//! One record is in memory at a time, so a file of any size reads in flat memory. Errors
-//! name the physical line of the file (the header is line 1, a quoted cell spanning lines
-//! counts them all), the word "line" and the bad value, as the spec asks.
+//! One record is in memory at a time, so a file of any size reads in flat memory: a file in
+//! UTF-16 or Windows-1252 is decoded to UTF-8 as it streams. Errors name the physical line of
+//! the file (the header is line 1, a quoted cell spanning lines counts them all), the word
+//! "line" and the bad value, as the spec asks.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
+use encoding_rs::{Encoding, UTF_8, WINDOWS_1252};
+use encoding_rs_io::DecodeReaderBytesBuilder;
 use serde_json::{Map, Value};
 
+use crate::config::CsvInput;
 use crate::phone::{DefaultCountry, Phone};
+
+/// Bytes read ahead to detect the encoding and the delimiter: the start of the file.
+const SNIFF: usize = 1 << 16;
+/// Delimiters recognised from the header line, the first winning a tie.
+const SNIFFED_DELIMITERS: &[u8] = b",;\t";
+
+/// How a file is read: from the options, else from what its first bytes show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Format {
+    /// The field separator.
+    pub delimiter: u8,
+    /// The encoding decoded to UTF-8 as the file streams.
+    pub encoding: &'static Encoding,
+    /// A byte-order mark started the file.
+    pub bom: bool,
+}
+
+impl Default for Format {
+    fn default() -> Format {
+        Format {
+            delimiter: b',',
+            encoding: UTF_8,
+            bom: false,
+        }
+    }
+}
+
+impl Format {
+    /// Whether the file was plain UTF-8 (no byte-order mark), as `bulk` writes its own files.
+    pub fn is_plain_utf8(&self) -> bool {
+        self.encoding == UTF_8 && !self.bom
+    }
+}
+
+/// The delimiter as a user would name it in an error message.
+fn describe(delimiter: u8) -> String {
+    match delimiter {
+        b'\t' => "tab".to_string(),
+        d => format!("'{}'", d as char),
+    }
+}
+
+/// The encoding of a file from its first bytes: a byte-order mark, else the one asked for,
+/// else UTF-8 when the bytes are UTF-8 (a character cut by the end of the sample allowed),
+/// else Windows-1252, what Excel writes as "CSV" in Western European locales.
+fn sniff_encoding(head: &[u8], asked: Option<&'static Encoding>) -> (&'static Encoding, usize) {
+    if let Some((encoding, bom_len)) = Encoding::for_bom(head) {
+        return (encoding, bom_len);
+    }
+    if let Some(encoding) = asked {
+        return (encoding, 0);
+    }
+    match std::str::from_utf8(head) {
+        Err(e) if e.error_len().is_some() => (WINDOWS_1252, 0),
+        _ => (UTF_8, 0),
+    }
+}
+
+/// The delimiter of a header line (decoded text): the most frequent of `,` `;` and tab
+/// outside quotes, the comma when none appears.
+fn sniff_delimiter(text: &[u8]) -> u8 {
+    let line = text.split(|b| *b == b'\n').next().unwrap_or(text);
+    let mut counts = [0usize; SNIFFED_DELIMITERS.len()];
+    let mut quoted = false;
+    for b in line {
+        if *b == b'"' {
+            quoted = !quoted;
+        } else if let Some(i) = SNIFFED_DELIMITERS.iter().position(|d| d == b) {
+            counts[i] += usize::from(!quoted);
+        }
+    }
+    let mut best = 0;
+    for (i, n) in counts.iter().enumerate() {
+        if *n > counts[best] {
+            best = i;
+        }
+    }
+    SNIFFED_DELIMITERS[best]
+}
+
+/// Opens a file as UTF-8 text with its format: the encoding and the delimiter are the ones
+/// given, else detected from the first [`SNIFF`] bytes; a byte-order mark always wins and is
+/// not part of the text.
+fn open_text(
+    path: &Path,
+    encoding: Option<&'static Encoding>,
+    delimiter: Option<u8>,
+) -> std::io::Result<(Box<dyn BufRead + Send>, Format)> {
+    let mut raw = BufReader::with_capacity(SNIFF, File::open(path)?);
+    let (encoding, bom_len) = sniff_encoding(raw.fill_buf()?, encoding);
+    raw.consume(bom_len);
+    let mut text: Box<dyn BufRead + Send> = if encoding == UTF_8 {
+        // Kept as bytes: a row that is not UTF-8 is reported on its line, not the whole file.
+        Box::new(raw)
+    } else {
+        let decoder = DecodeReaderBytesBuilder::new()
+            .encoding(Some(encoding))
+            .build(raw);
+        Box::new(BufReader::with_capacity(SNIFF, decoder))
+    };
+    let delimiter = match delimiter {
+        Some(d) => d,
+        None => sniff_delimiter(text.fill_buf()?),
+    };
+    let format = Format {
+        delimiter,
+        encoding,
+        bom: bom_len > 0,
+    };
+    Ok((text, format))
+}
 
 /// Headers accepted for the phone column (compared case-insensitively).
 const PHONE_ALIASES: &[&str] = &["phone_number", "phone", "phonenumber"];
@@ -40,20 +156,54 @@ fn is_one_of(h: &str, aliases: &[&str]) -> bool {
 }
 
 impl Columns {
-    /// Finds the columns in a header row. The error names the header found, so that a user
-    /// whose file has `tel` or no header at all sees why.
+    /// Finds the columns in a header row split on commas, by their usual names.
     pub fn resolve(headers: &csv::StringRecord) -> Result<Columns, String> {
+        Columns::resolve_with(headers, &CsvInput::default(), b',')
+    }
+
+    /// Finds the columns in a header row split on `delimiter`: the ones `--phone-column` and
+    /// `--name-column` name, else the usual names. The error names the header found, as it
+    /// was split, and the options, so that a user whose file has `tel` or no header at all
+    /// sees why and what to do.
+    pub fn resolve_with(
+        headers: &csv::StringRecord,
+        input: &CsvInput,
+        delimiter: u8,
+    ) -> Result<Columns, String> {
         let names: Vec<String> = headers.iter().map(header_name).collect();
-        let phone = names
-            .iter()
-            .position(|h| is_one_of(h, PHONE_ALIASES))
-            .ok_or_else(|| {
+        let found = || {
+            format!(
+                "found: {}; fields split on {}, change with --delimiter",
+                names.join(&(delimiter as char).to_string()),
+                describe(delimiter)
+            )
+        };
+        let phone = match &input.phone_column {
+            Some(wanted) => position_of(&names, wanted).ok_or_else(|| {
                 format!(
-                    "no phone column in the CSV header (found: {}); expected one of phone_number, phone, phoneNumber",
-                    names.join(",")
+                    "no column {wanted:?} (--phone-column) in the CSV header ({})",
+                    found()
                 )
-            })?;
-        let name = names.iter().position(|h| is_one_of(h, NAME_ALIASES));
+            })?,
+            None => names
+                .iter()
+                .position(|h| is_one_of(h, PHONE_ALIASES))
+                .ok_or_else(|| {
+                    format!(
+                        "no phone column in the CSV header ({}); expected one of phone_number, phone, phoneNumber, or name it with --phone-column NAME (and the name column with --name-column NAME)",
+                        found()
+                    )
+                })?,
+        };
+        let name = match &input.name_column {
+            Some(wanted) => Some(position_of(&names, wanted).ok_or_else(|| {
+                format!(
+                    "no column {wanted:?} (--name-column) in the CSV header ({})",
+                    found()
+                )
+            })?),
+            None => names.iter().position(|h| is_one_of(h, NAME_ALIASES)),
+        };
         let data = names
             .iter()
             .enumerate()
@@ -69,6 +219,12 @@ impl Columns {
             width: names.len(),
         })
     }
+}
+
+/// The column whose header is `wanted`, compared case-insensitively (`Téléphone`, `TÉLÉPHONE`).
+fn position_of(names: &[String], wanted: &str) -> Option<usize> {
+    let wanted = wanted.trim().to_lowercase();
+    names.iter().position(|h| h.to_lowercase() == wanted)
 }
 
 /// A valid row: who to message and with what.
@@ -134,31 +290,50 @@ pub struct CsvRows {
     columns: Columns,
     country: Option<DefaultCountry>,
     raw: csv::ByteRecord,
+    format: Format,
 }
 
-fn builder() -> csv::ReaderBuilder {
+fn builder(delimiter: u8) -> csv::ReaderBuilder {
     let mut b = csv::ReaderBuilder::new();
     // Rows of the wrong width are reported one by one instead of stopping the run.
-    b.flexible(true);
+    b.flexible(true).delimiter(delimiter);
     b
 }
 
 impl CsvRows {
-    /// Opens a file and reads its header. Errors are usage errors (exit 2).
-    pub fn open(path: &Path, country: Option<DefaultCountry>) -> Result<CsvRows, String> {
-        let file = File::open(path)
+    /// Opens a file and reads its header, with the encoding, delimiter and columns `input`
+    /// gives or the file shows. Errors are usage errors (exit 2).
+    pub fn open(
+        path: &Path,
+        country: Option<DefaultCountry>,
+        input: &CsvInput,
+    ) -> Result<CsvRows, String> {
+        let (text, format) = open_text(path, input.encoding, input.delimiter)
             .map_err(|e| format!("cannot read CSV file {}: {e}", path.display()))?;
-        let input = CrlfToLf::new(BufReader::with_capacity(1 << 16, file));
-        Self::from_reader(Box::new(input), country).map_err(|e| format!("{}: {e}", path.display()))
+        let mut rows = Self::from_reader_as(Box::new(CrlfToLf::new(text)), country, format, input)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        rows.path = path.to_path_buf();
+        Ok(rows)
     }
 
-    /// Reads the header from any reader (tests).
+    /// Reads the header from any reader of comma-separated UTF-8 (tests).
     /// The input should have its line ends as `\n` (see [`CrlfToLf`]).
     pub fn from_reader(
         input: Box<dyn Read + Send>,
         country: Option<DefaultCountry>,
     ) -> Result<CsvRows, String> {
-        let mut reader = builder().from_reader(input);
+        Self::from_reader_as(input, country, Format::default(), &CsvInput::default())
+    }
+
+    /// Reads the header from UTF-8 text split on `format.delimiter`, finding the columns
+    /// `columns` names.
+    pub fn from_reader_as(
+        input: Box<dyn Read + Send>,
+        country: Option<DefaultCountry>,
+        format: Format,
+        columns: &CsvInput,
+    ) -> Result<CsvRows, String> {
+        let mut reader = builder(format.delimiter).from_reader(input);
         let headers = reader
             .headers()
             .map_err(|e| format!("cannot read the CSV header: {e}"))?
@@ -169,7 +344,7 @@ impl CsvRows {
                     .into(),
             );
         }
-        let columns = Columns::resolve(&headers)?;
+        let columns = Columns::resolve_with(&headers, columns, format.delimiter)?;
         Ok(CsvRows {
             path: std::path::PathBuf::new(),
             reader,
@@ -177,7 +352,14 @@ impl CsvRows {
             columns,
             country,
             raw: csv::ByteRecord::new(),
+            format,
         })
+    }
+
+    /// How the file is read (its encoding and delimiter), for the `--failures` file and
+    /// [`count_records`].
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// The file read (empty for [`CsvRows::from_reader`]).
@@ -295,10 +477,11 @@ fn lossy(raw: &csv::ByteRecord) -> csv::StringRecord {
         .collect()
 }
 
-/// Counts the records of a file (for the progress bar's total) without keeping any.
-pub fn count_records(path: &Path) -> std::io::Result<u64> {
-    let file = File::open(path)?;
-    let mut reader = builder().from_reader(BufReader::with_capacity(1 << 16, file));
+/// Counts the records of a file read as `format` says (for the progress bar's total)
+/// without keeping any.
+pub fn count_records(path: &Path, format: Format) -> std::io::Result<u64> {
+    let (text, format) = open_text(path, Some(format.encoding), Some(format.delimiter))?;
+    let mut reader = builder(format.delimiter).from_reader(text);
     let mut rec = csv::ByteRecord::new();
     let mut n = 0;
     while reader
@@ -393,6 +576,6 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a.csv");
         std::fs::write(&p, "phone,note\n1,\"a\nb\"\n2,c\n").unwrap();
-        assert_eq!(count_records(&p).unwrap(), 2);
+        assert_eq!(count_records(&p, Format::default()).unwrap(), 2);
     }
 }
