@@ -118,7 +118,16 @@ fn open_text(
     };
     let delimiter = match delimiter {
         Some(d) => d,
-        None => sniff_delimiter(text.fill_buf()?),
+        None => {
+            // The header line, read ahead and put back: a decoder hands out short reads.
+            let mut head = Vec::new();
+            (&mut text)
+                .take(SNIFF as u64)
+                .read_until(b'\n', &mut head)?;
+            let d = sniff_delimiter(&head);
+            text = Box::new(std::io::Cursor::new(head).chain(text));
+            d
+        }
     };
     let format = Format {
         delimiter,
@@ -577,5 +586,131 @@ mod tests {
         let p = d.path().join("a.csv");
         std::fs::write(&p, "phone,note\n1,\"a\nb\"\n2,c\n").unwrap();
         assert_eq!(count_records(&p, Format::default()).unwrap(), 2);
+    }
+
+    fn open_file(bytes: &[u8], input: &CsvInput) -> Result<(CsvRows, Vec<Line>), String> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("in.csv");
+        std::fs::write(&p, bytes).unwrap();
+        let mut r = CsvRows::open(&p, None, input)?;
+        let mut out = Vec::new();
+        while let Some(l) = r.next_line() {
+            out.push(l.unwrap());
+        }
+        Ok((r, out))
+    }
+
+    fn utf16le_with_bom(text: &str) -> Vec<u8> {
+        let mut b = vec![0xFF, 0xFE];
+        b.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        b
+    }
+
+    #[test]
+    fn delimiter_is_the_most_frequent_of_comma_semicolon_tab_outside_quotes() {
+        for (header, d) in [
+            ("phone_number;customer_name;ville\n1;2;3", b';'),
+            ("phone\tname\n", b'\t'),
+            ("phone,name", b','),
+            ("\"a;b;c\",phone", b','),
+            ("phone", b','),
+            ("phone,name;city\n", b','),
+        ] {
+            assert_eq!(sniff_delimiter(header.as_bytes()), d, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn encoding_is_the_bom_else_the_option_else_utf8_when_valid_else_windows_1252() {
+        use encoding_rs::{UTF_16BE, UTF_16LE};
+        assert_eq!(sniff_encoding(b"\xEF\xBB\xBFa", None), (UTF_8, 3));
+        assert_eq!(sniff_encoding(b"\xFF\xFEa\0", None), (UTF_16LE, 2));
+        assert_eq!(
+            sniff_encoding(b"\xFE\xFF\0a", Some(WINDOWS_1252)),
+            (UTF_16BE, 2)
+        );
+        assert_eq!(sniff_encoding("Téléphone".as_bytes(), None), (UTF_8, 0));
+        // A character cut by the end of the sample is not a reason to leave UTF-8.
+        assert_eq!(sniff_encoding(b"T\xC3", None), (UTF_8, 0));
+        assert_eq!(sniff_encoding(b"T\xE9l\xE9phone", None), (WINDOWS_1252, 0));
+        assert_eq!(sniff_encoding(b"phone", Some(UTF_16LE)), (UTF_16LE, 0));
+    }
+
+    #[test]
+    fn windows_1252_file_with_semicolons_reads_as_unicode() {
+        let bytes = b"T\xE9l\xE9phone;Nom\r\n+212610059159;Ren\xE9e \x80\r\n";
+        let input = CsvInput {
+            phone_column: Some("téléphone".into()),
+            name_column: Some("NOM".into()),
+            ..CsvInput::default()
+        };
+        let (r, l) = open_file(bytes, &input).unwrap();
+        assert_eq!(r.format().encoding, WINDOWS_1252);
+        assert_eq!(r.format().delimiter, b';');
+        assert_eq!(r.headers().get(0), Some("Téléphone"));
+        assert_eq!(l[0].line, 2);
+        let p = l[0].parsed.clone().unwrap();
+        assert_eq!(p.name.as_deref(), Some("Renée €"));
+    }
+
+    #[test]
+    fn utf16_file_with_bom_reads_as_unicode_and_counts() {
+        let bytes = utf16le_with_bom("phone\tname\r\n+33612345678\tAmélie\r\n+212610059159\tB\r\n");
+        let (r, l) = open_file(&bytes, &CsvInput::default()).unwrap();
+        assert_eq!(r.format().delimiter, b'\t');
+        assert!(r.format().bom && !r.format().is_plain_utf8());
+        assert_eq!(r.headers().get(0), Some("phone"));
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].parsed.clone().unwrap().name.as_deref(), Some("Amélie"));
+        assert_eq!(l[1].line, 3);
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("u16.csv");
+        std::fs::write(&p, &bytes).unwrap();
+        assert_eq!(count_records(&p, r.format()).unwrap(), 2);
+    }
+
+    #[test]
+    fn options_override_the_sniffed_delimiter_and_encoding() {
+        let input = CsvInput {
+            delimiter: Some(b'|'),
+            encoding: Some(WINDOWS_1252),
+            ..CsvInput::default()
+        };
+        let (r, l) = open_file("phone|nom\n+212610059159|é\n".as_bytes(), &input).unwrap();
+        assert_eq!(r.format().delimiter, b'|');
+        // Read as asked: UTF-8 bytes taken for Windows-1252.
+        assert_eq!(l[0].record.get(1), Some("Ã©"));
+    }
+
+    #[test]
+    fn missing_phone_column_error_names_the_options_and_the_split_header() {
+        let e = open_file(b"tel;nom;ville\n1;2;3\n", &CsvInput::default())
+            .err()
+            .unwrap();
+        for part in [
+            "tel;nom;ville",
+            "split on ';'",
+            "--phone-column",
+            "--name-column",
+            "--delimiter",
+        ] {
+            assert!(e.contains(part), "{part}: {e}");
+        }
+        let asked = CsvInput {
+            phone_column: Some("mobile".into()),
+            ..CsvInput::default()
+        };
+        let e = open_file(b"tel\tnom\n", &asked).err().unwrap();
+        assert!(
+            e.contains("no column \"mobile\" (--phone-column)") && e.contains("tel\tnom"),
+            "{e}"
+        );
+        let asked = CsvInput {
+            phone_column: Some("tel".into()),
+            name_column: Some("client".into()),
+            ..CsvInput::default()
+        };
+        let e = open_file(b"tel,nom\n", &asked).err().unwrap();
+        assert!(e.contains("no column \"client\" (--name-column)"), "{e}");
     }
 }
