@@ -41,6 +41,17 @@ fn serve_forwarding(env: &Env, url: &str) -> Running {
     )
 }
 
+/// INIT for `token` answers 500 (never 427) and counts one forward failure for `reason`.
+async fn assert_init_fails_with(server: &Running, token: &str, reason: &str) {
+    let a = FlowClient::new(&server.url)
+        .call(&json!({"version": "3.0", "action": "INIT", "flow_token": token}))
+        .await;
+    assert_eq!(a.status, 500, "{}", server.stderr());
+    let m = metrics(server);
+    let line = format!("flowctl_forward_failures_total{{reason=\"{reason}\"}} 1");
+    assert!(m.contains(&line), "{m}");
+}
+
 fn metrics(server: &Running) -> String {
     http_get(&format!("{}/metrics", server.url))
 }
@@ -152,15 +163,7 @@ async fn a_handler_that_is_down_answers_500_never_427() {
     let url = format!("http://{}/", closed.local_addr().unwrap());
     drop(closed);
     let server = serve_forwarding(&env, &url);
-    let a = FlowClient::new(&server.url)
-        .call(&json!({"version": "3.0", "action": "INIT", "flow_token": token}))
-        .await;
-    assert_eq!(a.status, 500, "{}", server.stderr());
-    let m = metrics(&server);
-    assert!(
-        m.contains("flowctl_forward_failures_total{reason=\"connect\"} 1"),
-        "{m}"
-    );
+    assert_init_fails_with(&server, &token, "connect").await;
 }
 
 #[tokio::test]
@@ -224,15 +227,7 @@ async fn a_handler_that_does_not_answer_in_time_answers_500() {
         &[("FLOW_FORWARD_SECRET", FORWARD_SECRET)],
         &["--forward", &url, "--forward-timeout", "300ms"],
     );
-    let a = FlowClient::new(&server.url)
-        .call(&json!({"version": "3.0", "action": "INIT", "flow_token": token}))
-        .await;
-    assert_eq!(a.status, 500, "{}", server.stderr());
-    let m = metrics(&server);
-    assert!(
-        m.contains("flowctl_forward_failures_total{reason=\"timeout\"} 1"),
-        "{m}"
-    );
+    assert_init_fails_with(&server, &token, "timeout").await;
     held.abort();
 }
 
@@ -249,15 +244,7 @@ async fn a_handler_that_refuses_the_request_answers_500_never_427() {
         &[("FLOW_FORWARD_SECRET", "a-different-secret")],
         &["--forward", &handler.url],
     );
-    let a = FlowClient::new(&server.url)
-        .call(&json!({"version": "3.0", "action": "INIT", "flow_token": token}))
-        .await;
-    assert_eq!(a.status, 500, "{}", server.stderr());
-    let m = metrics(&server);
-    assert!(
-        m.contains("flowctl_forward_failures_total{reason=\"status\"} 1"),
-        "{m}"
-    );
+    assert_init_fails_with(&server, &token, "status").await;
 }
 
 #[tokio::test]

@@ -39,10 +39,9 @@ const FAILED: Settlement = Settlement {
     not_before: None,
 };
 
-#[test]
-fn a_completion_naming_no_token_is_joined_through_its_sender_when_one_token_is_open() {
-    let (_d, mut s) = temp_store();
-    let br = crate::store::NewToken {
+/// Issues a `sending` token for a Brazilian mobile written with its ninth digit.
+fn issue_brazilian(s: &mut SqliteStore) -> crate::store::NewToken {
+    let t = crate::store::NewToken {
         token: crate::token::FlowToken::generate(),
         phone: crate::phone::Phone::parse("+5511987654321", None).unwrap(),
         customer_name: None,
@@ -51,7 +50,14 @@ fn a_completion_naming_no_token_is_joined_through_its_sender_when_one_token_is_o
         initial_data: None,
         ttl: std::time::Duration::from_secs(600),
     };
-    s.insert_token(&br, SendState::Sending).unwrap();
+    s.insert_token(&t, SendState::Sending).unwrap();
+    t
+}
+
+#[test]
+fn a_completion_naming_no_token_is_joined_through_its_sender_when_one_token_is_open() {
+    let (_d, mut s) = temp_store();
+    let br = issue_brazilian(&mut s);
     s.record_sent_after(br.token.as_str(), "wamid.BR1", Some("551187654321"), 1)
         .unwrap();
     let answers = Map::new();
@@ -192,16 +198,7 @@ fn a_status_that_overtakes_its_send_is_joined_when_the_send_is_recorded() {
 #[test]
 fn a_status_from_the_whatsapp_id_of_a_brazilian_number_settles_its_lost_answer() {
     let (_d, mut s) = temp_store();
-    let t = crate::store::NewToken {
-        token: crate::token::FlowToken::generate(),
-        phone: crate::phone::Phone::parse("+5511987654321", None).unwrap(),
-        customer_name: None,
-        campaign: "c".into(),
-        origin: crate::store::Origin::Send,
-        initial_data: None,
-        ttl: std::time::Duration::from_secs(600),
-    };
-    s.insert_token(&t, SendState::Sending).unwrap();
+    let t = issue_brazilian(&mut s);
     let token: &'static str = Box::leak(t.token.as_str().to_string().into_boxed_str());
     s.record_status(&StatusInput {
         recipient: Some("551187654321"),
