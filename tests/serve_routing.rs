@@ -247,6 +247,45 @@ fn serve_without_a_way_to_answer_init_exits_2_naming_the_three() {
 }
 
 #[test]
+fn an_unusable_flow_data_file_is_refused_by_name() {
+    let env = Env::new();
+    let key = env.key_file();
+    let bad = env.write(
+        "lists.json",
+        r#"{"branches": {"by": "city", "options": {"rabat": 7}}}"#,
+    );
+    let serve = |args: &[&str]| {
+        let mut c = env.cmd();
+        c.env("APP_SECRET", APP_SECRET)
+            .args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
+            .arg(&key)
+            .args(args);
+        run(c, Duration::from_secs(20))
+    };
+    let flow = appointment_flow();
+    let out = serve(&[
+        "--flow-json",
+        flow.to_str().unwrap(),
+        "--flow-data",
+        bad.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("lists.json") && err.contains("\"branches\""),
+        "{err}"
+    );
+    // Lists without the screens they fill.
+    let out = serve(&["--flow-data", appointment_data().to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--flow-data") && err.contains("--flow-json"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_branch_built_in_routing_cannot_choose_is_refused_at_start_pointing_to_forward() {
     let env = Env::new();
     let flow = env.write(
