@@ -25,7 +25,7 @@ use crate::crypto::{self, Decrypted, EncryptedRequest, ResponseKey};
 use crate::flow_json::{Exchange, NEXT_SCREEN, TRIGGER};
 use crate::store::{Completion, CompletionInput, TokenRecord};
 
-/// The decrypted request (data_api_version 3.0).
+/// The decrypted request (data_api_version 3.0, and 4.0 with its `flow_token_signature`).
 #[derive(Debug, Deserialize)]
 struct FlowRequest {
     version: Option<String>,
