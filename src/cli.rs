@@ -387,6 +387,11 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub message: MessageArgs,
+
+    /// The lists built-in routing fills the Flow's dynamic data with (a JSON object of data
+    /// key → list, or {"by": FIELD, "options": {VALUE: list}} for a dependent dropdown).
+    #[arg(long, env = "FLOW_DATA", value_name = "FILE", hide_env_values = true)]
+    pub flow_data: Option<PathBuf>,
 }
 
 /// Output format of `export`.
@@ -527,6 +532,18 @@ pub struct SandboxArgs {
     /// How long a simulated person waits before acting on a message.
     #[arg(long, default_value_t = 200)]
     pub user_delay_ms: u64,
+    /// Percent of the simulated people who leave a required answer out of their first
+    /// submit, then fix it when the endpoint re-shows the screen with an error_message.
+    #[arg(long, value_name = "PCT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub forget_required: u8,
+    /// Percent of the simulated people whose client sends the final submit again (as after
+    /// a lost SUCCESS answer); they check the second answer is the same SUCCESS.
+    #[arg(long, value_name = "PCT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub retry_final_submit: u8,
+    /// Data API version the simulated people speak: 3.0, or 4.0 (requests carry a
+    /// flow_token_signature signed with APP_SECRET).
+    #[arg(long, value_name = "VERSION", default_value = "3.0", value_parser = ["3.0", "4.0"])]
+    pub data_api: String,
 }
 
 /// Parses a [`ValueEnum`] with surrounding whitespace ignored: values also come from the

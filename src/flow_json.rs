@@ -1,5 +1,23 @@
 //! The parts of a Flow JSON that `serve` needs: the routing model, each screen's declared
-//! data (with its `__example__` values) and the order of the form fields.
+//! data (with its `__example__` values) and the order of the form fields — and the rules of
+//! built-in routing, what `serve --flow-json` answers without `--forward`:
+//!
+//! - `INIT` (and `BACK` to the first screen) → the entry screen of the `routing_model`.
+//! - A `data_exchange` is a **refresh** when its payload carries a `trigger` field, or exactly
+//!   the keys of one of the screen's `on-select-action` payloads: the same screen is answered
+//!   with its data refreshed (a dependent list from `--flow-data`, see [`DataSources`]).
+//! - Otherwise it is the screen's **submit**. A payload key bound to a `required` component
+//!   that is missing or empty re-shows the same screen with `data.error_message`. Then one
+//!   successor → that screen; none → the Flow completes (`SUCCESS`); several → the payload's
+//!   `next_screen` must name one of them (a screen with several successors and no
+//!   `next_screen` in its payload is refused at start: such logic belongs to `--forward`).
+//!
+//! Meta: the endpoint answers any `data_exchange` with the screen to show and its data, the
+//! same screen included, with an optional `error_message` shown on it; the routing model lists
+//! the screens each screen may lead to
+//! (<https://developers.facebook.com/docs/whatsapp/flows/guides/implementingyourflowendpoint/>,
+//! <https://developers.facebook.com/docs/whatsapp/flows/reference/flowjson/>). A component's
+//! `on-select-action` may be a `data_exchange`, which calls the endpoint from the same screen.
 
 use std::collections::HashMap;
 
@@ -29,6 +47,37 @@ pub struct Screen {
     pub submit_payload: Map<String, Value>,
     /// Component name → the declared options' ids (radio buttons, dropdowns, checkboxes).
     pub options: HashMap<String, Vec<String>>,
+    /// Whether the screen's submit (its `on-click-action`) calls the endpoint (`data_exchange`);
+    /// a `navigate` or `complete` submit never reaches `serve`.
+    pub submits_to_endpoint: bool,
+    /// Form components marked `"required": true`.
+    pub required: Vec<String>,
+    /// Component name → its `type` (`TextInput`, `Dropdown`, `PhotoPicker`, …).
+    pub kinds: HashMap<String, String>,
+    /// Component name → the screen data key its options come from (`"${data.branches}"`):
+    /// a list the endpoint fills, not the Flow JSON.
+    pub sources: HashMap<String, String>,
+    /// The components whose `on-select-action` is a `data_exchange`: selecting a value asks
+    /// the endpoint to refresh this same screen (a dependent dropdown).
+    pub refreshes: Vec<Refresh>,
+}
+
+/// A component's `on-select-action` of type `data_exchange`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refresh {
+    /// The component whose selection triggers the refresh.
+    pub field: String,
+    /// The action's payload (key → `${form.x}` or a literal).
+    pub payload: Map<String, Value>,
+}
+
+/// What a `data_exchange` from a screen is, under built-in routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// A selection asked for the same screen with refreshed data (an `on-select-action`).
+    Refresh,
+    /// The screen's submit: validate, then route to the next screen or complete.
+    Submit,
 }
 
 /// A parsed Flow JSON with its routing model.
@@ -37,7 +86,14 @@ pub struct FlowJson {
     screens: Vec<Screen>,
     routes: HashMap<String, Vec<String>>,
     entry: usize,
+    sources: DataSources,
 }
+
+/// The submit payload field naming the next screen when a screen has several successors.
+pub const NEXT_SCREEN: &str = "next_screen";
+
+/// A payload field marking a `data_exchange` as a refresh of the same screen.
+pub const TRIGGER: &str = "trigger";
 
 impl FlowJson {
     /// Reads a Flow JSON file.
@@ -134,6 +190,7 @@ impl FlowJson {
             screens,
             routes,
             entry,
+            sources: DataSources::default(),
         })
     }
 
@@ -169,6 +226,83 @@ impl FlowJson {
             .filter(|n| succ.iter().any(|s| s == n))
             .or_else(|| succ.first().map(String::as_str));
         Ok(chosen.and_then(|id| self.screen(id)))
+    }
+
+    /// The screens `current` may route to, in the order the routing model lists them.
+    pub fn successors(&self, current: &str) -> &[String] {
+        self.routes.get(current).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Checks that built-in routing can drive this Flow: every screen that submits to the
+    /// endpoint and has several successors says which one comes next with a `next_screen`
+    /// field in its submit payload. `Err` is a sentence naming the screen and pointing to
+    /// `--forward`, for a Flow whose branching needs the business's own logic.
+    pub fn check_builtin_routing(&self) -> Result<(), FlowJsonError> {
+        for s in &self.screens {
+            let succ = self.successors(&s.id);
+            if s.submits_to_endpoint
+                && succ.len() > 1
+                && !s.submit_payload.contains_key(NEXT_SCREEN)
+            {
+                return Err(FlowJsonError::Invalid(format!(
+                    "screen {:?} may lead to {} but its data_exchange payload has no \"{NEXT_SCREEN}\" \
+                     field naming the next screen, so built-in routing cannot choose; add \
+                     \"{NEXT_SCREEN}\": \"${{form.…}}\" (a choice whose option ids are screen ids) \
+                     to the payload, or decide with your own handler: serve --forward URL",
+                    s.id,
+                    succ.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a `data_exchange` from `screen` with `data` refreshes the screen or submits it.
+    /// A refresh carries a `trigger` field, or exactly the keys of one of the screen's
+    /// `on-select-action` payloads (and not those of its submit payload).
+    pub fn exchange_kind(&self, screen: &Screen, data: &Map<String, Value>) -> Exchange {
+        if data.contains_key(TRIGGER) {
+            return Exchange::Refresh;
+        }
+        fn keys(m: &Map<String, Value>) -> Vec<&String> {
+            let mut k: Vec<&String> = m.keys().collect();
+            k.sort();
+            k
+        }
+        let sent = keys(data);
+        let is_select = screen
+            .refreshes
+            .iter()
+            .any(|r| !r.payload.is_empty() && keys(&r.payload) == sent);
+        if is_select && keys(&screen.submit_payload) != sent {
+            Exchange::Refresh
+        } else {
+            Exchange::Submit
+        }
+    }
+
+    /// The data sources of `--flow-data`, which fill the screens' dynamic lists.
+    pub fn with_data_sources(mut self, sources: DataSources) -> FlowJson {
+        self.sources = sources;
+        self
+    }
+
+    /// The data to show `screen` with: the recipient's values for the declared keys (see
+    /// [`Screen::data_for`]), and the declared lists `--flow-data` provides, a dependent list
+    /// chosen by the value `selections` holds for its `by` field.
+    pub fn screen_data(
+        &self,
+        screen: &Screen,
+        personal: Option<&Map<String, Value>>,
+        selections: &Map<String, Value>,
+    ) -> Map<String, Value> {
+        let mut data = screen.data_for(personal);
+        for key in screen.data_defaults.keys() {
+            if let Some(list) = self.sources.list(key, selections) {
+                data.insert(key.clone(), list);
+            }
+        }
+        data
     }
 
     /// The screen to show when back is pressed on `current`: the screen that routes to it.
@@ -228,6 +362,103 @@ impl Screen {
     }
 }
 
+impl Screen {
+    /// The submit payload keys bound to a required component (`${form.x}` with `x` marked
+    /// `required`) whose value in `data` is missing or empty: what a submit lacks.
+    pub fn missing_required(&self, data: &Map<String, Value>) -> Vec<String> {
+        self.submit_payload
+            .iter()
+            .filter(|(_, bound)| {
+                bound
+                    .as_str()
+                    .and_then(form_ref)
+                    .is_some_and(|f| self.required.iter().any(|r| r == f))
+            })
+            .filter(|(key, _)| match data.get(key.as_str()) {
+                None | Some(Value::Null) | Some(Value::Bool(false)) => true,
+                Some(Value::String(s)) => s.trim().is_empty(),
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(_) => false,
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+}
+
+/// The lists `serve` fills a screen's dynamic data with under built-in routing, read from
+/// `--flow-data FILE` (a Flow JSON's `__example__` is never data). One entry per screen data
+/// key, either a fixed list or a list chosen by another field's value:
+///
+/// ```json
+/// { "cities":   [{"id": "rabat", "title": "Rabat"}],
+///   "branches": {"by": "city", "options": {"rabat": [{"id": "agdal", "title": "Agdal"}]}} }
+/// ```
+///
+/// A screen declaring `branches` gets the list of the `city` selected so far (in the refresh
+/// request, else in the answers of earlier screens), `[]` while none is selected.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DataSources {
+    lists: Map<String, Value>,
+}
+
+impl DataSources {
+    /// Reads and checks a data sources file.
+    pub fn load(path: &std::path::Path) -> Result<DataSources, FlowJsonError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| FlowJsonError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        DataSources::parse(&text)
+    }
+
+    /// Parses a data sources document; `Err` names the first unusable entry.
+    pub fn parse(text: &str) -> Result<DataSources, FlowJsonError> {
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| FlowJsonError::Json(e.to_string()))?;
+        let Value::Object(lists) = v else {
+            return Err(FlowJsonError::Invalid(
+                "expected an object of data key → list".into(),
+            ));
+        };
+        for (key, entry) in &lists {
+            let ok = match entry {
+                Value::Array(_) => true,
+                Value::Object(o) => {
+                    o.get("by").is_some_and(Value::is_string)
+                        && o.get("options").is_some_and(|opts| {
+                            opts.as_object()
+                                .is_some_and(|m| m.values().all(Value::is_array))
+                        })
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(FlowJsonError::Invalid(format!(
+                    "{key:?}: expected a list, or {{\"by\": FIELD, \"options\": {{VALUE: list}}}}"
+                )));
+            }
+        }
+        Ok(DataSources { lists })
+    }
+
+    /// The list for data key `key`, given the values selected so far; `None` when this file
+    /// does not provide `key`.
+    pub fn list(&self, key: &str, selections: &Map<String, Value>) -> Option<Value> {
+        match self.lists.get(key)? {
+            Value::Array(a) => Some(Value::Array(a.clone())),
+            Value::Object(o) => {
+                let by = o.get("by").and_then(Value::as_str)?;
+                let chosen = selections.get(by).and_then(Value::as_str);
+                Some(
+                    chosen
+                        .and_then(|c| o.get("options").and_then(|m| m.get(c)))
+                        .cloned()
+                        .unwrap_or(Value::Array(Vec::new())),
+                )
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The neutral value of a declared data type: what a screen gets for a field the recipient has
 /// no value for.
 fn neutral_of(kind: Option<&str>) -> Value {
@@ -261,6 +492,11 @@ fn parse_screen(id: String, s: &Value) -> Screen {
         fields: Vec::new(),
         submit_payload: Map::new(),
         options: HashMap::new(),
+        submits_to_endpoint: false,
+        required: Vec::new(),
+        kinds: HashMap::new(),
+        sources: HashMap::new(),
+        refreshes: Vec::new(),
     };
     if let Some(layout) = s.get("layout") {
         walk(layout, &examples, &mut screen);
@@ -275,7 +511,29 @@ fn walk(node: &Value, examples: &Map<String, Value>, screen: &mut Screen) {
             .is_some_and(|t| t != "Footer" && t != "EmbeddedLink")
         {
             screen.fields.push(name.to_string());
+            if let Some(kind) = node.get("type").and_then(Value::as_str) {
+                screen.kinds.insert(name.to_string(), kind.to_string());
+            }
+            if node.get("required").and_then(Value::as_bool) == Some(true) {
+                screen.required.push(name.to_string());
+            }
+            if let Some(action) = node
+                .get("on-select-action")
+                .filter(|a| a.get("name").and_then(Value::as_str) == Some("data_exchange"))
+            {
+                screen.refreshes.push(Refresh {
+                    field: name.to_string(),
+                    payload: action
+                        .get("payload")
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .unwrap_or_default(),
+                });
+            }
             let source = node.get("data-source");
+            if let Some(key) = source.and_then(Value::as_str).and_then(data_ref) {
+                screen.sources.insert(name.to_string(), key.to_string());
+            }
             let opts = match source {
                 Some(Value::Array(items)) => option_ids(items),
                 Some(Value::String(r)) => r
@@ -294,6 +552,7 @@ fn walk(node: &Value, examples: &Map<String, Value>, screen: &mut Screen) {
     }
     if let Some(action) = node.get("on-click-action") {
         if action.get("name").and_then(Value::as_str) == Some("data_exchange") {
+            screen.submits_to_endpoint = true;
             if let Some(p) = action.get("payload").and_then(Value::as_object) {
                 screen.submit_payload = p.clone();
             }
@@ -304,6 +563,16 @@ fn walk(node: &Value, examples: &Map<String, Value>, screen: &mut Screen) {
             walk(c, examples, screen);
         }
     }
+}
+
+/// `"${data.key}"` → `key`.
+fn data_ref(r: &str) -> Option<&str> {
+    r.strip_prefix("${data.").and_then(|r| r.strip_suffix('}'))
+}
+
+/// `"${form.field}"` → `field`.
+pub fn form_ref(r: &str) -> Option<&str> {
+    r.strip_prefix("${form.").and_then(|r| r.strip_suffix('}'))
 }
 
 fn option_ids(items: &[Value]) -> Vec<String> {
@@ -423,5 +692,108 @@ mod tests {
             "C"
         );
         assert_eq!(f.next_screen("A", &Map::new()).unwrap().unwrap().id, "B");
+    }
+
+    fn appointments() -> FlowJson {
+        let sources =
+            DataSources::parse(include_str!("../examples/appointment_flow.data.json")).unwrap();
+        FlowJson::parse(include_str!("../examples/appointment_flow.json"))
+            .unwrap()
+            .with_data_sources(sources)
+    }
+
+    fn obj(v: serde_json::Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_selection_is_a_refresh_and_the_footer_a_submit() {
+        let f = appointments();
+        let booking = f.screen("BOOKING").unwrap();
+        assert_eq!(booking.refreshes.len(), 1);
+        assert_eq!(booking.refreshes[0].field, "city");
+        assert_eq!(booking.sources["branch"], "branches");
+        let trigger = obj(serde_json::json!({"trigger": "city_selected", "city": "fes"}));
+        assert_eq!(f.exchange_kind(booking, &trigger), Exchange::Refresh);
+        let submit =
+            obj(serde_json::json!({"city": "fes", "branch": "x", "next_screen": "CONFIRM"}));
+        assert_eq!(f.exchange_kind(booking, &submit), Exchange::Submit);
+        // Without a trigger field, the keys of an on-select payload still say "refresh".
+        let flow = r#"{"routing_model":{"A":[]},"screens":[{"id":"A","terminal":true,"layout":{"children":[
+            {"type":"Dropdown","name":"region","on-select-action":{"name":"data_exchange","payload":{"region":"${form.region}"}}},
+            {"type":"Dropdown","name":"city"},
+            {"type":"Footer","on-click-action":{"name":"data_exchange","payload":{"region":"${form.region}","city":"${form.city}"}}}]}}]}"#;
+        let f = FlowJson::parse(flow).unwrap();
+        let a = f.screen("A").unwrap();
+        let select = obj(serde_json::json!({"region": "north"}));
+        assert_eq!(f.exchange_kind(a, &select), Exchange::Refresh);
+        let submit = obj(serde_json::json!({"region": "north", "city": "tanger"}));
+        assert_eq!(f.exchange_kind(a, &submit), Exchange::Submit);
+    }
+
+    #[test]
+    fn missing_required_answers_are_named() {
+        let f = appointments();
+        let booking = f.screen("BOOKING").unwrap();
+        let partial = obj(serde_json::json!({"city": "fes", "branch": " "}));
+        assert_eq!(
+            booking.missing_required(&partial),
+            ["branch", "next_screen"]
+        );
+        let full = obj(
+            serde_json::json!({"city": "fes", "branch": "fes_medina", "next_screen": "CONFIRM"}),
+        );
+        assert!(booking.missing_required(&full).is_empty());
+        let confirm = f.screen("CONFIRM").unwrap();
+        let refused = obj(serde_json::json!({"slot": "morning", "consent": false}));
+        assert_eq!(confirm.missing_required(&refused), ["consent"]);
+        // An optional picker may be left out.
+        let symptoms = f.screen("SYMPTOMS").unwrap();
+        assert!(symptoms
+            .missing_required(&obj(serde_json::json!({"symptoms": "sore"})))
+            .is_empty());
+        assert_eq!(symptoms.kinds["photo"], "PhotoPicker");
+    }
+
+    #[test]
+    fn dependent_lists_follow_the_selection_and_never_the_example() {
+        let f = appointments();
+        let booking = f.screen("BOOKING").unwrap();
+        let none = f.screen_data(booking, None, &Map::new());
+        assert_eq!(none["branches"], serde_json::json!([]));
+        assert_eq!(none["cities"].as_array().unwrap().len(), 3);
+        let fes = f.screen_data(booking, None, &obj(serde_json::json!({"city": "fes"})));
+        assert_eq!(fes["branches"][0]["id"], "fes_medina");
+        let unknown = f.screen_data(booking, None, &obj(serde_json::json!({"city": "paris"})));
+        assert_eq!(unknown["branches"], serde_json::json!([]));
+        assert!(DataSources::parse(r#"{"x": 3}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("\"x\""));
+        assert!(DataSources::parse(r#"{"x": {"by": "y", "options": {"a": 1}}}"#).is_err());
+    }
+
+    #[test]
+    fn branching_needs_next_screen_in_the_payload() {
+        assert!(appointments().check_builtin_routing().is_ok());
+        assert!(survey().check_builtin_routing().is_ok());
+        let flow = r#"{"routing_model":{"A":["B","C"]},"screens":[{"id":"A","layout":{"children":[
+            {"type":"Footer","on-click-action":{"name":"data_exchange","payload":{"x":"1"}}}]}},
+            {"id":"B"},{"id":"C"}]}"#;
+        let err = FlowJson::parse(flow)
+            .unwrap()
+            .check_builtin_routing()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"A\"") && err.contains("B, C") && err.contains("--forward"),
+            "{err}"
+        );
+        // A screen that navigates on the client never asks the endpoint: nothing to choose.
+        let client_side = flow.replace("data_exchange", "navigate");
+        assert!(FlowJson::parse(&client_side)
+            .unwrap()
+            .check_builtin_routing()
+            .is_ok());
     }
 }

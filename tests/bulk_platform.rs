@@ -70,6 +70,7 @@ impl Platform {
                 public_key: None,
                 flow: None,
                 delay: Duration::from_millis(50),
+                habits: Default::default(),
             });
         let opts = SandboxOptions {
             failures: rules

@@ -376,6 +376,7 @@ fn bulk_crash_then_reconcile(rows: usize, kills: usize) -> (u64, usize, usize, u
         .env_clear()
         .env("FLOWCTL_DB", &db)
         .env("APP_SECRET", APP_SECRET)
+        .env("FLOW_SCREEN", support::DEFAULT_SCREEN)
         .args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
         .arg(&key);
     let serve = support::Running::start(serve_cmd);
@@ -385,6 +386,7 @@ fn bulk_crash_then_reconcile(rows: usize, kills: usize) -> (u64, usize, usize, u
         public_key: None,
         flow: None,
         delay: Duration::ZERO,
+        habits: Default::default(),
     };
     let opts = SandboxOptions {
         latency: Duration::from_millis(15),

@@ -590,7 +590,8 @@ fn a_graph_api_echoing_the_token_does_not_make_send_or_keys_repeat_it() {
     let graph = echoing_graph(true);
     let mut c = env.graph_cmd(&graph);
     with_secrets(&mut c, "json");
-    c.args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
+    c.env("FLOW_SCREEN", DEFAULT_SCREEN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
         .arg(&key);
     let mut server = Running::start(c);
     let rt = tokio::runtime::Runtime::new().expect("runtime");

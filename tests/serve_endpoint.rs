@@ -347,6 +347,7 @@ async fn the_vectors_are_answered_as_expected_over_http() {
     let key = env.key_file();
     let mut cmd = env.cmd();
     cmd.env("APP_SECRET", v["app_secret"].as_str().unwrap())
+        .env("FLOW_SCREEN", DEFAULT_SCREEN)
         .args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
         .arg(key);
     let server = Running::start(cmd);
@@ -397,14 +398,15 @@ async fn refuses_to_start_without_app_secret_unless_allowed() {
     assert!(stderr(&out).contains("APP_SECRET"), "{}", stderr(&out));
 
     let mut c = env.cmd();
-    c.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-unsigned",
-        "--private-key-file",
-    ])
-    .arg(&key);
+    c.env("FLOW_SCREEN", DEFAULT_SCREEN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-unsigned",
+            "--private-key-file",
+        ])
+        .arg(&key);
     let server = Running::start(c);
     let client = FlowClient::new(&server.url);
     let (body, key) = client.encrypt(&json!({"version": "3.0", "action": "ping"}));

@@ -89,6 +89,7 @@ async fn every_signature_vector_is_judged_like_meta_signs() {
     let secret = v["app_secret"].as_str().unwrap();
     let mut c = env.cmd();
     c.env("APP_SECRET", secret)
+        .env("FLOW_SCREEN", DEFAULT_SCREEN)
         .args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
         .arg(env.key_file());
     let server = Running::start(c);

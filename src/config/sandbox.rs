@@ -8,7 +8,7 @@ use super::{secret, ConfigError};
 use crate::cli::{CompleteViaArg, SandboxArgs};
 use crate::crypto::PublicKey;
 use crate::flow_json::FlowJson;
-use crate::sandbox::user::{CompleteVia, UserOptions};
+use crate::sandbox::user::{CompleteVia, Habits, UserOptions};
 use crate::sandbox::{FailRule, SandboxOptions};
 
 /// `flowctl sandbox`: the stand-in's options, and the database its probe checks.
@@ -94,6 +94,11 @@ impl SandboxArgs {
             public_key,
             flow,
             delay: Duration::from_millis(self.user_delay_ms),
+            habits: Habits {
+                forget_required_pct: self.forget_required,
+                retry_final_submit_pct: self.retry_final_submit,
+                data_api_4: self.data_api == "4.0",
+            },
         }))
     }
 }

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{env_value, secret, ConfigError};
-use crate::cli::{KeysArgs, ServeArgs};
+use crate::cli::{FlowActionKind, KeysArgs, ServeArgs};
 use crate::crypto::PrivateKey;
-use crate::flow_json::FlowJson;
+use crate::flow_json::{DataSources, FlowJson};
 use crate::graph::GraphSettings;
 use crate::outbound::SendSettings;
 use crate::secret::Secret;
@@ -60,12 +60,7 @@ impl ServeArgs {
     pub fn resolve(&self) -> Result<ServeSettings, ConfigError> {
         let app_secrets = app_secrets(self.allow_unsigned)?;
         let key = private_key(self.private_key_file.as_deref())?;
-        let flow = match &self.flow_json {
-            Some(path) => Some(FlowJson::load(path).map_err(|e| {
-                ConfigError::Unusable(format!("--flow-json {}: {e}", path.display()))
-            })?),
-            None => None,
-        };
+        let flow = self.flow()?;
         let verify_token = secret("WEBHOOK_VERIFY_TOKEN");
         let api_key = secret("FLOWCTL_API_KEY");
         let sender = self
@@ -77,19 +72,57 @@ impl ServeArgs {
             max_body: self.max_body,
             ..limits_with_overrides(Limits::BUILTIN, env_value).map_err(ConfigError::Unusable)?
         };
+        let forward = self.forward_settings()?;
+        let first_screen = self.message.screen.clone();
+        if let Some(flow) = flow.as_ref().filter(|_| forward.is_none()) {
+            flow.check_builtin_routing().map_err(|e| {
+                ConfigError::Unusable(format!(
+                    "--flow-json {}: {e}",
+                    self.flow_json.as_deref().unwrap_or(Path::new("")).display()
+                ))
+            })?;
+        }
+        if self.message.flow_action == FlowActionKind::DataExchange
+            && flow.is_none()
+            && forward.is_none()
+            && first_screen.is_none()
+        {
+            return Err(ConfigError::Unusable(NOTHING_TO_ANSWER.into()));
+        }
         Ok(ServeSettings {
             listen: self.listen,
             app_secrets,
             key,
             flow,
-            first_screen: self.message.screen.clone(),
+            first_screen,
             verify_token,
             api_key,
             sender,
             limits,
             success_answers: self.success_answers,
-            forward: self.forward_settings()?,
+            forward,
         })
+    }
+
+    /// `--flow-json`, with the lists of `--flow-data` when given.
+    fn flow(&self) -> Result<Option<FlowJson>, ConfigError> {
+        let Some(path) = &self.flow_json else {
+            if let Some(data) = &self.flow_data {
+                return Err(ConfigError::Unusable(format!(
+                    "--flow-data {} needs --flow-json (the screens whose data it fills)",
+                    data.display()
+                )));
+            }
+            return Ok(None);
+        };
+        let flow = FlowJson::load(path)
+            .map_err(|e| ConfigError::Unusable(format!("--flow-json {}: {e}", path.display())))?;
+        let Some(data) = &self.flow_data else {
+            return Ok(Some(flow));
+        };
+        let sources = DataSources::load(data)
+            .map_err(|e| ConfigError::Unusable(format!("--flow-data {}: {e}", data.display())))?;
+        Ok(Some(flow.with_data_sources(sources)))
     }
 
     /// Forward mode, when `--forward` is set: a usable URL, the secret, a timeout inside
@@ -121,6 +154,13 @@ impl ServeArgs {
         }))
     }
 }
+
+/// Why `serve` refuses to start when a Flow opened with `data_exchange` would get a 400 for
+/// every `INIT` (a rising error rate is what makes Meta throttle, then block, a Flow).
+const NOTHING_TO_ANSWER: &str = "the Flow opens with an INIT to this server (--flow-action \
+data_exchange) but nothing says what to answer; give one of: --flow-json FILE (built-in \
+routing over the Flow's routing_model), --forward URL (your own handler decides), or \
+FLOW_SCREEN=SCREEN_ID (a one-screen Flow: INIT shows it, its submit completes)";
 
 /// The key of the forwarded body's HMAC; required with `--forward`.
 const FORWARD_SECRET_VAR: &str = "FLOW_FORWARD_SECRET";

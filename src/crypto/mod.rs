@@ -7,6 +7,7 @@
 //! independent vectors in `tests/vectors/`.
 
 mod endpoint;
+pub mod jwt;
 mod keys;
 mod signature;
 

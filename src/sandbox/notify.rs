@@ -38,6 +38,11 @@ impl Notifier {
         }
     }
 
+    /// The app secret the people's requests are signed with, if any.
+    pub(crate) fn app_secret(&self) -> Option<&str> {
+        self.app_secret.as_deref()
+    }
+
     /// True when a webhook URL is configured.
     pub(crate) fn has_webhook(&self) -> bool {
         self.webhook.is_some()

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::notify::{self, Notifier, Status};
 use crate::crypto::{self, PublicKey};
-use crate::flow_json::FlowJson;
+use crate::flow_json::{form_ref, FlowJson, Screen, NEXT_SCREEN};
 
 /// Which path the simulated person's answers take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +38,23 @@ pub struct UserOptions {
     pub flow: Option<Arc<FlowJson>>,
     /// How long a person waits after the message is accepted before acting.
     pub delay: Duration,
+    /// How the people behave beyond filling in the screens.
+    pub habits: Habits,
+}
+
+/// What the simulated people do besides answering every screen, as real clients and people
+/// do; each percentage picks the same people every run (it hashes the phone number).
+#[derive(Clone, Debug, Default)]
+pub struct Habits {
+    /// Percent of the people who leave a required answer out of their first submit, then
+    /// fix it when the endpoint re-shows the screen with an `error_message`.
+    pub forget_required_pct: u8,
+    /// Percent of the people whose client lost the `SUCCESS` answer and sends the final
+    /// submit once more; the second answer must be the same `SUCCESS`.
+    pub retry_final_submit_pct: u8,
+    /// Send data API 4.0 requests carrying a `flow_token_signature` signed with the app
+    /// secret (`--data-api 4.0`).
+    pub data_api_4: bool,
 }
 
 /// Counters of what the simulated people did (`GET /_sandbox/users`).
@@ -46,6 +63,12 @@ pub struct UserStats {
     pub started: AtomicU64,
     pub completed: AtomicU64,
     pub failed: AtomicU64,
+    /// Same-screen refreshes asked by a selection (`on-select-action`).
+    pub refreshes: AtomicU64,
+    /// Submits fixed after the endpoint re-showed the screen with an `error_message`.
+    pub corrections: AtomicU64,
+    /// Final submits sent again and answered with the same `SUCCESS`.
+    pub retried_final_submits: AtomicU64,
     pub errors: Mutex<Vec<String>>,
 }
 
@@ -57,6 +80,9 @@ impl UserStats {
             "started": self.started.load(Ordering::Relaxed),
             "completed": self.completed.load(Ordering::Relaxed),
             "failed": self.failed.load(Ordering::Relaxed),
+            "refreshes": self.refreshes.load(Ordering::Relaxed),
+            "corrections": self.corrections.load(Ordering::Relaxed),
+            "retried_final_submits": self.retried_final_submits.load(Ordering::Relaxed),
             "errors": errors,
         })
     }
@@ -148,35 +174,128 @@ impl Users {
         Ok(())
     }
 
-    /// INIT, then every screen with plausible answers until SUCCESS; returns the SUCCESS params.
+    /// INIT, then every screen until SUCCESS, as the WhatsApp client does: a selection with
+    /// an `on-select-action` asks for the same screen again and its refreshed options are used;
+    /// a screen re-shown with an `error_message` is fixed and submitted again; the next screen
+    /// is whatever the endpoint answers (branches included). Returns the SUCCESS params.
     async fn fill_through_endpoint(&self, msg: &Delivered) -> Result<Map<String, Value>, String> {
-        let mut reply = self
-            .call_endpoint(
-                json!({"version": "3.0", "action": "INIT", "flow_token": msg.flow_token}),
-            )
-            .await?;
-        for _ in 0..32 {
+        let habits = &self.opts.habits;
+        let mut forget = chosen(&msg.to, "forget", habits.forget_required_pct);
+        let mut reply = self.exchange(msg, "INIT", None, Map::new()).await?;
+        let mut last_submit: Option<(String, Map<String, Value>)> = None;
+        for _ in 0..64 {
             let screen = reply
                 .get("screen")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
+            let mut shown = reply
+                .get("data")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
             if screen == "SUCCESS" {
-                return reply
+                let params = reply
                     .pointer("/data/extension_message_response/params")
                     .and_then(Value::as_object)
                     .cloned()
-                    .ok_or_else(|| "SUCCESS without params".to_string());
+                    .ok_or_else(|| "SUCCESS without params".to_string())?;
+                if let Some((screen, answers)) =
+                    last_submit.filter(|_| chosen(&msg.to, "retry", habits.retry_final_submit_pct))
+                {
+                    self.retry_final_submit(msg, &screen, answers, &reply)
+                        .await?;
+                }
+                return Ok(params);
             }
-            let answers = self.screen_answers(msg, &screen);
+            if let Some(error) = shown.get("error_message").and_then(Value::as_str) {
+                // Re-shown with an error: the person fixes the answer they left out, once.
+                let refused = last_submit.as_ref().is_some_and(|(s, _)| *s == screen);
+                if !refused || !forget {
+                    return Err(format!(
+                        "the endpoint refused the answers of {screen}: {error}"
+                    ));
+                }
+                forget = false;
+                self.stats.corrections.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(flow) = &self.opts.flow {
+                if let Some(s) = flow.screen(&screen) {
+                    for refresh in &s.refreshes {
+                        let payload = self.resolve(msg, s, &shown, &refresh.payload, false);
+                        let again = self
+                            .exchange(msg, "data_exchange", Some(&screen), payload)
+                            .await?;
+                        if again.get("screen").and_then(Value::as_str) != Some(screen.as_str()) {
+                            return Err(format!("a refresh of {screen} answered another screen"));
+                        }
+                        if let Some(d) = again.get("data").and_then(Value::as_object) {
+                            shown.extend(d.clone());
+                        }
+                        self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let answers = self.screen_answers(msg, &screen, &shown, forget);
+            last_submit = Some((screen.clone(), answers.clone()));
             reply = self
-                .call_endpoint(
-                    json!({"version": "3.0", "action": "data_exchange", "screen": screen,
-                                      "data": answers, "flow_token": msg.flow_token}),
-                )
+                .exchange(msg, "data_exchange", Some(&screen), answers)
                 .await?;
         }
-        Err("the Flow did not end after 32 screens".into())
+        Err("the Flow did not end after 64 exchanges".into())
+    }
+
+    /// The client lost the `SUCCESS` answer and submits the last screen again: the endpoint
+    /// must answer the same `SUCCESS` (a 427 would tell the person the form failed).
+    async fn retry_final_submit(
+        &self,
+        msg: &Delivered,
+        screen: &str,
+        answers: Map<String, Value>,
+        first: &Value,
+    ) -> Result<(), String> {
+        let again = self
+            .exchange(msg, "data_exchange", Some(screen), answers)
+            .await
+            .map_err(|e| format!("the repeated final submit failed: {e}"))?;
+        if &again != first {
+            return Err(format!(
+                "the repeated final submit got another answer: {again} (first: {first})"
+            ));
+        }
+        self.stats
+            .retried_final_submits
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// One request to the data endpoint, in the data API version the people speak.
+    async fn exchange(
+        &self,
+        msg: &Delivered,
+        action: &str,
+        screen: Option<&str>,
+        data: Map<String, Value>,
+    ) -> Result<Value, String> {
+        let mut request = json!({"version": "3.0", "action": action, "flow_token": msg.flow_token});
+        if let Some(screen) = screen {
+            request["screen"] = json!(screen);
+        }
+        if action != "INIT" || !data.is_empty() {
+            request["data"] = Value::Object(data);
+        }
+        if self.opts.habits.data_api_4 {
+            let secret = self
+                .notifier
+                .app_secret()
+                .ok_or("--data-api 4.0 needs APP_SECRET to sign the flow token")?;
+            request["version"] = json!("4.0");
+            request["flow_token_signature"] = json!(crypto::jwt::sign_flow_token(
+                secret.as_bytes(),
+                &msg.flow_token
+            ));
+        }
+        self.call_endpoint(request).await
     }
 
     async fn call_endpoint(&self, request: Value) -> Result<Value, String> {
@@ -197,48 +316,133 @@ impl Users {
         serde_json::from_slice(&plain).map_err(|e| format!("answer is not JSON: {e}"))
     }
 
-    /// Plausible answers for one screen: an option of each choice field (varied per person),
-    /// a comment for free text.
-    fn screen_answers(&self, msg: &Delivered, screen_id: &str) -> Map<String, Value> {
-        let mut out = Map::new();
+    /// Plausible answers for one screen's submit, given the data the screen is shown with:
+    /// an option of each choice (varied per person, from the list the endpoint sent when the
+    /// choice has a `${data.…}` source), a comment for free text. With `forget`, the first
+    /// required answer is left out.
+    fn screen_answers(
+        &self,
+        msg: &Delivered,
+        screen_id: &str,
+        shown: &Map<String, Value>,
+        forget: bool,
+    ) -> Map<String, Value> {
         let Some(screen) = self.opts.flow.as_ref().and_then(|f| f.screen(screen_id)) else {
+            let mut out = Map::new();
             out.insert("answer".into(), json!("oui"));
             return out;
         };
-        for (key, bound) in &screen.submit_payload {
-            let field = bound
-                .as_str()
-                .and_then(|b| b.strip_prefix("${form.").and_then(|r| r.strip_suffix('}')))
-                .unwrap_or(key);
-            let value = match screen.options.get(field) {
-                Some(opts) if !opts.is_empty() => {
+        self.resolve(msg, screen, shown, &screen.submit_payload, forget)
+    }
+
+    /// The values of a payload: `${form.x}` → the person's answer to `x` (left out for an
+    /// optional picker, and for the first required answer with `forget`), `${data.x}` → the
+    /// screen's data, anything else as written.
+    fn resolve(
+        &self,
+        msg: &Delivered,
+        screen: &Screen,
+        shown: &Map<String, Value>,
+        payload: &Map<String, Value>,
+        forget: bool,
+    ) -> Map<String, Value> {
+        let mut out = Map::new();
+        let mut forgotten = !forget;
+        for (key, bound) in payload {
+            let Some(text) = bound.as_str() else {
+                out.insert(key.clone(), bound.clone());
+                continue;
+            };
+            if let Some(field) = form_ref(text) {
+                if !forgotten && screen.required.iter().any(|r| r == field) {
+                    forgotten = true;
+                    continue;
+                }
+                if let Some(v) = self.field_answer(msg, screen, shown, key, field) {
+                    out.insert(key.clone(), v);
+                }
+            } else if let Some(v) = text
+                .strip_prefix("${data.")
+                .and_then(|r| r.strip_suffix('}'))
+                .and_then(|k| shown.get(k))
+            {
+                out.insert(key.clone(), v.clone());
+            } else {
+                out.insert(key.clone(), bound.clone());
+            }
+        }
+        out
+    }
+
+    /// The person's answer to one component (`None`: left empty).
+    fn field_answer(
+        &self,
+        msg: &Delivered,
+        screen: &Screen,
+        shown: &Map<String, Value>,
+        key: &str,
+        field: &str,
+    ) -> Option<Value> {
+        let kind = screen.kinds.get(field).map(String::as_str).unwrap_or("");
+        if matches!(kind, "PhotoPicker" | "DocumentPicker") {
+            // No upload yet: an optional picker is left empty.
+            return None;
+        }
+        if kind == "OptIn" {
+            return Some(json!(true));
+        }
+        let from_endpoint: Option<Vec<String>> = screen
+            .sources
+            .get(field)
+            .and_then(|k| shown.get(k))
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.get("id").and_then(Value::as_str).map(str::to_string))
+                    .collect()
+            });
+        let opts = from_endpoint.or_else(|| screen.options.get(field).cloned());
+        match opts {
+            Some(opts) if !opts.is_empty() => {
+                let idx = if key == NEXT_SCREEN {
+                    // A branch: the same for a phone number every run, so tests know who
+                    // takes which path.
+                    (hash(&(msg.to.as_str(), field)) as usize) % opts.len()
+                } else {
                     // Mostly the best ratings, some lower ones: varied but deterministic.
                     let h = hash(&(msg.flow_token.as_str(), field));
-                    let idx = if h % 10 < 6 {
+                    if h % 10 < 6 {
                         0
                     } else {
                         (h as usize / 10) % opts.len()
-                    };
-                    json!(opts[idx])
-                }
-                _ => json!(COMMENTS[(hash(&msg.flow_token) as usize) % COMMENTS.len()]),
-            };
-            out.insert(key.clone(), value);
+                    }
+                };
+                Some(json!(opts[idx]))
+            }
+            _ => Some(json!(
+                COMMENTS[(hash(&msg.flow_token) as usize) % COMMENTS.len()]
+            )),
         }
-        out
     }
 
     fn all_answers(&self, msg: &Delivered) -> Map<String, Value> {
         let mut all = Map::new();
         if let Some(flow) = &self.opts.flow {
             for s in flow.screens() {
-                all.extend(self.screen_answers(msg, &s.id));
+                all.extend(self.screen_answers(msg, &s.id, &Map::new(), false));
             }
         } else {
             all.insert("answer".into(), json!("oui"));
         }
         all
     }
+}
+
+/// Whether the person with phone `to` has the habit `what` that `pct` percent of the people
+/// have (the same people every run).
+fn chosen(to: &str, what: &str, pct: u8) -> bool {
+    pct > 0 && hash(&(to, what)) % 100 < u64::from(pct)
 }
 
 const COMMENTS: &[&str] = &[

@@ -22,9 +22,10 @@ use super::http::{self, Resp};
 use super::signed::{read_signed_body, SignedRoute};
 use super::AppState;
 use crate::crypto::{self, Decrypted, EncryptedRequest, ResponseKey};
+use crate::flow_json::{Exchange, NEXT_SCREEN, TRIGGER};
 use crate::store::{Completion, CompletionInput, TokenRecord};
 
-/// The decrypted request (data_api_version 3.0).
+/// The decrypted request (data_api_version 3.0, and 4.0 with its `flow_token_signature`).
 #[derive(Debug, Deserialize)]
 struct FlowRequest {
     version: Option<String>,
@@ -32,6 +33,8 @@ struct FlowRequest {
     screen: Option<String>,
     data: Option<Map<String, Value>>,
     flow_token: Option<String>,
+    /// Data API 4.0: a JWT binding the request to its flow token (see [`crypto::jwt`]).
+    flow_token_signature: Option<String>,
 }
 
 /// What the endpoint answers, before encryption.
@@ -146,6 +149,9 @@ async fn answer(state: &Arc<AppState>, req: FlowRequest) -> Reply {
     if req.action == "ping" {
         return Reply::Encrypted(StatusCode::OK, json!({"data": {"status": "active"}}));
     }
+    if let Err(reply) = check_token_signature(state, &req) {
+        return reply;
+    }
     if let Some(data) = req
         .data
         .as_ref()
@@ -206,6 +212,47 @@ async fn answer(state: &Arc<AppState>, req: FlowRequest) -> Reply {
     }
 }
 
+/// Data API 4.0: a request carrying a `flow_token_signature` is answered only when the JWT
+/// is signed with the app secret for this request's flow token; otherwise 432, the status
+/// Meta documents for a request whose signature check fails (the docs found name none for
+/// this JWT). Without an app secret (`--allow-unsigned`) nothing can be checked.
+fn check_token_signature(state: &AppState, req: &FlowRequest) -> Result<(), Reply> {
+    let (Some(jwt), Some(token)) = (&req.flow_token_signature, &req.flow_token) else {
+        return Ok(());
+    };
+    let secrets = state.secret_bytes();
+    if secrets.is_empty() {
+        state.metrics.inc(
+            "flowctl_token_signatures_total",
+            "outcome=\"unchecked\"".into(),
+        );
+        return Ok(());
+    }
+    let now = crate::time::Timestamp::now().as_datetime().timestamp();
+    match crypto::jwt::verify_flow_token(jwt, token, &secrets, now) {
+        Ok(()) => {
+            state
+                .metrics
+                .inc("flowctl_token_signatures_total", "outcome=\"valid\"".into());
+            Ok(())
+        }
+        Err(e) => {
+            state.metrics.inc(
+                "flowctl_token_signatures_total",
+                format!("outcome=\"refused\",reason=\"{}\"", e.reason()),
+            );
+            tracing::warn!(
+                reason = e.reason(),
+                "data endpoint: flow_token_signature refused"
+            );
+            Err(Reply::Plain(
+                StatusCode::from_u16(432).unwrap_or(StatusCode::FORBIDDEN),
+                "invalid flow_token_signature",
+            ))
+        }
+    }
+}
+
 /// Forward mode: the business's handler decides what comes next; flowctl stores the answers
 /// and the completion as it does with built-in routing. A handler that cannot answer gives
 /// 500 (retried by the client), never 427.
@@ -262,13 +309,15 @@ async fn forwarded(
     }
 }
 
-/// Merges one screen's answers into the token's; returns the answers so far.
+/// Merges one screen's answers into the token's; returns the answers so far. A `trigger`
+/// field only marks a refresh (see [`crate::flow_json`]): it is never an answer.
 async fn store_answers(
     state: &Arc<AppState>,
     record: &TokenRecord,
     screen: Option<String>,
-    data: Map<String, Value>,
+    mut data: Map<String, Value>,
 ) -> Result<Map<String, Value>, Reply> {
+    data.remove(TRIGGER);
     let token = record.token.to_string();
     state
         .store
@@ -293,12 +342,31 @@ fn first_screen(state: &AppState, record: &TokenRecord) -> Reply {
 }
 
 fn screen_reply(state: &AppState, id: &str, record: &TokenRecord) -> Reply {
+    let selections = record.flow_answers.clone().unwrap_or_default();
+    Reply::Encrypted(
+        StatusCode::OK,
+        json!({ "screen": id, "data": screen_data(state, id, record, &selections) }),
+    )
+}
+
+/// The data to show screen `id` with: with a Flow JSON, the recipient's values for the keys
+/// the screen declares and the lists of `--flow-data` (a dependent list chosen by
+/// `selections`); without one, the recipient's data.
+fn screen_data(
+    state: &AppState,
+    id: &str,
+    record: &TokenRecord,
+    selections: &Map<String, Value>,
+) -> Map<String, Value> {
     let personal = personal_data(record);
-    let data = match state.flow.as_ref().and_then(|f| f.screen(id)) {
-        Some(screen) => screen.data_for(Some(&personal)),
+    match state
+        .flow
+        .as_ref()
+        .and_then(|f| f.screen(id).map(|s| (f, s)))
+    {
+        Some((flow, screen)) => flow.screen_data(screen, Some(&personal), selections),
         None => personal,
-    };
-    Reply::Encrypted(StatusCode::OK, json!({ "screen": id, "data": data }))
+    }
 }
 
 /// The recipient's initial data, plus their name, for the screens' `${data.…}` references.
@@ -311,33 +379,108 @@ fn personal_data(record: &TokenRecord) -> Map<String, Value> {
     data
 }
 
+/// The same screen again, with its data refreshed for what was selected so far and, for a
+/// refused submit, the `error_message` Meta shows on it.
+fn same_screen(
+    state: &AppState,
+    id: &str,
+    record: &TokenRecord,
+    data: &Map<String, Value>,
+    error: Option<String>,
+) -> Reply {
+    let mut selections = record.flow_answers.clone().unwrap_or_default();
+    selections.extend(data.clone());
+    let mut shown = screen_data(state, id, record, &selections);
+    let kind = match error {
+        Some(message) => {
+            shown.insert("error_message".into(), Value::String(message));
+            "invalid"
+        }
+        None => "refresh",
+    };
+    state
+        .metrics
+        .inc("flowctl_same_screen_total", format!("kind=\"{kind}\""));
+    Reply::Encrypted(StatusCode::OK, json!({ "screen": id, "data": shown }))
+}
+
+/// Where built-in routing leads a `data_exchange` from `current` (see [`crate::flow_json`]).
+enum Route {
+    /// Answer this screen (a refresh, or a refused submit) without storing anything.
+    Again(Reply),
+    /// Store the answers, then show this screen (`None`: complete the Flow).
+    Next(Option<String>),
+}
+
+fn route(
+    state: &AppState,
+    record: &TokenRecord,
+    current: &str,
+    data: &Map<String, Value>,
+) -> Route {
+    let Some(flow) = &state.flow else {
+        // Without a Flow JSON (`FLOW_SCREEN`): a one-screen Flow, every submit completes it.
+        return Route::Next(None);
+    };
+    let Some(screen) = flow.screen(current) else {
+        return Route::Again(Reply::Plain(
+            StatusCode::BAD_REQUEST,
+            "screen not in the Flow's routing model",
+        ));
+    };
+    if flow.exchange_kind(screen, data) == Exchange::Refresh {
+        return Route::Again(same_screen(state, current, record, data, None));
+    }
+    let missing = screen.missing_required(data);
+    if !missing.is_empty() {
+        let message = format!("Please fill in: {}.", missing.join(", "));
+        return Route::Again(same_screen(state, current, record, data, Some(message)));
+    }
+    let successors = flow.successors(current);
+    if successors.len() > 1 {
+        let named = data
+            .get(NEXT_SCREEN)
+            .and_then(Value::as_str)
+            .filter(|n| successors.iter().any(|s| s == n));
+        return match named {
+            Some(next) => Route::Next(Some(next.to_string())),
+            None => Route::Again(same_screen(
+                state,
+                current,
+                record,
+                data,
+                Some("Please choose one of the options.".into()),
+            )),
+        };
+    }
+    Route::Next(successors.first().cloned())
+}
+
 async fn submit(
     state: &Arc<AppState>,
     record: TokenRecord,
     screen: Option<String>,
     data: Map<String, Value>,
 ) -> Reply {
-    let next = match (&state.flow, screen.as_deref()) {
-        (Some(flow), Some(current)) => match flow.next_screen(current, &data) {
-            Ok(next) => next.map(|s| s.id.clone()),
-            Err(_) => {
-                return Reply::Plain(
-                    StatusCode::BAD_REQUEST,
-                    "screen not in the Flow's routing model",
-                )
-            }
+    let next = match screen.as_deref() {
+        Some(current) => match route(state, &record, current, &data) {
+            Route::Again(reply) => return reply,
+            Route::Next(next) => next,
         },
-        (Some(_), None) => {
+        None if state.flow.is_some() => {
             return Reply::Plain(StatusCode::BAD_REQUEST, "data_exchange without screen")
         }
-        (None, _) => None,
+        None => None,
     };
     let merged = match store_answers(state, &record, screen, data).await {
         Ok(m) => m,
         Err(reply) => return reply,
     };
     if let Some(id) = next {
-        return screen_reply(state, &id, &record);
+        return Reply::Encrypted(
+            StatusCode::OK,
+            json!({ "screen": id, "data": screen_data(state, &id, &record, &merged) }),
+        );
     }
     complete(state, record, merged).await
 }

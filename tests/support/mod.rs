@@ -402,6 +402,9 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// The one screen of the tests' servers started without a Flow JSON or a forward URL.
+pub const DEFAULT_SCREEN: &str = "Q1";
+
 /// Verify token and API key of the tests' servers that need them.
 pub const VERIFY_TOKEN: &str = "test-verify-token-77a1";
 pub const API_KEY: &str = "test-api-key-0c4b";
@@ -414,6 +417,17 @@ impl Env {
         c.env("APP_SECRET", APP_SECRET).env("FLOWCTL_LOG", "info");
         for (k, v) in vars {
             c.env(k, v);
+        }
+        // `serve` needs to know what to answer an INIT: a test that gives neither a Flow JSON
+        // nor a forward URL runs a one-screen Flow.
+        let told = |flag: &str, var: &str| {
+            args.iter().any(|a| a.starts_with(flag)) || vars.iter().any(|(k, _)| *k == var)
+        };
+        if !told("--flow-json", "FLOW_JSON")
+            && !told("--forward", "FLOW_FORWARD_URL")
+            && !told("--screen", "FLOW_SCREEN")
+        {
+            c.env("FLOW_SCREEN", DEFAULT_SCREEN);
         }
         c.args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
             .arg(key)
