@@ -25,3 +25,4 @@ pub mod store;
 pub mod time;
 pub mod token;
 pub mod webhook_events;
+pub mod chatwoot_events;
