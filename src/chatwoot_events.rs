@@ -104,7 +104,9 @@ fn message_created(root: &Value) -> Result<ChatwootEvent, ChatwootEventError> {
         return Ok(ignored("message_created"));
     };
     let id = message_id(root, "message_created")?;
-    let flow = flow.as_object().ok_or(ChatwootEventError::BadFlowResponse { part: "" })?;
+    let flow = flow
+        .as_object()
+        .ok_or(ChatwootEventError::BadFlowResponse { part: "" })?;
     // A Flow submission is always the contact's; an echo of anything else is not an answer.
     if str_of(root, "message_type").is_some_and(|t| t != "incoming") {
         return Ok(ignored("message_created_not_incoming"));
@@ -121,11 +123,7 @@ fn message_created(root: &Value) -> Result<ChatwootEvent, ChatwootEventError> {
             _ => Map::from_iter([("_raw".to_string(), Value::String(s.clone()))]),
         },
         None => Map::new(),
-        Some(_) => {
-            return Err(ChatwootEventError::BadFlowResponse {
-                part: ".response",
-            })
-        }
+        Some(_) => return Err(ChatwootEventError::BadFlowResponse { part: ".response" }),
     };
     let flow_token = match answers.remove("flow_token") {
         Some(Value::String(t)) if !t.is_empty() => Some(t),
@@ -297,7 +295,10 @@ mod tests {
         };
         assert_eq!(event_id, "chatwoot:4512");
         assert_eq!(flow_token.as_deref(), Some("tok-1"));
-        assert_eq!(answers, json!({"q1": "Excellent"}).as_object().unwrap().clone());
+        assert_eq!(
+            answers,
+            json!({"q1": "Excellent"}).as_object().unwrap().clone()
+        );
         assert_eq!(sender.as_deref(), Some("212610059159"));
         assert_eq!(completed_at, "2026-08-04T00:40:14.000Z");
     }
@@ -327,7 +328,10 @@ mod tests {
                    "source_id": "wamid.X"}),
         ] {
             let got = parse_event(body.to_string().as_bytes()).unwrap();
-            assert!(matches!(got, ChatwootEvent::Ignored { .. }), "{body}: {got:?}");
+            assert!(
+                matches!(got, ChatwootEvent::Ignored { .. }),
+                "{body}: {got:?}"
+            );
         }
     }
 
@@ -352,7 +356,10 @@ mod tests {
             Err(ChatwootEventError::NotJson(_))
         ));
         assert_eq!(parse_event(b"[1]"), Err(ChatwootEventError::NotObject));
-        assert_eq!(parse_event(b"{\"id\": 1}"), Err(ChatwootEventError::NoEvent));
+        assert_eq!(
+            parse_event(b"{\"id\": 1}"),
+            Err(ChatwootEventError::NoEvent)
+        );
         let no_id = json!({"event": "message_created",
             "content_attributes": {"whatsapp_flow_response": {"response": {}}}});
         assert_eq!(

@@ -127,7 +127,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         // flowctl only as the inbox's forward.
         sandbox
             .args(["--complete-via", "chatwoot", "--chatwoot-webhook"])
-            .arg(format!("{}/api/chatwoot-webhook/{chatwoot_secret}", serve.url));
+            .arg(format!(
+                "{}/api/chatwoot-webhook/{chatwoot_secret}",
+                serve.url
+            ));
     } else {
         sandbox
             .args(["--complete-via", "both", "--endpoint"])

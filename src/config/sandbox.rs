@@ -8,8 +8,8 @@ use super::{secret, ConfigError};
 use crate::cli::{CompleteViaArg, SandboxArgs};
 use crate::crypto::PublicKey;
 use crate::flow_json::FlowJson;
-use crate::sandbox::user::{CompleteVia, UserOptions};
 use crate::sandbox::chatwoot::ChatwootTarget;
+use crate::sandbox::user::{CompleteVia, UserOptions};
 use crate::sandbox::{FailRule, SandboxOptions};
 
 /// `flowctl sandbox`: the stand-in's options, and the database its probe checks.

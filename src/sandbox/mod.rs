@@ -168,9 +168,8 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         .context("cannot read the bound address")?;
     let (recorder, writer) = record::Recorder::new(opts.record.as_deref())?;
     let (stop, stopped) = watch::channel(false);
-    let notifier = Arc::new(
-        notify::Notifier::new(opts.webhook, opts.app_secret).with_chatwoot(opts.chatwoot),
-    );
+    let notifier =
+        Arc::new(notify::Notifier::new(opts.webhook, opts.app_secret).with_chatwoot(opts.chatwoot));
     let state = Arc::new(server::State {
         latency: opts.latency,
         rules: rules::ActiveRules::new(opts.failures),

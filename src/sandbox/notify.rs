@@ -42,7 +42,10 @@ impl Notifier {
     }
 
     /// The same notifier, forwarding completions as Chatwoot does to `chatwoot` (if any).
-    pub(crate) fn with_chatwoot(mut self, chatwoot: Option<super::chatwoot::ChatwootTarget>) -> Self {
+    pub(crate) fn with_chatwoot(
+        mut self,
+        chatwoot: Option<super::chatwoot::ChatwootTarget>,
+    ) -> Self {
         self.chatwoot = chatwoot;
         self
     }

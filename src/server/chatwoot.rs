@@ -70,12 +70,11 @@ pub async fn receive(
             .map(str::to_string)
     };
     let (timestamp, signature) = (header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER));
-    let body = match http::read_body(req, MAX_CHATWOOT_BODY, state.limits.body_timeout, budget)
-        .await
-    {
-        Ok(b) => b,
-        Err(e) => return e.response(true),
-    };
+    let body =
+        match http::read_body(req, MAX_CHATWOOT_BODY, state.limits.body_timeout, budget).await {
+            Ok(b) => b,
+            Err(e) => return e.response(true),
+        };
     if let Some(signing) = &state.chatwoot_signing_secret {
         if let Err(reason) = check_signature(
             signing.expose().as_bytes(),
@@ -126,7 +125,10 @@ async fn apply(state: &Arc<AppState>, event: ChatwootEvent) -> Result<&'static s
             sender,
             completed_at,
         } => {
-            metrics.inc("flowctl_chatwoot_events_total", "type=\"flow_response\"".into());
+            metrics.inc(
+                "flowctl_chatwoot_events_total",
+                "type=\"flow_response\"".into(),
+            );
             let outcome = state
                 .store
                 .call(move |s| {
