@@ -391,3 +391,23 @@ fn the_demo_runs_beside_a_chatwoot_inbox() {
     assert!(o.contains("+212610059159") && o.contains("Ahmed"), "{o}");
     assert!(!o.contains(",webhook,") && !o.contains(",endpoint,"), "{o}");
 }
+
+#[test]
+fn the_sandbox_refuses_to_play_chatwoot_without_a_forward_url() {
+    let env = Env::new();
+    let mut c = env.cmd();
+    c.args([
+        "sandbox",
+        "--listen",
+        "127.0.0.1:0",
+        "--complete-via",
+        "chatwoot",
+    ]);
+    let out = run(c, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--chatwoot-webhook"),
+        "{}",
+        stderr(&out)
+    );
+}
