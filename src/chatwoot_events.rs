@@ -252,6 +252,7 @@ pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
     use serde_json::json;
 
     fn flow_message(attrs: Value) -> Vec<u8> {
@@ -397,6 +398,46 @@ mod tests {
             (&b"cw-secret"[..], Some("1785000000"), Some("sha256=00")),
         ] {
             assert!(check_signature(secret, body, ts, sig).is_err());
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a network peer sends, reading it answers (an event or a refusal): no panic.
+        #[test]
+        fn any_body_is_read_without_panicking(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_event(&body);
+        }
+
+        /// Any value in the places flowctl reads is an event or a refusal, never a panic.
+        #[test]
+        fn any_value_in_the_read_fields_is_handled(
+            id in proptest::prop_oneof![proptest::strategy::Just(json!(null)), "[a-z0-9 ]{0,70}".prop_map(Value::from), proptest::num::i64::ANY.prop_map(Value::from)],
+            token in "[a-zA-Z0-9_-]{0,20}",
+            phone in "\\+?[0-9a-z]{0,24}",
+            created in "[0-9T:.Z-]{0,30}",
+        ) {
+            let body = json!({
+                "event": "message_created", "id": id, "created_at": created,
+                "content_attributes": {"whatsapp_flow_response": {"response": {"flow_token": token}}},
+                "sender": {"phone_number": phone}
+            });
+            let id_ok = match &id {
+                Value::Number(_) => true,
+                Value::String(s) => !s.trim().is_empty() && s.len() <= 64,
+                _ => false,
+            };
+            match parse_event(body.to_string().as_bytes()) {
+                Ok(ChatwootEvent::Completion { flow_token, answers, sender, .. }) => {
+                    proptest::prop_assert!(id_ok);
+                    proptest::prop_assert_eq!(flow_token, Some(token.clone()).filter(|t| !t.is_empty()));
+                    proptest::prop_assert!(!answers.contains_key("flow_token"));
+                    if let Some(s) = sender {
+                        proptest::prop_assert!(!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+                    }
+                }
+                Err(ChatwootEventError::NoMessageId { .. }) => proptest::prop_assert!(!id_ok),
+                other => proptest::prop_assert!(false, "{:?}", other),
+            }
         }
     }
 }
