@@ -144,10 +144,19 @@ fn message_created(root: &Value) -> Result<ChatwootEvent, ChatwootEventError> {
 
 /// Chatwoot updates a message's `status` from Meta's status webhook only for messages it
 /// knows (`Whatsapp::IncomingMessageBaseService#process_statuses` finds the message by its
-/// wamid first), so a Flow flowctl sent itself normally has none here; one that does come is
-/// read, and the caller keeps it only when a token carries that wamid.
+/// wamid first), so a Flow flowctl sent itself normally has none here. Nor does
+/// `Message#webhook_data` carry `status` in the Chatwoot versions read; a version (or fork)
+/// that adds it, top-level or as Chatwoot's `changed_attributes` entries
+/// (`[{"status": {"previous_value": …, "current_value": …}}]`, the form of its conversation
+/// events), is read, and the caller keeps it only when a token carries that wamid.
 fn message_updated(root: &Value) -> Result<ChatwootEvent, ChatwootEventError> {
-    let status = str_of(root, "status");
+    let changed = root
+        .get("changed_attributes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find_map(|c| c.pointer("/status/current_value").and_then(Value::as_str));
+    let status = str_of(root, "status").or(changed);
     let wamid = str_of(root, "source_id");
     match (status, wamid) {
         (Some(status @ ("sent" | "delivered" | "read" | "failed")), Some(wamid))
@@ -347,6 +356,18 @@ mod tests {
                 status: "delivered".into(),
                 at: crate::time::from_unix(1785000000).unwrap(),
             }
+        );
+    }
+
+    #[test]
+    fn a_status_in_changed_attributes_is_read_too() {
+        let body = json!({"event": "message_updated", "id": 6, "message_type": "outgoing",
+            "source_id": "wamid.OUT", "updated_at": 1785000000,
+            "changed_attributes": [{"status": {"previous_value": "sent", "current_value": "read"}}]});
+        let got = parse_event(body.to_string().as_bytes()).unwrap();
+        assert!(
+            matches!(&got, ChatwootEvent::Status { status, .. } if status == "read"),
+            "{got:?}"
         );
     }
 
