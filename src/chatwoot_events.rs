@@ -150,6 +150,14 @@ fn message_created(root: &Value) -> Result<ChatwootEvent, ChatwootEventError> {
 /// (`[{"status": {"previous_value": …, "current_value": …}}]`, the form of its conversation
 /// events), is read, and the caller keeps it only when a token carries that wamid.
 fn message_updated(root: &Value) -> Result<ChatwootEvent, ChatwootEventError> {
+    // A submission seen first (or only) in an update is the same message: the same id, so
+    // stored once whichever event brings it.
+    if root
+        .pointer("/content_attributes/whatsapp_flow_response")
+        .is_some()
+    {
+        return message_created(root);
+    }
     let changed = root
         .get("changed_attributes")
         .and_then(Value::as_array)
@@ -356,6 +364,18 @@ mod tests {
                 status: "delivered".into(),
                 at: crate::time::from_unix(1785000000).unwrap(),
             }
+        );
+    }
+
+    #[test]
+    fn a_submission_in_an_update_is_the_same_completion() {
+        let created =
+            flow_message(json!({"whatsapp_flow_response": {"response": {"flow_token": "t"}}}));
+        let mut updated: Value = serde_json::from_slice(&created).unwrap();
+        updated["event"] = json!("message_updated");
+        assert_eq!(
+            parse_event(updated.to_string().as_bytes()).unwrap(),
+            parse_event(&created).unwrap()
         );
     }
 
