@@ -411,3 +411,52 @@ fn the_sandbox_refuses_to_play_chatwoot_without_a_forward_url() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn neither_chatwoot_secret_shows_in_trace_logs() {
+    use base64::Engine;
+    for format in ["text", "json"] {
+        let env = Env::new();
+        let token = issue_token(&env.db(), "+212610059159", None, None, DAY);
+        let server = env.serve_with_env(
+            &[
+                ("CHATWOOT_WEBHOOK_SECRET", CW_SECRET),
+                ("CHATWOOT_SIGNING_SECRET", CW_SIGNING),
+                ("FLOWCTL_LOG", "trace"),
+                ("FLOWCTL_LOG_FORMAT", format),
+            ],
+            &[],
+        );
+        let good = flow_submission(&token, "212610059159", 4530);
+        let mut answers = Vec::new();
+        for (secret, signing, body) in [
+            (CW_SECRET, Some(CW_SIGNING), good.as_str()),
+            (CW_SECRET, Some(CW_SIGNING), good.as_str()),
+            (CW_SECRET, None, good.as_str()),
+            (CW_SECRET, Some("wrong-signing"), good.as_str()),
+            (
+                "cw-path-secret-5f1e2d3c4b5a6970",
+                Some(CW_SIGNING),
+                good.as_str(),
+            ),
+            (CW_SECRET, Some(CW_SIGNING), "{\"event\": 1}"),
+        ] {
+            answers.push(post(&server, secret, body, signing).await);
+        }
+        let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+        assert_eq!(statuses, [200, 200, 401, 401, 404, 400], "{format}");
+        let seen = format!("{}\n{answers:?}", server.stderr());
+        for secret in [CW_SECRET, CW_SIGNING] {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+            assert!(!seen.contains(secret), "{format}: {secret} in {seen}");
+            assert!(
+                !seen.contains(b64.trim_end_matches('=')),
+                "{format}: base64 of {secret}"
+            );
+        }
+        assert!(
+            seen.contains("/api/chatwoot-webhook"),
+            "{format}: the route is logged by its label"
+        );
+    }
+}
