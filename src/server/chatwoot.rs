@@ -18,7 +18,10 @@
 //!
 //! Unlike Meta's webhook, the work is done before answering: one transaction, well inside
 //! Chatwoot's 5 s timeout (`lib/webhooks/trigger.rb`), and a database error answers 503 so
-//! that nothing acknowledged is lost.
+//! that nothing acknowledged is lost. Not confirmed: whether a Chatwoot version retries a
+//! failed delivery (the `Webhooks::Trigger` read rescues and logs it, marking only API-inbox
+//! and agent-bot messages failed); a retry is deduplicated, and without one the submission
+//! stays in the Chatwoot conversation.
 
 use std::sync::Arc;
 
