@@ -82,6 +82,17 @@ pub struct DemoArgs {
     /// Directory for the demo's files (default: a new temporary directory, kept).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run the tour beside an inbox that owns Meta's webhook: `chatwoot` has the sandbox play
+    /// a Chatwoot inbox forwarding the Flow submissions to /api/chatwoot-webhook (Option B).
+    #[arg(long, value_enum)]
+    pub inbox: Option<DemoInbox>,
+}
+
+/// The inbox `flowctl demo --inbox` runs beside.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DemoInbox {
+    /// A Chatwoot-based inbox (Chatwoot, Voom) forwarding its `message_created` webhooks.
+    Chatwoot,
 }
 
 /// Where the Graph API is.
@@ -487,6 +498,9 @@ pub enum CompleteViaArg {
     Webhook,
     /// Both, as WhatsApp does for an endpoint-powered Flow.
     Both,
+    /// Through a Chatwoot inbox that forwards its `message_created` webhook to
+    /// --chatwoot-webhook (Option B: the inbox owns Meta's webhook).
+    Chatwoot,
 }
 
 #[derive(Debug, Args)]
@@ -544,6 +558,11 @@ pub struct SandboxArgs {
     /// flow_token_signature signed with APP_SECRET).
     #[arg(long, value_name = "VERSION", default_value = "3.0", value_parser = ["3.0", "4.0"])]
     pub data_api: String,
+    /// Chatwoot's forward target for `--complete-via chatwoot`
+    /// (e.g. http://127.0.0.1:8080/api/chatwoot-webhook/SECRET). Signed as Chatwoot signs
+    /// when CHATWOOT_SIGNING_SECRET is set.
+    #[arg(long)]
+    pub chatwoot_webhook: Option<String>,
 }
 
 /// Parses a [`ValueEnum`] with surrounding whitespace ignored: values also come from the

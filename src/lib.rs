@@ -5,10 +5,11 @@
 //! each command's settings) → `commands` → (`outbound` | `store` | `server`); `outbound` (the
 //! one send path and its retry policy) → `graph` (the only outbound HTTP) and `store` (the only
 //! SQL); `server` (the only inbound HTTP) → `outbound`, `store`, `crypto`, `flow_json`,
-//! `webhook_events`. The domain types (`Phone`, `FlowToken`, `Timestamp`) and `secret` are
-//! shared by all, and `crypto` is pure functions.
+//! `webhook_events`, `chatwoot_events`. The domain types (`Phone`, `FlowToken`, `Timestamp`)
+//! and `secret` are shared by all, and `crypto` is pure functions.
 
 pub mod atomic_file;
+pub mod chatwoot_events;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use rand::RngCore;
 
 use super::exit;
-use crate::cli::DemoArgs;
+use crate::cli::{DemoArgs, DemoInbox};
 use crate::crypto::PrivateKey;
 
 const SAMPLE_CONTACTS: &str = include_str!("../../contacts.sample.csv");
@@ -103,8 +103,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
             .current_dir(&dir);
     };
 
+    let chatwoot = args.inbox == Some(DemoInbox::Chatwoot);
+    let chatwoot_secret = hex_secret();
     let mut serve = Command::new(&exe);
     base(&mut serve);
+    if chatwoot {
+        serve.env("CHATWOOT_WEBHOOK_SECRET", &chatwoot_secret);
+    }
     serve
         .env("WEBHOOK_VERIFY_TOKEN", hex_secret())
         .args(["serve", "--listen", "127.0.0.1:0", "--flow-json"])
@@ -116,31 +121,43 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
 
     let mut sandbox = Command::new(&exe);
     base(&mut sandbox);
+    sandbox.args(["sandbox", "--listen", "127.0.0.1:0", "--latency-ms", "30"]);
+    if chatwoot {
+        // Option B: Meta's webhook belongs to the inbox; the people's submissions reach
+        // flowctl only as the inbox's forward.
+        sandbox
+            .args(["--complete-via", "chatwoot", "--chatwoot-webhook"])
+            .arg(format!(
+                "{}/api/chatwoot-webhook/{chatwoot_secret}",
+                serve.url
+            ));
+    } else {
+        sandbox
+            .args(["--complete-via", "both", "--endpoint"])
+            .arg(format!("{}/api/flow", serve.url))
+            .arg("--webhook")
+            .arg(format!("{}/api/message-webhook", serve.url))
+            .arg("--public-key")
+            .arg(&pub_path);
+    }
     sandbox
-        .args([
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--latency-ms",
-            "30",
-            "--complete-via",
-            "both",
-        ])
-        .arg("--endpoint")
-        .arg(format!("{}/api/flow", serve.url))
-        .arg("--webhook")
-        .arg(format!("{}/api/message-webhook", serve.url))
-        .arg("--public-key")
-        .arg(&pub_path)
         .arg("--flow-json")
         .arg(&flow)
         .arg("--record")
         .arg(dir.join("graph-requests.ndjson"));
     let sandbox = spawn_listening(sandbox, "flowctl sandbox", &dir.join("sandbox.log"))?;
     eprintln!(
-        "  sandbox  {} (Graph API stand-in; its simulated people answer the survey)\n",
+        "  sandbox  {} (Graph API stand-in; its simulated people answer the survey)",
         sandbox.url
     );
+    if chatwoot {
+        eprintln!(
+            "           playing a Chatwoot inbox that forwards each submission to\n           \
+             {}/api/chatwoot-webhook/<secret> (delivery statuses stay in the inbox)",
+            serve.url
+        );
+    }
+    eprintln!();
 
     let status = Command::new(&exe)
         .env("FLOWCTL_DB", &db)

@@ -44,6 +44,9 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         (Some(_), Err(reason)) => tracing::warn!(%reason, "/api/send-flow will answer 503"),
         (Some(_), Ok(_)) => {}
     }
+    if settings.chatwoot_secret.is_none() {
+        tracing::info!("CHATWOOT_WEBHOOK_SECRET is not set: /api/chatwoot-webhook is off");
+    }
     let forward = match settings.forward {
         Some(f) => {
             let forwarder = Forwarder::new(f).map_err(UsageError)?;
@@ -72,6 +75,8 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         inbox: tokio::sync::Notify::new(),
         success_answers: settings.success_answers,
         forward,
+        chatwoot_secret: settings.chatwoot_secret,
+        chatwoot_signing_secret: settings.chatwoot_signing_secret,
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -8,6 +8,7 @@ use super::{secret, ConfigError};
 use crate::cli::{CompleteViaArg, SandboxArgs};
 use crate::crypto::PublicKey;
 use crate::flow_json::FlowJson;
+use crate::sandbox::chatwoot::ChatwootTarget;
 use crate::sandbox::user::{CompleteVia, Habits, UserOptions};
 use crate::sandbox::{FailRule, SandboxOptions};
 
@@ -42,6 +43,11 @@ impl SandboxArgs {
                 webhook: self.webhook.clone(),
                 app_secret: secret("APP_SECRET").map(|s| s.expose().to_string()),
                 status_delay: Duration::from_millis(self.user_delay_ms),
+                chatwoot: self.chatwoot_webhook.clone().map(|url| ChatwootTarget {
+                    url,
+                    signing_secret: secret("CHATWOOT_SIGNING_SECRET")
+                        .map(|s| s.expose().to_string()),
+                }),
             },
             check_db: self.check_db.clone(),
         })
@@ -56,14 +62,20 @@ impl SandboxArgs {
             CompleteViaArg::Endpoint => CompleteVia::Endpoint,
             CompleteViaArg::Webhook => CompleteVia::Webhook,
             CompleteViaArg::Both => CompleteVia::Both,
+            CompleteViaArg::Chatwoot => CompleteVia::Chatwoot,
         };
+        if complete_via == CompleteVia::Chatwoot && self.chatwoot_webhook.is_none() {
+            return Err(ConfigError::Unusable(
+                "--complete-via chatwoot needs --chatwoot-webhook URL".into(),
+            ));
+        }
         let needs_endpoint = matches!(complete_via, CompleteVia::Endpoint | CompleteVia::Both);
         if needs_endpoint && (self.endpoint.is_none() || self.public_key.is_none()) {
             return Err(ConfigError::Unusable(
                 "--complete-via endpoint|both needs --endpoint URL and --public-key FILE".into(),
             ));
         }
-        if !needs_endpoint && self.webhook.is_none() {
+        if complete_via == CompleteVia::Webhook && self.webhook.is_none() {
             return Err(ConfigError::Unusable(
                 "--complete-via webhook needs --webhook URL".into(),
             ));

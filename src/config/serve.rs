@@ -52,6 +52,12 @@ pub struct ServeSettings {
     pub success_answers: bool,
     /// `--forward`/`FLOW_FORWARD_URL`, with `FLOW_FORWARD_SECRET` and `--forward-timeout`.
     pub forward: Option<ForwardSettings>,
+    /// `CHATWOOT_WEBHOOK_SECRET`: the secret path of `/api/chatwoot-webhook/<secret>`
+    /// (`None`: the route is off).
+    pub chatwoot_secret: Option<Secret>,
+    /// `CHATWOOT_SIGNING_SECRET`: the webhook secret Chatwoot signs deliveries with; when
+    /// set, `X-Chatwoot-Signature` is required.
+    pub chatwoot_signing_secret: Option<Secret>,
 }
 
 impl ServeArgs {
@@ -101,6 +107,8 @@ impl ServeArgs {
             limits,
             success_answers: self.success_answers,
             forward,
+            chatwoot_secret: chatwoot_secret()?,
+            chatwoot_signing_secret: secret("CHATWOOT_SIGNING_SECRET"),
         })
     }
 
@@ -161,6 +169,36 @@ const NOTHING_TO_ANSWER: &str = "the Flow opens with an INIT to this server (--f
 data_exchange) but nothing says what to answer; give one of: --flow-json FILE (built-in \
 routing over the Flow's routing_model), --forward URL (your own handler decides), or \
 FLOW_SCREEN=SCREEN_ID (a one-screen Flow: INIT shows it, its submit completes)";
+
+/// `CHATWOOT_WEBHOOK_SECRET`, which becomes a URL path segment: long enough not to be
+/// guessed, and made of characters that need no escaping in a path.
+fn chatwoot_secret() -> Result<Option<Secret>, ConfigError> {
+    let Some(s) = secret("CHATWOOT_WEBHOOK_SECRET") else {
+        return Ok(None);
+    };
+    check_chatwoot_secret(s.expose()).map_err(|reason| ConfigError::Invalid {
+        name: "CHATWOOT_WEBHOOK_SECRET",
+        reason,
+    })?;
+    Ok(Some(s))
+}
+
+/// Why a value cannot be `CHATWOOT_WEBHOOK_SECRET` (the error never quotes it).
+fn check_chatwoot_secret(s: &str) -> Result<(), String> {
+    if s.len() < 16 {
+        return Err(format!(
+            "{} characters: use at least 16 (e.g. `openssl rand -hex 16`)",
+            s.len()
+        ));
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+    {
+        return Err("use only letters, digits, '-', '_', '.' and '~' (it is part of a URL)".into());
+    }
+    Ok(())
+}
 
 /// The key of the forwarded body's HMAC; required with `--forward`.
 const FORWARD_SECRET_VAR: &str = "FLOW_FORWARD_SECRET";
@@ -344,6 +382,14 @@ mod tests {
         assert_eq!(l.max_connections, 8);
         assert_eq!(l.body_memory, 16 << 20);
         assert_eq!(l.max_body, Limits::BUILTIN.max_body);
+    }
+
+    #[test]
+    fn a_chatwoot_secret_is_long_and_fits_in_a_url() {
+        assert!(check_chatwoot_secret("0123456789abcdef-_.~XYZ").is_ok());
+        assert!(check_chatwoot_secret("short").is_err());
+        assert!(check_chatwoot_secret("0123456789abcdef/").is_err());
+        assert!(check_chatwoot_secret("0123456789 abcdef").is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - anything else: 404 with a Graph envelope, code 100.
 
 mod answer;
+pub mod chatwoot;
 mod errors;
 mod keys;
 mod messages;
@@ -75,6 +76,9 @@ pub struct SandboxOptions {
     pub app_secret: Option<String>,
     /// How long after accepting a message a `@status` failure is posted.
     pub status_delay: Duration,
+    /// `--chatwoot-webhook`: the sandbox plays a Chatwoot inbox that forwards the people's
+    /// Flow submissions there (`--complete-via chatwoot`).
+    pub chatwoot: Option<chatwoot::ChatwootTarget>,
 }
 
 impl Default for SandboxOptions {
@@ -89,6 +93,7 @@ impl Default for SandboxOptions {
             webhook: None,
             app_secret: None,
             status_delay: Duration::from_millis(100),
+            chatwoot: None,
         }
     }
 }
@@ -163,7 +168,8 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         .context("cannot read the bound address")?;
     let (recorder, writer) = record::Recorder::new(opts.record.as_deref())?;
     let (stop, stopped) = watch::channel(false);
-    let notifier = Arc::new(notify::Notifier::new(opts.webhook, opts.app_secret));
+    let notifier =
+        Arc::new(notify::Notifier::new(opts.webhook, opts.app_secret).with_chatwoot(opts.chatwoot));
     let state = Arc::new(server::State {
         latency: opts.latency,
         rules: rules::ActiveRules::new(opts.failures),

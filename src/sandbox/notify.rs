@@ -22,6 +22,8 @@ pub(crate) struct Notifier {
     http: reqwest::Client,
     app_secret: Option<String>,
     webhook: Option<String>,
+    /// The Chatwoot forward the simulated people answer through instead (Option B).
+    chatwoot: Option<super::chatwoot::ChatwootTarget>,
 }
 
 impl Notifier {
@@ -35,12 +37,32 @@ impl Notifier {
             http,
             app_secret,
             webhook,
+            chatwoot: None,
         }
     }
 
     /// The app secret the people's requests are signed with, if any.
     pub(crate) fn app_secret(&self) -> Option<&str> {
         self.app_secret.as_deref()
+    }
+
+    /// The same notifier, forwarding completions as Chatwoot does to `chatwoot` (if any).
+    pub(crate) fn with_chatwoot(
+        mut self,
+        chatwoot: Option<super::chatwoot::ChatwootTarget>,
+    ) -> Self {
+        self.chatwoot = chatwoot;
+        self
+    }
+
+    /// The Chatwoot forward, when the sandbox plays one.
+    pub(crate) fn chatwoot(&self) -> Option<&super::chatwoot::ChatwootTarget> {
+        self.chatwoot.as_ref()
+    }
+
+    /// The HTTP client (shared by everything the sandbox posts).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// True when a webhook URL is configured.

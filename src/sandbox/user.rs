@@ -24,6 +24,9 @@ pub enum CompleteVia {
     /// Both, as WhatsApp does for an endpoint-powered Flow: the endpoint answers SUCCESS, then
     /// the completion message reaches the webhook.
     Both,
+    /// The completion message reaches a Chatwoot inbox, which forwards it as its own
+    /// `message_created` webhook (see [`super::chatwoot`]).
+    Chatwoot,
 }
 
 /// How the simulated people behave.
@@ -152,6 +155,11 @@ impl Users {
                 });
                 self.notifier.post_webhook(&event).await?;
             }
+        }
+        if via == CompleteVia::Chatwoot {
+            let mut answers = self.all_answers(msg);
+            answers.insert("flow_token".into(), Value::String(msg.flow_token.clone()));
+            return super::chatwoot::forward_submission(&self.notifier, msg, answers).await;
         }
         let mut params = None;
         if matches!(via, CompleteVia::Endpoint | CompleteVia::Both) {

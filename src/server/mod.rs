@@ -2,6 +2,7 @@
 //! (method, path); each route's handler lives in its own module.
 
 pub mod api;
+pub mod chatwoot;
 mod flow_endpoint;
 pub mod forward;
 pub mod http;
@@ -96,6 +97,11 @@ pub struct AppState {
     pub success_answers: bool,
     /// `--forward`: the business's handler decides the screens (`None`: built-in routing).
     pub forward: Option<forward::Forwarder>,
+    /// `CHATWOOT_WEBHOOK_SECRET`: the secret path of `/api/chatwoot-webhook/<secret>`
+    /// (`None`: the route answers 404).
+    pub chatwoot_secret: Option<Secret>,
+    /// `CHATWOOT_SIGNING_SECRET`: when set, Chatwoot's `X-Chatwoot-Signature` is required.
+    pub chatwoot_signing_secret: Option<Secret>,
 }
 
 impl AppState {
@@ -204,6 +210,17 @@ async fn route(
             "/metrics",
             http::text(StatusCode::OK, state.metrics.render()),
         ),
+        (&Method::POST, p) if p.starts_with(chatwoot::PREFIX) => {
+            let given = p
+                .strip_prefix(chatwoot::PREFIX)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .unwrap_or("");
+            // The label never carries the secret.
+            (
+                chatwoot::PREFIX,
+                chatwoot::receive(&state, budget, req, given).await,
+            )
+        }
         (
             _,
             "/api/flow"

@@ -22,7 +22,7 @@ pub enum Completion {
 pub struct CompletionInput<'a> {
     pub token: &'a str,
     pub answers: &'a Map<String, Value>,
-    /// `endpoint` or `webhook`.
+    /// `endpoint`, `webhook`, or `chatwoot` (an inbox forwarding Meta's webhook).
     pub source: &'a str,
     /// Sender's wa_id or business-scoped id (webhook only).
     pub sender: Option<&'a str>,
@@ -44,7 +44,7 @@ pub struct StoredResponse {
     pub sender: Option<String>,
     pub customer_name: Option<String>,
     pub campaign: Option<String>,
-    /// `endpoint` or `webhook`.
+    /// `endpoint`, `webhook`, or `chatwoot` (an inbox forwarding Meta's webhook).
     pub source: String,
     pub answers: Map<String, Value>,
     pub matched: bool,

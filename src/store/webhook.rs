@@ -162,6 +162,17 @@ pub trait WebhookQueries: TokenQueries + FlowQueries {
         &mut self,
         c: &WebhookCompletion<'_>,
     ) -> Result<WebhookCompletionOutcome> {
+        self.forwarded_completion(c, "webhook")
+    }
+
+    /// Records a completion that arrived by a message path — Meta's webhook (`source`
+    /// `webhook`) or an inbox's forward of it (`chatwoot`) — joined as
+    /// [`WebhookQueries::webhook_completion`] says and stored with that `source`.
+    fn forwarded_completion(
+        &mut self,
+        c: &WebhookCompletion<'_>,
+        source: &'static str,
+    ) -> Result<WebhookCompletionOutcome> {
         let token = match c.flow_token.filter(|t| !t.is_empty()) {
             Some(t) => self.find_token(t)?.map(|r| r.token),
             None => None,
@@ -186,12 +197,12 @@ pub trait WebhookQueries: TokenQueries + FlowQueries {
             (None, _) => None,
         };
         let Some(token) = token else {
-            return self.store_unmatched(c);
+            return self.store_unmatched(c, source);
         };
         let outcome = self.complete(&CompletionInput {
             token: token.as_str(),
             answers: c.answers,
-            source: "webhook",
+            source,
             sender: c.sender,
             event_id: Some(c.event_id),
             completed_at: c.completed_at,
@@ -213,7 +224,11 @@ pub trait WebhookQueries: TokenQueries + FlowQueries {
     /// number as phone when it is one), once per message id. Several such completions may
     /// claim the same token text (Meta's default token is "unused"): the first is primary,
     /// later ones are kept as its duplicates.
-    fn store_unmatched(&mut self, c: &WebhookCompletion<'_>) -> Result<WebhookCompletionOutcome>;
+    fn store_unmatched(
+        &mut self,
+        c: &WebhookCompletion<'_>,
+        source: &'static str,
+    ) -> Result<WebhookCompletionOutcome>;
 
     /// Records a delivery status once per (message, status) and moves the token's delivery
     /// state forward only: sent < delivered < read (= played); `failed` applies unless the

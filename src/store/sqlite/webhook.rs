@@ -281,7 +281,11 @@ impl WebhookQueries for SqliteStore {
         )
     }
 
-    fn store_unmatched(&mut self, c: &WebhookCompletion<'_>) -> Result<WebhookCompletionOutcome> {
+    fn store_unmatched(
+        &mut self,
+        c: &WebhookCompletion<'_>,
+        source: &'static str,
+    ) -> Result<WebhookCompletionOutcome> {
         let now = Timestamp::now();
         let phone = sender_e164(c.sender);
         let answers = json_text(c.answers);
@@ -308,11 +312,12 @@ impl WebhookQueries for SqliteStore {
             tx.execute(
                 "INSERT INTO responses (token, phone, sender, source, answers, matched,
                     sender_mismatch, duplicate_of, event_id, completed_at, received_at)
-                 VALUES (?1, ?2, ?3, 'webhook', ?4, 0, 0, ?5, ?6, ?7, ?8)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, ?6, ?7, ?8, ?9)",
                 params![
                     claimed,
                     phone,
                     c.sender,
+                    source,
                     answers,
                     first,
                     c.event_id,
