@@ -8,10 +8,13 @@
 //! Routes (`{v}` is any `vNN.N`, `{id}` a numeric phone number id):
 //! - `POST /{v}/{id}/messages`
 //! - `POST|GET /{v}/{id}/whatsapp_business_encryption`
-//! - `GET /_sandbox/requests`, `POST /_sandbox/key-status`, `GET /healthz` (control plane: not
-//!   delayed, not recorded)
+//! - `GET /{v}/{id}?fields=…` (a Flow or the phone number) and `GET /{v}/debug_token`
+//!   (see `account`)
+//! - `GET /_sandbox/requests`, `POST /_sandbox/key-status`, `POST /_sandbox/account`,
+//!   `GET /healthz` (control plane: not delayed, not recorded)
 //! - anything else: 404 with a Graph envelope, code 100.
 
+mod account;
 mod answer;
 mod errors;
 mod keys;
@@ -75,6 +78,8 @@ pub struct SandboxOptions {
     pub app_secret: Option<String>,
     /// How long after accepting a message a `@status` failure is posted.
     pub status_delay: Duration,
+    /// The Flows the simulated account owns, as `(id, status)` (`--flow ID[=STATUS]`).
+    pub flows: Vec<(String, String)>,
 }
 
 impl Default for SandboxOptions {
@@ -89,6 +94,7 @@ impl Default for SandboxOptions {
             webhook: None,
             app_secret: None,
             status_delay: Duration::from_millis(100),
+            flows: Vec::new(),
         }
     }
 }
@@ -163,6 +169,8 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         .context("cannot read the bound address")?;
     let (recorder, writer) = record::Recorder::new(opts.record.as_deref())?;
     let (stop, stopped) = watch::channel(false);
+    let endpoint = opts.users.as_ref().and_then(|u| u.endpoint.clone());
+    let account = account::Account::new(&opts.flows, endpoint.as_deref());
     let notifier = Arc::new(notify::Notifier::new(opts.webhook, opts.app_secret));
     let state = Arc::new(server::State {
         latency: opts.latency,
@@ -177,6 +185,7 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         status_delay: opts.status_delay,
         shutdown: stopped.clone(),
         outage: Mutex::new(None),
+        account: Mutex::new(account),
     });
     let task = tokio::spawn(serve(listener, Arc::clone(&state), stopped, writer));
     Ok(SandboxHandle {
