@@ -165,6 +165,11 @@ fn a_phone_number_given_as_phone_number_id_is_named_as_such() {
     );
     // Once, not twice, and no raw "Object with ID … does not exist".
     assert!(!report.to_string().contains("does not exist"), "{report}");
+    // What does not need the phone number is still checked.
+    assert_eq!(check(&report, "access_token")["status"], "ok", "{report}");
+    assert_eq!(check(&report, "flow")["status"], "ok", "{report}");
+    assert_eq!(check(&report, "public_key")["status"], "skip", "{report}");
+    assert_eq!(report["failed"], 1, "{report}");
 }
 
 #[test]

@@ -15,7 +15,8 @@ use crate::graph::GraphSettings;
 pub struct DoctorSettings {
     /// Each setting that is missing or unusable, in the order the settings are read.
     pub problems: Vec<ConfigError>,
-    /// The Graph API settings, when the phone number id, the token and the URL are usable.
+    /// The Graph API settings, when the token and the URL are usable; `phone_number_id` is
+    /// empty when it is not set (the checks that need it are skipped then).
     pub graph: Option<GraphSettings>,
     /// `GRAPH_API_VERSION`, checked against Meta's expiry dates even without a token.
     pub graph_version: String,
@@ -51,11 +52,11 @@ impl DoctorArgs {
         );
         let token = require_secret("WHATSAPP_ACCESS_TOKEN");
         let base_url = self.graph.base_url();
-        let graph = match (&phone_number_id, &token, &base_url) {
-            (Ok(id), Ok(token), Ok(url)) => Some(GraphSettings {
+        let graph = match (&token, &base_url) {
+            (Ok(token), Ok(url)) => Some(GraphSettings {
                 base_url: url.clone(),
                 version: self.graph.graph_version.clone(),
-                phone_number_id: id.clone(),
+                phone_number_id: phone_number_id.clone().unwrap_or_default(),
                 access_token: token.clone(),
                 timeout: self.graph.graph_timeout,
             }),

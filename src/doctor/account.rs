@@ -35,12 +35,33 @@ const INVALID_TOKEN: i64 = 190;
 /// Graph's "object does not exist / unsupported request" code.
 const NO_SUCH_OBJECT: i64 = 100;
 
-/// Every account check, in [`NAMES`] order.
-pub(super) async fn checks(graph: &GraphClient, settings: &DoctorSettings) -> Vec<Check> {
+/// Every account check, in [`NAMES`] order; those about the phone number only when
+/// `phone_ok` (`PHONE_NUMBER_ID` is set and shaped like an id).
+pub(super) async fn checks(
+    graph: &GraphClient,
+    settings: &DoctorSettings,
+    phone_ok: bool,
+) -> Vec<Check> {
     let mut checks = vec![access_token(graph).await];
-    checks.extend(phone_number(graph).await);
+    let needs = "a usable PHONE_NUMBER_ID";
+    if phone_ok {
+        checks.extend(phone_number(graph).await);
+    } else {
+        for name in [
+            "phone_number",
+            "quality_rating",
+            "messaging_limit",
+            "throughput",
+        ] {
+            checks.push(Check::skip(name, needs));
+        }
+    }
     checks.extend(flow(graph, settings).await);
-    checks.push(public_key(graph, settings).await);
+    checks.push(if phone_ok {
+        public_key(graph, settings).await
+    } else {
+        Check::skip("public_key", needs)
+    });
     checks
 }
 
@@ -259,6 +280,16 @@ async fn flow(graph: &GraphClient, settings: &DoctorSettings) -> Vec<Check> {
             Check::skip("endpoint_uri", "FLOW_ID"),
         ];
     };
+    if !flow_id.bytes().all(|b| b.is_ascii_digit()) {
+        return vec![
+            Check::fail(
+                "flow",
+                format!("FLOW_ID {flow_id:?} is not a Graph id (ids are digits only)"),
+                "set FLOW_ID to the id shown in WhatsApp Manager > Flows",
+            ),
+            Check::skip("endpoint_uri", "a readable Flow"),
+        ];
+    }
     let flow = match graph.flow(flow_id).await {
         Ok(flow) => flow,
         Err(e) => {

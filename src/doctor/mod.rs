@@ -84,17 +84,17 @@ pub async fn run(settings: &DoctorSettings) -> Vec<Check> {
         },
         None => false,
     };
-    match (&settings.graph, phone_ok) {
-        (Some(graph), true) => match GraphClient::new(graph.clone()) {
-            Ok(client) => checks.extend(account::checks(&client, settings).await),
+    match &settings.graph {
+        Some(graph) => match GraphClient::new(graph.clone()) {
+            Ok(client) => checks.extend(account::checks(&client, settings, phone_ok).await),
             Err(e) => checks.push(Check::fail(
                 "graph_api",
                 e.to_string(),
                 "check GRAPH_API_URL and the network",
             )),
         },
-        _ => {
-            let needs = "a usable PHONE_NUMBER_ID, WHATSAPP_ACCESS_TOKEN and GRAPH_API_URL";
+        None => {
+            let needs = "a usable WHATSAPP_ACCESS_TOKEN and GRAPH_API_URL";
             for name in account::NAMES {
                 checks.push(Check::skip(name, needs));
             }
