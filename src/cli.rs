@@ -107,8 +107,10 @@ pub enum Command {
     /// Run the whole loop offline: sandbox, serve, bulk, simulated people, stats, export.
     #[command(after_help = help::DEMO)]
     Demo(DemoArgs),
-    /// Check the settings, the Graph API account, the Flow, the key, the database and the
-    /// listen address, all at once; exit 1 when a check fails.
+    /// Check every setting, the account, the Flow, the key and the database, at once.
+    ///
+    /// One line per check, with the fix under each failed one; `--json` for a program.
+    /// Exit 1 when any check fails, 0 otherwise.
     #[command(after_help = help::DOCTOR)]
     Doctor(DoctorArgs),
     /// Write a commented settings file (`.env`, or --env-file), asking each value.

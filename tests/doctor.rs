@@ -173,6 +173,31 @@ fn a_phone_number_given_as_phone_number_id_is_named_as_such() {
 }
 
 #[test]
+fn a_phone_number_in_digits_is_recognised_from_graphs_answer() {
+    let env = Env::new();
+    let (_sb, mut c) = healthy(&env);
+    c.env("PHONE_NUMBER_ID", "212612345678");
+    let (code, report, err) = doctor_json(c);
+    assert_eq!(code, Some(1), "{report}{err}");
+    let phone = check(&report, "phone_number");
+    assert_eq!(phone["status"], "fail", "{phone}");
+    assert!(
+        phone["detail"]
+            .as_str()
+            .unwrap()
+            .contains("reads like a phone number"),
+        "{phone}"
+    );
+    assert!(
+        phone["fix"].as_str().unwrap().contains("Phone number ID"),
+        "{phone}"
+    );
+    assert_eq!(check(&report, "quality_rating")["status"], "skip");
+    assert_eq!(check(&report, "public_key")["status"], "skip");
+    assert_eq!(report["failed"], 1, "one cause, one failure: {report}");
+}
+
+#[test]
 fn a_throttled_flow_fails_with_what_to_do() {
     let env = Env::new();
     let (sb, c) = healthy(&env);

@@ -44,8 +44,12 @@ pub(super) async fn checks(
 ) -> Vec<Check> {
     let mut checks = vec![access_token(graph).await];
     let needs = "a usable PHONE_NUMBER_ID";
+    let mut phone_ok = phone_ok;
     if phone_ok {
-        checks.extend(phone_number(graph).await);
+        let phone = phone_number(graph).await;
+        // The key is registered per number: a number Graph does not know has none.
+        phone_ok = phone.first().is_some_and(|c| c.status == Status::Ok);
+        checks.extend(phone);
     } else {
         for name in [
             "phone_number",

@@ -16,7 +16,8 @@
 //!
 //! Reading a field the node type does not have is error 100 ("Tried accessing nonexisting
 //! field"), as Graph answers; an id that is no Flow, asked for a Flow's fields, does not
-//! exist. Every other numeric id is the business phone number, as before.
+//! exist, nor does an id that is really a phone number (`212612345678`: a common mistake for
+//! `PHONE_NUMBER_ID`). Every other numeric id is the business phone number, as before.
 
 use std::sync::PoisonError;
 
@@ -226,6 +227,13 @@ pub(super) fn node(
     let requested = query_param(query, "fields").map(|f| field_names(&f));
     let (node_type, fields, known): (_, _, &[&str]) = match account.flows.get(id) {
         Some(Value::Object(flow)) => ("WhatsAppFlow", flow, FLOW_FIELDS),
+        // A phone number is not an id: Graph knows no object by that number.
+        _ if crate::phone::Phone::parse(&format!("+{id}"), None).is_ok() => {
+            let message = format!(
+                "(#100) Unsupported get request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation"
+            );
+            return graph_error(log, 100, &message);
+        }
         _ => {
             let asks_flow_fields = requested
                 .iter()
