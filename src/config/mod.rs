@@ -173,6 +173,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn env_file_is_found_anywhere_before_a_double_dash() {
+        let args = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let found = |a: &[&str]| env_file_arg(args(a));
+        assert_eq!(
+            found(&["flowctl", "--env-file", "p.env", "stats"]),
+            Some("p.env".into())
+        );
+        assert_eq!(
+            found(&["flowctl", "send", "+212600000000", "--env-file=q.env"]),
+            Some("q.env".into())
+        );
+        assert_eq!(found(&["flowctl", "stats"]), None);
+        assert_eq!(found(&["flowctl", "send", "--", "--env-file", "x"]), None);
+        assert_eq!(found(&["flowctl", "--env-file"]), None, "clap reports it");
+    }
+
+    #[test]
     fn missing_setting_names_variable_and_flag() {
         let e = required(&None, "FLOW_ID", "--flow-id")
             .unwrap_err()
