@@ -13,23 +13,43 @@ use std::time::Duration;
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod help;
+
 /// Send WhatsApp Flows and join every completion back to the recipient's phone number.
 #[derive(Debug, Parser)]
-#[command(name = "flowctl", version, about, propagate_version = true)]
+#[command(
+    name = "flowctl",
+    version,
+    about,
+    propagate_version = true,
+    after_help = help::MAIN
+)]
 pub struct Cli {
-    /// SQLite database file.
+    /// SQLite database file (send, bulk, serve, export, stats, doctor; refused elsewhere).
     #[arg(
         long,
         env = "FLOWCTL_DB",
         default_value = "flowctl.db",
         global = true,
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = GLOBAL
     )]
     pub db: PathBuf,
 
+    /// Read settings from this file instead of `./.env` (it must exist). Values already in
+    /// the environment still win.
+    #[arg(long, value_name = "PATH", global = true, help_heading = GLOBAL)]
+    pub env_file: Option<PathBuf>,
+
     /// Log filter (`info`, `debug`, `flowctl=trace`, …). Default: silent for commands,
     /// `info` for `serve` and `sandbox`. Logs go to stderr.
-    #[arg(long, env = "FLOWCTL_LOG", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FLOWCTL_LOG",
+        global = true,
+        hide_env_values = true,
+        help_heading = GLOBAL
+    )]
     pub log: Option<String>,
 
     /// Log line format.
@@ -39,13 +59,17 @@ pub struct Cli {
         env = "FLOWCTL_LOG_FORMAT",
         default_value = "text",
         global = true,
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = GLOBAL
     )]
     pub log_format: LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The help heading of the options every command accepts.
+const GLOBAL: &str = "Global options";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -57,24 +81,118 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Send the Flow to one phone number.
+    #[command(after_help = help::SEND)]
     Send(SendArgs),
     /// Send the Flow to every row of a CSV file, rate-limited and resumable.
+    #[command(after_help = help::BULK)]
     Bulk(BulkArgs),
     /// Run the data endpoint, the message webhook and the CRM API.
+    #[command(after_help = help::SERVE)]
     Serve(ServeArgs),
     /// Write the completed responses, with phone numbers.
+    #[command(after_help = help::EXPORT)]
     Export(ExportArgs),
     /// Show the funnel per campaign: issued, sent, delivered, read, completed.
+    #[command(after_help = help::STATS)]
     Stats(StatsArgs),
     /// Generate the RSA key pair of the data endpoint.
+    #[command(after_help = help::KEYGEN)]
     Keygen(KeygenArgs),
     /// Register or check the data endpoint's public key with the Graph API.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::KEYS)]
     Keys(KeysCommand),
     /// Run a local stand-in of the Graph API (no real messages are sent).
+    #[command(after_help = help::SANDBOX)]
     Sandbox(SandboxArgs),
     /// Run the whole loop offline: sandbox, serve, bulk, simulated people, stats, export.
+    #[command(after_help = help::DEMO)]
     Demo(DemoArgs),
+    /// Check every setting, the account, the Flow, the key and the database, at once.
+    ///
+    /// One line per check, with the fix under each failed one; `--json` for a program.
+    /// Exit 1 when any check fails, 0 otherwise.
+    #[command(after_help = help::DOCTOR)]
+    Doctor(DoctorArgs),
+    /// Write a commented settings file (`.env`, or --env-file), asking each value.
+    #[command(after_help = help::INIT)]
+    Init(InitArgs),
+    /// Print a shell completion script.
+    #[command(after_help = help::COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command with --out.
+    #[command(after_help = help::MAN)]
+    Man(ManArgs),
+}
+
+impl Command {
+    /// Whether the command reads or writes the database, i.e. accepts `--db`.
+    pub fn uses_db(&self) -> bool {
+        matches!(
+            self,
+            Command::Send(_)
+                | Command::Bulk(_)
+                | Command::Serve(_)
+                | Command::Export(_)
+                | Command::Stats(_)
+                | Command::Doctor(_)
+        )
+    }
+}
+
+/// `flowctl doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the checks as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// RSA private key file (PEM). Or set PRIVATE_KEY to the PEM text.
+    #[arg(long, env = "PRIVATE_KEY_FILE", hide_env_values = true)]
+    pub private_key_file: Option<PathBuf>,
+
+    /// The address `serve` will listen on, checked to be free.
+    #[arg(
+        long,
+        env = "FLOWCTL_LISTEN",
+        default_value = "127.0.0.1:8080",
+        hide_env_values = true
+    )]
+    pub listen: String,
+
+    #[command(flatten)]
+    pub graph: GraphArgs,
+
+    #[command(flatten)]
+    pub message: MessageArgs,
+}
+
+/// `flowctl init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Ask nothing: write the values found in the environment, else defaults and empty
+    /// placeholders.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `flowctl completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `flowctl man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `flowctl.1` and one `flowctl-COMMAND.1` per command into this directory
+    /// instead of printing `flowctl.1` on stdout.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -191,7 +309,12 @@ pub struct MessageArgs {
         hide_env_values = true
     )]
     pub token_ttl: Duration,
+}
 
+/// How a template's Flow button is filled (`send` and `bulk` only: `serve` sends no
+/// templates).
+#[derive(Debug, Clone, Args)]
+pub struct TemplateButtonArgs {
     /// Template mode: index of the Flow button among the template's buttons.
     #[arg(long, default_value_t = 0)]
     pub template_button_index: u32,
@@ -225,6 +348,9 @@ pub struct SendArgs {
     /// Campaign the token belongs to.
     #[arg(long, default_value = "send")]
     pub campaign: String,
+
+    #[command(flatten)]
+    pub template_button: TemplateButtonArgs,
 
     #[command(flatten)]
     pub graph: GraphArgs,
@@ -316,6 +442,9 @@ pub struct BulkArgs {
     /// Template language code.
     #[arg(long, requires = "template")]
     pub lang: Option<String>,
+
+    #[command(flatten)]
+    pub template_button: TemplateButtonArgs,
 
     #[command(flatten)]
     pub graph: GraphArgs,
@@ -474,8 +603,10 @@ pub struct KeygenArgs {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Register the public key of the local private key with the Graph API.
+    #[command(after_help = help::KEYS_UPLOAD)]
     Upload(KeysArgs),
     /// Check that the registered public key matches the local private key.
+    #[command(after_help = help::KEYS_CHECK)]
     Check(KeysArgs),
 }
 
@@ -563,6 +694,11 @@ pub struct SandboxArgs {
     /// when CHATWOOT_SIGNING_SECRET is set.
     #[arg(long)]
     pub chatwoot_webhook: Option<String>,
+    /// A Flow the simulated account owns, as `ID` (PUBLISHED) or `ID=STATUS` (DRAFT,
+    /// THROTTLED, BLOCKED, DEPRECATED), for `GET /{flow-id}` (what `doctor` reads).
+    /// Repeatable.
+    #[arg(long = "flow", value_name = "ID[=STATUS]")]
+    pub flows: Vec<String>,
 }
 
 /// Parses a [`ValueEnum`] with surrounding whitespace ignored: values also come from the

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod crypto;
+pub mod doctor;
 pub mod flow_json;
 pub mod graph;
 pub mod outbound;

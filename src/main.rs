@@ -1,13 +1,24 @@
 //! The `flowctl` binary: parse, set up logging, dispatch, map errors to exit codes.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use flowctl::cli::{Cli, Command, KeysCommand, LogFormat};
 use flowctl::commands::{self, exit};
 
 fn main() {
-    // `.env` first, so that clap sees its values as environment (flags > env > .env).
-    let dotenv = flowctl::config::load_dotenv();
-    let cli = Cli::parse();
+    // `.env` (or --env-file) first, so that clap sees its values as environment (flags >
+    // env > file).
+    let env_file = flowctl::config::env_file_arg(std::env::args_os());
+    let dotenv = flowctl::config::load_dotenv(env_file.as_deref());
+    let cli = parse();
+    // `init` writes the settings file: one that does not exist yet is what it is for.
+    let dotenv = match (&cli.command, dotenv) {
+        (Command::Init(_), Err(_))
+            if !env_file.as_deref().is_some_and(std::path::Path::is_file) =>
+        {
+            Ok(())
+        }
+        (_, result) => result,
+    };
     init_tracing(&cli);
     let code = match dotenv.map_err(anyhow::Error::from).and_then(|_| run(cli)) {
         Ok(code) => code,
@@ -19,9 +30,45 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Parses the command line; `--db` given on the command line to a command that uses no
+/// database is a usage error (exit 2) rather than silently ignored. `FLOWCTL_DB` from the
+/// environment or the settings file is not: it is there for the commands that use it.
+fn parse() -> Cli {
+    let mut cmd = Cli::command();
+    let matches = cmd.get_matches_mut();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit());
+    let on_command_line =
+        |m: &clap::ArgMatches| m.value_source("db") == Some(clap::parser::ValueSource::CommandLine);
+    let mut given = on_command_line(&matches);
+    let mut sub = matches.subcommand();
+    let mut path = Vec::new();
+    while let Some((name, m)) = sub {
+        path.push(name.to_string());
+        given |= on_command_line(m);
+        sub = m.subcommand();
+    }
+    if given && !cli.command.uses_db() {
+        cmd.error(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!(
+                "`flowctl {}` uses no database: --db is not accepted here (it is for send, bulk, serve, export, stats and doctor)",
+                path.join(" ")
+            ),
+        )
+        .exit();
+    }
+    cli
+}
+
 fn run(cli: Cli) -> anyhow::Result<i32> {
     // Synchronous commands run without a runtime: they only read SQLite and write files.
     match &cli.command {
+        Command::Init(args) => {
+            let path = cli.env_file.clone().unwrap_or_else(|| ".env".into());
+            return commands::init::run(&path, args);
+        }
+        Command::Completions(args) => return commands::completions::run_completions(args.shell),
+        Command::Man(args) => return commands::completions::run_man(args.out.as_deref()),
         Command::Keygen(args) => return commands::keys::run_keygen(args),
         Command::Export(args) => return commands::export::run(&cli.db, args),
         Command::Stats(args) => return commands::stats::run(&cli.db, args),
@@ -38,6 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::Serve(args) => commands::serve::run(&db, args.resolve()?).await,
             Command::Sandbox(args) => commands::sandbox::run(args.resolve()?).await,
             Command::Demo(args) => commands::demo::run(args).await,
+            Command::Doctor(args) => commands::doctor::run(&db, &args).await,
             Command::Keys(KeysCommand::Upload(args)) => {
                 commands::keys::run_upload(args.resolve()?).await
             }

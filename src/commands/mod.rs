@@ -1,8 +1,11 @@
 //! The commands. Each orchestrates store, Graph API client and server; none holds SQL or HTTP.
 
 pub mod bulk;
+pub mod completions;
 pub mod demo;
+pub mod doctor;
 pub mod export;
+pub mod init;
 pub mod keygen;
 pub mod keys;
 pub mod sandbox;

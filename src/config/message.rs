@@ -1,7 +1,7 @@
 //! The settings every sending command shares: where the Graph API is, and what is sent.
 
 use super::{require_secret, required, ConfigError};
-use crate::cli::{FlowActionKind, GraphArgs, MessageArgs};
+use crate::cli::{FlowActionKind, GraphArgs, MessageArgs, TemplateButtonArgs};
 use crate::graph::{FlowAction, GraphSettings, MessageSettings, Template};
 use crate::outbound::SendSettings;
 use crate::phone::DefaultCountry;
@@ -15,6 +15,21 @@ impl GraphArgs {
             "--phone-number-id",
         )?;
         let access_token = require_secret("WHATSAPP_ACCESS_TOKEN")?;
+        let base_url = self.base_url()?;
+        warn_if_expiring(&self.graph_version);
+        Ok(GraphSettings {
+            base_url,
+            version: self.graph_version.clone(),
+            phone_number_id,
+            access_token,
+            timeout: self.graph_timeout,
+        })
+    }
+}
+
+impl GraphArgs {
+    /// `GRAPH_API_URL` without its trailing slash, when it is an http(s) URL.
+    pub(super) fn base_url(&self) -> Result<String, ConfigError> {
         let base_url = self.graph_url.trim().trim_end_matches('/').to_string();
         if url::Url::parse(&base_url)
             .map(|u| !matches!(u.scheme(), "http" | "https"))
@@ -25,13 +40,18 @@ impl GraphArgs {
                 reason: format!("{base_url:?} is not an http(s) URL"),
             });
         }
-        warn_if_expiring(&self.graph_version);
-        Ok(GraphSettings {
-            base_url,
-            version: self.graph_version.clone(),
-            phone_number_id,
-            access_token,
-            timeout: self.graph_timeout,
+        Ok(base_url)
+    }
+}
+
+impl TemplateButtonArgs {
+    /// The template to send as, when `--template` and `--lang` name one.
+    pub(super) fn template(&self, name_and_language: Option<(String, String)>) -> Option<Template> {
+        name_and_language.map(|(name, language)| Template {
+            name,
+            language,
+            button_index: self.template_button_index,
+            name_param: self.template_name_param,
         })
     }
 }
@@ -47,49 +67,13 @@ fn warn_if_expiring(version: &str) {
 }
 
 impl MessageArgs {
-    /// The message settings; `template` is `(name, language)` from `--template/--lang`.
-    pub fn resolve(&self, template: Option<(String, String)>) -> Result<SendSettings, ConfigError> {
+    /// The message settings, sent as `template` when there is one (`--template/--lang`).
+    pub fn resolve(&self, template: Option<Template>) -> Result<SendSettings, ConfigError> {
         let flow_id = required(&self.flow_id, "FLOW_ID", "--flow-id")?;
-        let action = match self.flow_action {
-            FlowActionKind::DataExchange => FlowAction::DataExchange,
-            FlowActionKind::Navigate => FlowAction::Navigate {
-                screen: required(&self.screen, "FLOW_SCREEN", "--screen")?,
-            },
-        };
-        let cta = self.cta.trim().to_string();
-        if cta.is_empty() || cta.chars().count() > 30 {
-            return Err(ConfigError::Invalid {
-                name: "FLOW_CTA",
-                reason: format!("{cta:?}: the button text must be 1 to 30 characters"),
-            });
-        }
-        if self.body.trim().is_empty() || self.body.chars().count() > 1024 {
-            return Err(ConfigError::Invalid {
-                name: "FLOW_BODY",
-                reason: "the message text must be 1 to 1024 characters".into(),
-            });
-        }
-        let default_country = match self
-            .default_country
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            None => None,
-            Some(c) => Some(
-                c.parse::<DefaultCountry>()
-                    .map_err(|e| ConfigError::Invalid {
-                        name: "DEFAULT_COUNTRY",
-                        reason: e.to_string(),
-                    })?,
-            ),
-        };
-        let template = template.map(|(name, language)| Template {
-            name,
-            language,
-            button_index: self.template_button_index,
-            name_param: self.template_name_param,
-        });
+        let action = self.action()?;
+        let cta = self.cta()?;
+        self.check_body()?;
+        let default_country = self.default_country()?;
         Ok(SendSettings {
             message: MessageSettings {
                 flow_id,
@@ -101,5 +85,73 @@ impl MessageArgs {
             default_country,
             token_ttl: self.token_ttl,
         })
+    }
+}
+
+impl MessageArgs {
+    /// Every problem of these settings, not only the first (for `doctor`).
+    pub(super) fn problems(&self) -> Vec<ConfigError> {
+        [
+            required(&self.flow_id, "FLOW_ID", "--flow-id").err(),
+            self.action().err(),
+            self.cta().err(),
+            self.check_body().err(),
+            self.default_country().err(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// `--flow-action`, with its screen for `navigate`.
+    fn action(&self) -> Result<FlowAction, ConfigError> {
+        Ok(match self.flow_action {
+            FlowActionKind::DataExchange => FlowAction::DataExchange,
+            FlowActionKind::Navigate => FlowAction::Navigate {
+                screen: required(&self.screen, "FLOW_SCREEN", "--screen")?,
+            },
+        })
+    }
+
+    /// The button text, trimmed: 1 to 30 characters.
+    fn cta(&self) -> Result<String, ConfigError> {
+        let cta = self.cta.trim().to_string();
+        if cta.is_empty() || cta.chars().count() > 30 {
+            return Err(ConfigError::Invalid {
+                name: "FLOW_CTA",
+                reason: format!("{cta:?}: the button text must be 1 to 30 characters"),
+            });
+        }
+        Ok(cta)
+    }
+
+    /// The message text: 1 to 1024 characters.
+    fn check_body(&self) -> Result<(), ConfigError> {
+        if self.body.trim().is_empty() || self.body.chars().count() > 1024 {
+            return Err(ConfigError::Invalid {
+                name: "FLOW_BODY",
+                reason: "the message text must be 1 to 1024 characters".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `DEFAULT_COUNTRY`, when set.
+    fn default_country(&self) -> Result<Option<DefaultCountry>, ConfigError> {
+        match self
+            .default_country
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            None => Ok(None),
+            Some(c) => c
+                .parse::<DefaultCountry>()
+                .map(Some)
+                .map_err(|e| ConfigError::Invalid {
+                    name: "DEFAULT_COUNTRY",
+                    reason: e.to_string(),
+                }),
+        }
     }
 }

@@ -15,11 +15,13 @@
 //!   [`KeysSettings`], which share the private key;
 //! - `sandbox`: [`SandboxSettings`].
 
+mod doctor;
 mod message;
 mod sandbox;
 mod send;
 mod serve;
 
+pub use doctor::DoctorSettings;
 pub use sandbox::SandboxSettings;
 pub use send::{BulkSettings, CsvInput, RetryFailed, SendCommandSettings};
 pub use serve::{KeysSettings, ServeSettings};
@@ -61,40 +63,82 @@ fn require_secret(var: &'static str) -> Result<Secret, ConfigError> {
     secret(var).ok_or(ConfigError::MissingSecret { var })
 }
 
+/// The value `flowctl init` writes for `var` when the environment (or the settings file
+/// loaded into it) already has one; empty counts as unset.
+pub fn init_value(var: &str) -> Option<String> {
+    env_value(var)
+}
+
 /// Reads a variable that has no flag; empty counts as unset.
 fn env_value(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// Loads `.env` from the working directory, if present, without overriding the environment.
+/// The `--env-file PATH` (or `--env-file=PATH`) of a command line, read ahead of clap: the
+/// file must be loaded before clap reads the environment. Stops at `--`.
+pub fn env_file_arg<I: IntoIterator<Item = std::ffi::OsString>>(
+    args: I,
+) -> Option<std::path::PathBuf> {
+    let mut args = args.into_iter().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        if arg == "--env-file" {
+            return args.next().map(Into::into);
+        }
+        if let Some(path) = arg.to_str().and_then(|a| a.strip_prefix("--env-file=")) {
+            return Some(path.into());
+        }
+    }
+    None
+}
+
+/// Loads the settings file without overriding the environment: `explicit` (`--env-file`),
+/// which must exist, else `.env` in the working directory, if present.
 ///
 /// Only the working directory: a `.env` in a parent directory (say `/tmp/.env`, which any
 /// local user can create) is not read, since it could point `GRAPH_API_URL` elsewhere and
 /// receive the access token. A line that cannot be parsed is named by its number, never
 /// quoted: it may hold a secret.
-pub fn load_dotenv() -> Result<(), ConfigError> {
-    let path = std::path::Path::new(".env");
+pub fn load_dotenv(explicit: Option<&std::path::Path>) -> Result<(), ConfigError> {
+    let path = explicit.unwrap_or(std::path::Path::new(".env"));
+    if explicit.is_some() && !path.is_file() {
+        return Err(ConfigError::Unusable(format!(
+            "--env-file {}: no such file (create one with `flowctl init`)",
+            path.display()
+        )));
+    }
     if !path.is_file() {
         return Ok(());
     }
+    let name = if explicit.is_some() {
+        "--env-file"
+    } else {
+        ".env"
+    };
+    // An explicit file is named in the error: the user may have several.
+    let file = explicit
+        .map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default();
     match dotenvy::from_path(path) {
         Ok(()) => Ok(()),
         Err(dotenvy::Error::LineParse(line, _)) => Err(ConfigError::Invalid {
-            name: ".env",
+            name,
             reason: format!(
-                "cannot parse {} (the line is not shown: it may hold a secret)",
+                "{file}cannot parse {} (the line is not shown: it may hold a secret)",
                 line_number(path, &line)
                     .map(|n| format!("line {n}"))
                     .unwrap_or_else(|| "a line".into())
             ),
         }),
         Err(dotenvy::Error::EnvVar(_)) => Err(ConfigError::Invalid {
-            name: ".env",
-            reason: "a value refers to a variable that is not valid unicode".into(),
+            name,
+            reason: format!("{file}a value refers to a variable that is not valid unicode"),
         }),
         Err(e) => Err(ConfigError::Invalid {
-            name: ".env",
-            reason: e.to_string(),
+            name,
+            reason: format!("{file}{e}"),
         }),
     }
 }
@@ -127,6 +171,23 @@ fn required(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_file_is_found_anywhere_before_a_double_dash() {
+        let args = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let found = |a: &[&str]| env_file_arg(args(a));
+        assert_eq!(
+            found(&["flowctl", "--env-file", "p.env", "stats"]),
+            Some("p.env".into())
+        );
+        assert_eq!(
+            found(&["flowctl", "send", "+212600000000", "--env-file=q.env"]),
+            Some("q.env".into())
+        );
+        assert_eq!(found(&["flowctl", "stats"]), None);
+        assert_eq!(found(&["flowctl", "send", "--", "--env-file", "x"]), None);
+        assert_eq!(found(&["flowctl", "--env-file"]), None, "clap reports it");
+    }
 
     #[test]
     fn missing_setting_names_variable_and_flag() {

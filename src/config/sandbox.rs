@@ -48,9 +48,34 @@ impl SandboxArgs {
                     signing_secret: secret("CHATWOOT_SIGNING_SECRET")
                         .map(|s| s.expose().to_string()),
                 }),
+                flows: self.flows()?,
             },
             check_db: self.check_db.clone(),
         })
+    }
+
+    /// `--flow ID[=STATUS]`: the simulated account's Flows (PUBLISHED when no status).
+    fn flows(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        const STATUSES: [&str; 5] = ["PUBLISHED", "DRAFT", "THROTTLED", "BLOCKED", "DEPRECATED"];
+        self.flows
+            .iter()
+            .map(|f| {
+                let (id, status) = f.split_once('=').unwrap_or((f, "PUBLISHED"));
+                let (id, status) = (id.trim(), status.trim().to_ascii_uppercase());
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(ConfigError::Unusable(format!(
+                        "--flow {f:?}: the Flow id must be digits, as Meta's are"
+                    )));
+                }
+                if !STATUSES.contains(&status.as_str()) {
+                    return Err(ConfigError::Unusable(format!(
+                        "--flow {f:?}: the status must be one of {}",
+                        STATUSES.join(", ")
+                    )));
+                }
+                Ok((id.to_string(), status))
+            })
+            .collect()
     }
 
     /// The simulated recipients' settings, when `--complete-via` is given.

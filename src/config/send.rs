@@ -39,7 +39,9 @@ impl SendArgs {
     /// The settings of `flowctl send`, checked in the order a user fixes them: the message,
     /// the recipient, the data, then the Graph API.
     pub fn resolve(&self) -> Result<SendCommandSettings, ConfigError> {
-        let template = self.template.clone().zip(self.lang.clone());
+        let template = self
+            .template_button
+            .template(self.template.clone().zip(self.lang.clone()));
         let send = self.message.resolve(template)?;
         let phone = Phone::parse(&self.phone, send.default_country)
             .map_err(|e| ConfigError::Unusable(e.to_string()))?;
@@ -170,7 +172,9 @@ impl BulkArgs {
     /// The settings of `flowctl bulk`. The Graph API settings are resolved only when the run
     /// sends (not for `--dry-run`).
     pub fn resolve(&self) -> Result<BulkSettings, ConfigError> {
-        let template = self.template.clone().zip(self.lang.clone());
+        let template = self
+            .template_button
+            .template(self.template.clone().zip(self.lang.clone()));
         let send = self.message.resolve(template)?;
         if !(self.rate.is_finite() && self.rate > 0.0) {
             return Err(ConfigError::Unusable(format!(

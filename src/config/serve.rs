@@ -251,7 +251,7 @@ impl KeysArgs {
 }
 
 /// The app secrets: `APP_SECRET`, plus `APP_SECRET_PREVIOUS` during a rotation.
-fn app_secrets(allow_unsigned: bool) -> Result<Vec<Secret>, ConfigError> {
+pub(super) fn app_secrets(allow_unsigned: bool) -> Result<Vec<Secret>, ConfigError> {
     let secrets: Vec<Secret> = ["APP_SECRET", "APP_SECRET_PREVIOUS"]
         .into_iter()
         .filter_map(secret)
@@ -264,7 +264,7 @@ fn app_secrets(allow_unsigned: bool) -> Result<Vec<Secret>, ConfigError> {
 
 /// Loads the data endpoint's private key from `--private-key-file`/`PRIVATE_KEY_FILE` or the
 /// `PRIVATE_KEY` text, with `PRIVATE_KEY_PASSPHRASE` when it is encrypted.
-fn private_key(file: Option<&Path>) -> Result<PrivateKey, ConfigError> {
+pub(super) fn private_key(file: Option<&Path>) -> Result<PrivateKey, ConfigError> {
     let passphrase = secret("PRIVATE_KEY_PASSPHRASE");
     let (pem, origin) = match (file, secret("PRIVATE_KEY")) {
         (Some(path), _) => (

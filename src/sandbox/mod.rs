@@ -8,10 +8,13 @@
 //! Routes (`{v}` is any `vNN.N`, `{id}` a numeric phone number id):
 //! - `POST /{v}/{id}/messages`
 //! - `POST|GET /{v}/{id}/whatsapp_business_encryption`
-//! - `GET /_sandbox/requests`, `POST /_sandbox/key-status`, `GET /healthz` (control plane: not
-//!   delayed, not recorded)
+//! - `GET /{v}/{id}?fields=…` (a Flow or the phone number) and `GET /{v}/debug_token`
+//!   (see `account`)
+//! - `GET /_sandbox/requests`, `POST /_sandbox/key-status`, `POST /_sandbox/account`,
+//!   `GET /healthz` (control plane: not delayed, not recorded)
 //! - anything else: 404 with a Graph envelope, code 100.
 
+mod account;
 mod answer;
 pub mod chatwoot;
 mod errors;
@@ -79,6 +82,8 @@ pub struct SandboxOptions {
     /// `--chatwoot-webhook`: the sandbox plays a Chatwoot inbox that forwards the people's
     /// Flow submissions there (`--complete-via chatwoot`).
     pub chatwoot: Option<chatwoot::ChatwootTarget>,
+    /// The Flows the simulated account owns, as `(id, status)` (`--flow ID[=STATUS]`).
+    pub flows: Vec<(String, String)>,
 }
 
 impl Default for SandboxOptions {
@@ -94,6 +99,7 @@ impl Default for SandboxOptions {
             app_secret: None,
             status_delay: Duration::from_millis(100),
             chatwoot: None,
+            flows: Vec::new(),
         }
     }
 }
@@ -168,6 +174,8 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         .context("cannot read the bound address")?;
     let (recorder, writer) = record::Recorder::new(opts.record.as_deref())?;
     let (stop, stopped) = watch::channel(false);
+    let endpoint = opts.users.as_ref().and_then(|u| u.endpoint.clone());
+    let account = account::Account::new(&opts.flows, endpoint.as_deref());
     let notifier =
         Arc::new(notify::Notifier::new(opts.webhook, opts.app_secret).with_chatwoot(opts.chatwoot));
     let state = Arc::new(server::State {
@@ -183,6 +191,7 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         status_delay: opts.status_delay,
         shutdown: stopped.clone(),
         outage: Mutex::new(None),
+        account: Mutex::new(account),
     });
     let task = tokio::spawn(serve(listener, Arc::clone(&state), stopped, writer));
     Ok(SandboxHandle {

@@ -73,6 +73,10 @@ pub(crate) async fn handle(
                 &json!({ "fault": current.map(fault_name) }),
             ));
         }
+        (&Method::POST, ["_sandbox", "account"]) => {
+            let body = read_body(req).await;
+            return Ok(super::account::update(&state, body.as_deref()));
+        }
         (&Method::POST, ["_sandbox", "key-status"]) => {
             let body = read_body(req).await;
             return Ok(set_key_status(&state, body.as_deref()));
@@ -91,6 +95,7 @@ pub(crate) async fn handle(
         _ => (None, None),
     };
     let authorized = has_bearer(&req);
+    let query = req.uri().query().map(str::to_owned);
     let body_bytes = read_body(req).await;
     let body = body_value(&body_bytes);
     let mut log = LogFields::default();
@@ -106,6 +111,7 @@ pub(crate) async fn handle(
             path: &path,
             route,
             phone_number_id: phone_number_id.as_deref(),
+            query: query.as_deref(),
             authorized,
             raw: body_bytes.as_ref(),
             body: &body,
@@ -158,6 +164,7 @@ struct GraphRequest<'a> {
     path: &'a str,
     route: Option<&'a str>,
     phone_number_id: Option<&'a str>,
+    query: Option<&'a str>,
     authorized: bool,
     raw: Option<&'a Bytes>,
     body: &'a Value,
@@ -170,11 +177,15 @@ async fn graph_answer(state: &State, req: GraphRequest<'_>, log: &mut LogFields)
         path,
         route,
         phone_number_id,
+        query,
         authorized,
         raw,
         body,
     } = req;
     match (method, route, phone_number_id) {
+        (&Method::GET, None, Some("debug_token")) => {
+            super::account::debug_token(state, query, authorized, log)
+        }
         (_, _, Some(id)) if !id.bytes().all(|b| b.is_ascii_digit()) || id.is_empty() => {
             let message = format!(
                 "(#100) Unsupported {} request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation",
@@ -186,7 +197,7 @@ async fn graph_answer(state: &State, req: GraphRequest<'_>, log: &mut LogFields)
         (&Method::POST | &Method::GET, Some("whatsapp_business_encryption"), Some(id)) => {
             encryption(state, method, id, authorized, raw, log)
         }
-        (&Method::GET, None, Some(id)) => phone_number(id, authorized, log),
+        (&Method::GET, None, Some(id)) => super::account::node(state, id, query, authorized, log),
         _ => {
             let message = format!("(#100) Unsupported request: {method} {path}");
             log.error_code = Some(100);
@@ -226,27 +237,6 @@ fn set_outage(state: &State, body: Option<&[u8]>) -> Resp {
             &json!({ "error": format!("{why} (expected {{\"fault\": \"http503\" | \"reset\" | \"hang\" | CODE | null}})") }),
         ),
     }
-}
-
-/// `GET /{version}/{PHONE_NUMBER_ID}`: the phone number's profile, a harmless read.
-fn phone_number(id: &str, authorized: bool, log: &mut LogFields) -> Answer {
-    if !authorized {
-        return graph_error(
-            log,
-            190,
-            "(#190) Invalid OAuth access token - the request needs an Authorization: Bearer <token> header",
-        );
-    }
-    Answer::Reply(json_response(
-        StatusCode::OK,
-        &json!({
-            "verified_name": "flowctl sandbox",
-            "display_phone_number": "+1 555-0100",
-            "quality_rating": "GREEN",
-            "throughput": { "level": "STANDARD" },
-            "id": id,
-        }),
-    ))
 }
 
 fn is_version(s: &str) -> bool {
