@@ -29,6 +29,9 @@ pub struct Screen {
     pub submit_payload: Map<String, Value>,
     /// Component name → the declared options' ids (radio buttons, dropdowns, checkboxes).
     pub options: HashMap<String, Vec<String>>,
+    /// Component name → `PhotoPicker` or `DocumentPicker` (the components whose answer is a
+    /// list of uploaded files).
+    pub pickers: HashMap<String, String>,
 }
 
 /// A parsed Flow JSON with its routing model.
@@ -261,6 +264,7 @@ fn parse_screen(id: String, s: &Value) -> Screen {
         fields: Vec::new(),
         submit_payload: Map::new(),
         options: HashMap::new(),
+        pickers: HashMap::new(),
     };
     if let Some(layout) = s.get("layout") {
         walk(layout, &examples, &mut screen);
@@ -289,6 +293,11 @@ fn walk(node: &Value, examples: &Map<String, Value>, screen: &mut Screen) {
             };
             if !opts.is_empty() {
                 screen.options.insert(name.to_string(), opts);
+            }
+            if let Some(kind @ ("PhotoPicker" | "DocumentPicker")) =
+                node.get("type").and_then(Value::as_str)
+            {
+                screen.pickers.insert(name.to_string(), kind.to_string());
             }
         }
     }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod crypto;
 pub mod flow_json;
 pub mod graph;
+pub mod media;
 pub mod outbound;
 pub mod phone;
 pub mod sandbox;

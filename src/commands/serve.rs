@@ -11,6 +11,7 @@ use crate::config::ServeSettings;
 use crate::graph::{GraphClient, GraphSettings};
 use crate::outbound::{RetryPolicy, SendSettings};
 use crate::server::forward::Forwarder;
+use crate::server::media::{MediaQueue, MediaSettings};
 use crate::server::{AppState, Metrics, Sender};
 use crate::store::{SharedStore, Store};
 
@@ -52,6 +53,14 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         }
         None => None,
     };
+    let media = MediaQueue::new(MediaSettings {
+        dir: settings
+            .media_dir
+            .clone()
+            .unwrap_or_else(|| media_dir_beside(db)),
+        max_bytes: settings.media_max_bytes,
+    })
+    .map_err(UsageError)?;
     let store = Store::open(db).with_context(|| format!("opening {}", db.display()))?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -72,6 +81,7 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         inbox: tokio::sync::Notify::new(),
         success_answers: settings.success_answers,
         forward,
+        media,
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -91,4 +101,12 @@ pub async fn shutdown_signal() {
     if let Err(e) = crate::signals::first().await {
         tracing::error!(error = %e, "stopping: no way to receive SIGINT or SIGTERM");
     }
+}
+
+/// The default media folder: `media/` in the database's directory.
+fn media_dir_beside(db: &Path) -> std::path::PathBuf {
+    db.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."))
+        .join("media")
 }

@@ -52,6 +52,10 @@ pub struct ServeSettings {
     pub success_answers: bool,
     /// `--forward`/`FLOW_FORWARD_URL`, with `FLOW_FORWARD_SECRET` and `--forward-timeout`.
     pub forward: Option<ForwardSettings>,
+    /// `--media-dir`/`FLOWCTL_MEDIA_DIR` (`None`: `media/` beside the database).
+    pub media_dir: Option<std::path::PathBuf>,
+    /// `--media-max-bytes`/`FLOWCTL_MEDIA_MAX_BYTES`.
+    pub media_max_bytes: u64,
 }
 
 impl ServeArgs {
@@ -89,6 +93,8 @@ impl ServeArgs {
             limits,
             success_answers: self.success_answers,
             forward: self.forward_settings()?,
+            media_dir: self.media_dir.clone(),
+            media_max_bytes: self.media_max_bytes,
         })
     }
 

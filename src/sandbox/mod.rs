@@ -10,11 +10,14 @@
 //! - `POST|GET /{v}/{id}/whatsapp_business_encryption`
 //! - `GET /_sandbox/requests`, `POST /_sandbox/key-status`, `GET /healthz` (control plane: not
 //!   delayed, not recorded)
+//! - `GET /_sandbox/cdn/{name}`, `POST /_sandbox/cdn`: the CDN of the files people attach
+//!   ([`media`])
 //! - anything else: 404 with a Graph envelope, code 100.
 
 mod answer;
 mod errors;
 mod keys;
+pub mod media;
 mod messages;
 pub mod notify;
 mod record;
@@ -164,6 +167,7 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
     let (recorder, writer) = record::Recorder::new(opts.record.as_deref())?;
     let (stop, stopped) = watch::channel(false);
     let notifier = Arc::new(notify::Notifier::new(opts.webhook, opts.app_secret));
+    let cdn = Arc::new(media::Cdn::new(format!("http://{addr}/_sandbox/cdn/")));
     let state = Arc::new(server::State {
         latency: opts.latency,
         rules: rules::ActiveRules::new(opts.failures),
@@ -172,11 +176,12 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         keys: Mutex::new(Default::default()),
         users: opts
             .users
-            .map(|u| Arc::new(user::Users::new(u, Arc::clone(&notifier)))),
+            .map(|u| Arc::new(user::Users::new(u, Arc::clone(&notifier), Arc::clone(&cdn)))),
         notifier,
         status_delay: opts.status_delay,
         shutdown: stopped.clone(),
         outage: Mutex::new(None),
+        cdn,
     });
     let task = tokio::spawn(serve(listener, Arc::clone(&state), stopped, writer));
     Ok(SandboxHandle {

@@ -73,6 +73,21 @@ pub(crate) async fn handle(
                 &json!({ "fault": current.map(fault_name) }),
             ));
         }
+        (&Method::GET, ["_sandbox", "cdn", name]) => {
+            let (status, body) = state.cdn.get(name);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(bytes_response(status, "application/octet-stream", body));
+        }
+        (&Method::POST, ["_sandbox", "cdn"]) => {
+            let body = read_body(req).await;
+            let value: Value = body
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null);
+            return Ok(match state.cdn.configure(&value) {
+                Ok(now) => json_response(StatusCode::OK, &now),
+                Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({ "error": e })),
+            });
+        }
         (&Method::POST, ["_sandbox", "key-status"]) => {
             let body = read_body(req).await;
             return Ok(set_key_status(&state, body.as_deref()));

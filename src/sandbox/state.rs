@@ -30,6 +30,8 @@ pub(crate) struct State {
     /// A whole-API outage set through `POST /_sandbox/outage`: every Graph request gets this
     /// fault (503, dropped connection, hang, or an error code) until it is cleared.
     pub(crate) outage: Mutex<Option<Fault>>,
+    /// The CDN holding the files the simulated people attach (`/_sandbox/cdn/…`).
+    pub(crate) cdn: Arc<super::media::Cdn>,
 }
 
 /// A business public key the sandbox holds for one phone number.

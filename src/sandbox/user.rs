@@ -66,6 +66,8 @@ impl UserStats {
 pub struct Users {
     opts: UserOptions,
     notifier: Arc<Notifier>,
+    /// Where the files they attach are uploaded.
+    cdn: Arc<super::media::Cdn>,
     pub stats: UserStats,
 }
 
@@ -82,10 +84,15 @@ pub struct Delivered {
 }
 
 impl Users {
-    pub(crate) fn new(opts: UserOptions, notifier: Arc<Notifier>) -> Users {
+    pub(crate) fn new(
+        opts: UserOptions,
+        notifier: Arc<Notifier>,
+        cdn: Arc<super::media::Cdn>,
+    ) -> Users {
         Users {
             opts,
             notifier,
+            cdn,
             stats: UserStats::default(),
         }
     }
@@ -210,6 +217,11 @@ impl Users {
                 .as_str()
                 .and_then(|b| b.strip_prefix("${form.").and_then(|r| r.strip_suffix('}')))
                 .unwrap_or(key);
+            if let Some(kind) = screen.pickers.get(field) {
+                let file = self.cdn.upload(&msg.to, &msg.flow_token, field, kind);
+                out.insert(key.clone(), json!([file]));
+                continue;
+            }
             let value = match screen.options.get(field) {
                 Some(opts) if !opts.is_empty() => {
                     // Mostly the best ratings, some lower ones: varied but deterministic.
@@ -233,6 +245,14 @@ impl Users {
         if let Some(flow) = &self.opts.flow {
             for s in flow.screens() {
                 all.extend(self.screen_answers(msg, &s.id));
+            }
+            // A completion message carries attached files as Graph media, not descriptors.
+            for value in all.values_mut() {
+                if let Value::Array(items) = value {
+                    for item in items.iter_mut().filter(|i| i.get("cdn_url").is_some()) {
+                        *item = super::media::webhook_shape(item);
+                    }
+                }
             }
         } else {
             all.insert("answer".into(), json!("oui"));
