@@ -61,6 +61,7 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         max_bytes: settings.media_max_bytes,
     })
     .map_err(UsageError)?;
+    tracing::info!(dir = %media.settings().dir.display(), "Flow media (photos, documents) are stored here");
     let store = Store::open(db).with_context(|| format!("opening {}", db.display()))?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())

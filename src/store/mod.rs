@@ -14,7 +14,7 @@
 //! | `GET /api/responses` | [`ApiQueries`] | [`ApiResponse`] |
 //! | `export` | [`ExportQueries`] | [`ExportSnapshot`] |
 //! | `stats` | [`StatsQueries`] | [`FunnelReport`] |
-| Flow media downloads | [`MediaQueries`] | [`MediaJob`], [`MediaRecord`] |
+//! | Flow media downloads | [`MediaQueries`] | [`MediaJob`], [`MediaRecord`] |
 //!
 //! Methods that read take `&self`, methods that write take `&mut self`: a handle opened read
 //! only ([`Store::open_read_only`]) or lent by [`SharedStore::read`] cannot be asked to write.
