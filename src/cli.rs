@@ -384,7 +384,12 @@ pub struct ServeArgs {
 
     /// Folder for the photos and documents people attach to a Flow (PhotoPicker,
     /// DocumentPicker). Default: `media/` beside the database.
-    #[arg(long, env = "FLOWCTL_MEDIA_DIR", value_name = "DIR", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FLOWCTL_MEDIA_DIR",
+        value_name = "DIR",
+        hide_env_values = true
+    )]
     pub media_dir: Option<PathBuf>,
 
     /// Largest attached file downloaded, in bytes (larger ones are recorded as failed).

@@ -29,7 +29,13 @@ fn sandbox_people(env: &Env, server: &Running) -> Running {
     );
     let mut sb = env.cmd();
     sb.env("APP_SECRET", APP_SECRET)
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--complete-via", "endpoint"])
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--complete-via",
+            "endpoint",
+        ])
         .args(["--user-delay-ms", "50"])
         .arg("--endpoint")
         .arg(format!("{}/api/flow", server.url))
@@ -120,13 +126,18 @@ fn attached_files_are_downloaded_verified_stored_and_exported_with_the_phone() {
         let photo = &answers["meter_photo"][0];
         assert_eq!(photo["media_id"], files[0].media_id.as_str());
         assert!(photo.get("encryption_metadata").is_none(), "{answers:?}");
-        assert!(!Value::Object(answers.clone()).to_string().contains("cdn_url"));
+        assert!(!Value::Object(answers.clone())
+            .to_string()
+            .contains("cdn_url"));
 
         if t.phone.e164() == tampered {
             for f in &files {
                 assert_eq!(f.state, MediaState::Failed, "{f:?}");
                 assert!(
-                    f.error.as_deref().unwrap_or("").starts_with("encrypted_hash"),
+                    f.error
+                        .as_deref()
+                        .unwrap_or("")
+                        .starts_with("encrypted_hash"),
                     "{f:?}"
                 );
                 assert_eq!(f.path, None);
@@ -148,9 +159,18 @@ fn attached_files_are_downloaded_verified_stored_and_exported_with_the_phone() {
     // Six files, two CDN 500s, each retried once: eight downloads.
     assert_eq!(attempts, 6 + 2);
     let metrics = http_get(&format!("{}/metrics", server.url));
-    assert!(metrics.contains("flowctl_media_retries_total 2"), "{metrics}");
-    assert!(metrics.contains("flowctl_media_total{outcome=\"done\"} 4"), "{metrics}");
-    assert!(metrics.contains("flowctl_media_total{outcome=\"failed\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("flowctl_media_retries_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flowctl_media_total{outcome=\"done\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flowctl_media_total{outcome=\"failed\"} 2"),
+        "{metrics}"
+    );
 
     // export: the stored paths joined to each phone (CSV columns, JSON field).
     let rows = export_json(&env);
@@ -171,12 +191,19 @@ fn attached_files_are_downloaded_verified_stored_and_exported_with_the_phone() {
     assert_eq!(&header[header.len() - 2..], ["media_files", "media_errors"]);
     for record in reader.records() {
         let record = record.unwrap();
-        let (phone, files, errors) = (&record[1], &record[header.len() - 2], &record[header.len() - 1]);
+        let (phone, files, errors) = (
+            &record[1],
+            &record[header.len() - 2],
+            &record[header.len() - 1],
+        );
         let token = &record[0];
         let stored = env.store().media_of(token).unwrap();
         if phone == tampered {
             assert_eq!(files, "");
-            assert!(errors.contains("meter_photo/") && errors.contains("encrypted_hash"), "{errors}");
+            assert!(
+                errors.contains("meter_photo/") && errors.contains("encrypted_hash"),
+                "{errors}"
+            );
         } else {
             let paths: Vec<&str> = stored.iter().map(|f| f.path.as_deref().unwrap()).collect();
             assert_eq!(files, paths.join(";"));
@@ -192,7 +219,8 @@ fn attached_files_are_downloaded_verified_stored_and_exported_with_the_phone() {
 async fn bad_media_is_recorded_and_never_delays_or_fails_the_answer() {
     let env = Env::new();
     let sandbox = env.sandbox(&[]);
-    let server = env.serve(&["--media-max-bytes", "40"]);
+    // Without a Flow JSON, FLOW_SCREEN names the first screen and every submit completes.
+    let server = env.serve_with_env(&[("FLOW_SCREEN", "ONE")], &["--media-max-bytes", "40"]);
     let client = FlowClient::new(&server.url);
     let keys = flowctl::media::Keys {
         encryption_key: [1; 32],
@@ -205,8 +233,10 @@ async fn bad_media_is_recorded_and_never_delays_or_fails_the_answer() {
     let token = issue_token(&env.db(), "+212610059170", None, None, DAY);
     let started = Instant::now();
     let a = client
-        .call(&json!({"version": "3.0", "action": "data_exchange", "screen": "ONE",
-                      "data": {"photo": [missing]}, "flow_token": token}))
+        .call(
+            &json!({"version": "3.0", "action": "data_exchange", "screen": "ONE",
+                      "data": {"photo": [missing]}, "flow_token": token}),
+        )
         .await;
     assert_eq!(a.status, 200, "{}", server.stderr());
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -220,22 +250,34 @@ async fn bad_media_is_recorded_and_never_delays_or_fails_the_answer() {
     let files = settled_media(&env, &big, 1);
     assert_eq!(files[0].state, MediaState::Failed);
     assert!(
-        files[0].error.as_deref().unwrap_or("").starts_with("too_big"),
+        files[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("too_big"),
         "{files:?}"
     );
-    assert!(!env.path("media").exists() || std::fs::read_dir(env.path("media")).unwrap().count() == 0);
+    assert!(
+        !env.path("media").exists() || std::fs::read_dir(env.path("media")).unwrap().count() == 0
+    );
 
     // A cdn_url that is neither HTTPS nor on the loopback is never fetched.
     let token = issue_token(&env.db(), "+212610059172", None, None, DAY);
     let lan = json!({"media_id": "m-lan", "cdn_url": "http://10.1.2.3/x.enc", "encryption_metadata": meta});
     let a = client
-        .call(&json!({"version": "3.0", "action": "data_exchange", "screen": "ONE",
-                      "data": {"doc": lan}, "flow_token": token}))
+        .call(
+            &json!({"version": "3.0", "action": "data_exchange", "screen": "ONE",
+                      "data": {"doc": lan}, "flow_token": token}),
+        )
         .await;
     assert_eq!(a.status, 200);
     let files = settled_media(&env, &token, 1);
     assert!(
-        files[0].error.as_deref().unwrap_or("").contains("not allowed"),
+        files[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("not allowed"),
         "{files:?}"
     );
 }
@@ -253,8 +295,10 @@ async fn token_with_upload(env: &Env, server: &Running, phone: &str) -> String {
     let d = json!({"media_id": "m-big", "cdn_url": serve_bytes(file), "file_name": "big.png",
                    "encryption_metadata": meta});
     let a = FlowClient::new(&server.url)
-        .call(&json!({"version": "3.0", "action": "data_exchange", "screen": "ONE",
-                      "data": {"photo": [d]}, "flow_token": token}))
+        .call(
+            &json!({"version": "3.0", "action": "data_exchange", "screen": "ONE",
+                      "data": {"photo": [d]}, "flow_token": token}),
+        )
         .await;
     assert_eq!(a.status, 200);
     token

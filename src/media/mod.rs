@@ -97,10 +97,7 @@ pub struct Found {
 pub enum MediaError {
     /// A metadata value is not base64 or has the wrong length.
     #[error("encryption_metadata.{field} is unusable: {reason}")]
-    BadMetadata {
-        field: &'static str,
-        reason: String,
-    },
+    BadMetadata { field: &'static str, reason: String },
     /// The file cannot even hold the HMAC and one block.
     #[error("the file is {len} bytes, too short for an encrypted file")]
     TooShort { len: usize },

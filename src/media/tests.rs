@@ -147,7 +147,12 @@ fn a_file_shorter_than_a_block_and_the_hmac_is_refused() {
 #[test]
 fn unpadded_and_url_safe_base64_are_read() {
     let (file, meta) = documented_vector();
-    let url_safe = |s: &str| s.replace('+', "-").replace('/', "_").trim_end_matches('=').to_string();
+    let url_safe = |s: &str| {
+        s.replace('+', "-")
+            .replace('/', "_")
+            .trim_end_matches('=')
+            .to_string()
+    };
     let meta = EncryptionMetadata {
         encrypted_hash: url_safe(&meta.encrypted_hash),
         iv: url_safe(&meta.iv),
@@ -192,7 +197,8 @@ fn descriptors_are_found_by_shape_under_top_level_keys() {
 
 #[test]
 fn stored_answers_keep_a_reference_without_the_keys() {
-    let answers = json!({"photo": [descriptor_json("m1")], "name": "Ahmed", "doc": descriptor_json("m3")});
+    let answers =
+        json!({"photo": [descriptor_json("m1")], "name": "Ahmed", "doc": descriptor_json("m3")});
     let kept = without_keys(answers.as_object().unwrap().clone());
     assert_eq!(
         Value::Object(kept),

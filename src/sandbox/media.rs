@@ -49,7 +49,11 @@ impl Cdn {
         if let Some(list) = body.get("tamper") {
             let phones = list
                 .as_array()
-                .and_then(|a| a.iter().map(|p| p.as_str().map(phone_key)).collect::<Option<HashSet<_>>>())
+                .and_then(|a| {
+                    a.iter()
+                        .map(|p| p.as_str().map(phone_key))
+                        .collect::<Option<HashSet<_>>>()
+                })
                 .ok_or_else(|| format!("\"tamper\" must be a list of phone numbers, got {list}"))?;
             *self.tampered.lock().unwrap_or_else(PoisonError::into_inner) = phones;
         }
@@ -75,7 +79,12 @@ impl Cdn {
         if failing {
             return (500, b"CDN unavailable".to_vec());
         }
-        match self.files.lock().unwrap_or_else(PoisonError::into_inner).get(name) {
+        match self
+            .files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+        {
             Some(bytes) => (200, bytes.clone()),
             None => (404, b"no such file".to_vec()),
         }
@@ -120,7 +129,11 @@ impl Cdn {
 pub fn webhook_shape(descriptor: &Value) -> Value {
     let get = |p: &str| descriptor.pointer(p).cloned().unwrap_or(Value::Null);
     let file_name = get("/file_name");
-    let mime = match file_name.as_str().and_then(|f| f.rsplit_once('.')).map(|(_, e)| e) {
+    let mime = match file_name
+        .as_str()
+        .and_then(|f| f.rsplit_once('.'))
+        .map(|(_, e)| e)
+    {
         Some("png") => "image/png",
         _ => "text/plain",
     };
@@ -167,10 +180,10 @@ pub fn sample_file(kind: &str, token: &str) -> (Vec<u8>, String) {
 
 /// A 1×1 transparent PNG up to its IDAT chunk (signature, IHDR, IDAT).
 const PNG_HEAD: &[u8] = &[
-    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44,
-    0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F,
-    0x15, 0xC4, 0x89, 0x00, 0x00, 0x00, 0x0A, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x00,
-    0x01, 0x00, 0x00, 0x05, 0x00, 0x01, 0x0D, 0x0A, 0x2D, 0xB4,
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
+    0x89, 0x00, 0x00, 0x00, 0x0A, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x00, 0x01, 0x00, 0x00,
+    0x05, 0x00, 0x01, 0x0D, 0x0A, 0x2D, 0xB4,
 ];
 /// The IEND chunk.
 const PNG_TAIL: &[u8] = &[
@@ -183,7 +196,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -234,9 +251,13 @@ mod tests {
         let (status, file) = cdn.get(name);
         assert_eq!(status, 200);
         let meta = serde_json::from_value(d["encryption_metadata"].clone()).unwrap();
-        assert_eq!(media::decrypt(&meta, &file).unwrap(), sample_file("PhotoPicker", "tok1").0);
+        assert_eq!(
+            media::decrypt(&meta, &file).unwrap(),
+            sample_file("PhotoPicker", "tok1").0
+        );
 
-        cdn.configure(&json!({"tamper": ["+212 610 059 160"], "fail_next": 1})).unwrap();
+        cdn.configure(&json!({"tamper": ["+212 610 059 160"], "fail_next": 1}))
+            .unwrap();
         assert_eq!(cdn.get(name).0, 500);
         assert_eq!(cdn.get(name).0, 200);
         let d = cdn.upload("+212610059160", "tok2", "photo", "PhotoPicker");
@@ -246,7 +267,10 @@ mod tests {
             media::decrypt(&meta, &cdn.get(name).1),
             Err(media::MediaError::EncryptedHash)
         );
-        assert!(cdn.configure(&json!({"fail_next": "x"})).unwrap_err().contains("fail_next"));
+        assert!(cdn
+            .configure(&json!({"fail_next": "x"}))
+            .unwrap_err()
+            .contains("fail_next"));
     }
 
     #[test]
@@ -255,7 +279,14 @@ mod tests {
         let d = cdn.upload("+212610059159", "tok1", "doc", "DocumentPicker");
         let w = webhook_shape(&d);
         assert_eq!(w["mime_type"], "text/plain");
-        assert_eq!(w["sha256"], sha256_b64(&sample_file("DocumentPicker", "tok1").0));
-        assert!(w["id"].as_str().unwrap().bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(
+            w["sha256"],
+            sha256_b64(&sample_file("DocumentPicker", "tok1").0)
+        );
+        assert!(w["id"]
+            .as_str()
+            .unwrap()
+            .bytes()
+            .all(|b| b.is_ascii_digit()));
     }
 }

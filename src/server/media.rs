@@ -161,7 +161,9 @@ async fn process(state: &AppState, job: MediaJob) {
     let now = Timestamp::now();
     let recorded = match outcome {
         Ok((path, size)) => {
-            state.metrics.inc("flowctl_media_total", "outcome=\"done\"".into());
+            state
+                .metrics
+                .inc("flowctl_media_total", "outcome=\"done\"".into());
             tracing::info!(media_id = %job.descriptor.media_id, size, "media: stored");
             let path = path.to_string_lossy().into_owned();
             state
@@ -170,7 +172,9 @@ async fn process(state: &AppState, job: MediaJob) {
                 .await
         }
         Err(Attempt::Retry(reason)) if attempts + 1 < MAX_ATTEMPTS => {
-            state.metrics.inc("flowctl_media_retries_total", String::new());
+            state
+                .metrics
+                .inc("flowctl_media_retries_total", String::new());
             let delay = retry_delay(attempts);
             tracing::warn!(media_id = %job.descriptor.media_id, %reason, ?delay, "media: download failed, will retry");
             let next = now.saturating_add(delay);
@@ -191,7 +195,12 @@ async fn process(state: &AppState, job: MediaJob) {
     }
 }
 
-async fn failed(state: &AppState, id: i64, reason: String, at: Timestamp) -> Result<(), StoreError> {
+async fn failed(
+    state: &AppState,
+    id: i64,
+    reason: String,
+    at: Timestamp,
+) -> Result<(), StoreError> {
     state
         .metrics
         .inc("flowctl_media_total", "outcome=\"failed\"".into());
@@ -235,7 +244,9 @@ async fn fetch_and_store(queue: &MediaQueue, job: &MediaJob) -> Result<(PathBuf,
         .await
         .map_err(|e| Attempt::Retry(format!("write task: {e}")))?
         .map_err(|e| {
-            let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+            let cause = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
             Attempt::Retry(format!("{e}{cause}"))
         })?;
     Ok((path, size))
@@ -266,10 +277,16 @@ async fn download(client: &reqwest::Client, url: url::Url, limit: u64) -> Result
     let mut answer = client.get(url).send().await.map_err(network)?;
     let status = answer.status();
     if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-        return Err(Attempt::Retry(format!("CDN answered HTTP {}", status.as_u16())));
+        return Err(Attempt::Retry(format!(
+            "CDN answered HTTP {}",
+            status.as_u16()
+        )));
     }
     if !status.is_success() {
-        return Err(Attempt::Fail(format!("CDN answered HTTP {}", status.as_u16())));
+        return Err(Attempt::Fail(format!(
+            "CDN answered HTTP {}",
+            status.as_u16()
+        )));
     }
     let too_big = || Attempt::Fail(format!("too_big: the download is over {limit} bytes"));
     if answer.content_length().is_some_and(|n| n > limit) {

@@ -193,7 +193,10 @@ mod tests {
         let rec = &s.media_of("tok").unwrap()[0];
         assert_eq!(rec.state, MediaState::Done);
         assert_eq!(rec.path.as_deref(), Some("/m/tok-m1.jpg"));
-        assert_eq!((rec.size, rec.attempts, rec.error.clone()), (Some(36), 2, None));
+        assert_eq!(
+            (rec.size, rec.attempts, rec.error.clone()),
+            (Some(36), 2, None)
+        );
         let keys_left: Option<String> = s
             .value("SELECT encryption FROM media WHERE media_id = 'm1'", [])
             .unwrap();
@@ -208,7 +211,10 @@ mod tests {
             .unwrap();
         let id = s.due_media(&now, 1).unwrap()[0].id;
         s.media_failed(id, "hmac: tampered", &now).unwrap();
-        assert!(s.due_media(&at("2030-01-01T00:00:00.000Z"), 10).unwrap().is_empty());
+        assert!(s
+            .due_media(&at("2030-01-01T00:00:00.000Z"), 10)
+            .unwrap()
+            .is_empty());
         let rec = &s.media_of("tok").unwrap()[0];
         assert_eq!(rec.state, MediaState::Failed);
         assert_eq!(rec.error.as_deref(), Some("hmac: tampered"));
