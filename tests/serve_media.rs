@@ -326,3 +326,82 @@ fn serve_bytes(body: Vec<u8>) -> String {
     });
     format!("http://{addr}/file.enc")
 }
+
+/// A free port on the loopback (the sandbox must know `serve`'s webhook before `serve`
+/// starts, and `serve` the sandbox's Graph URL).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Without a data endpoint the files come in the completion message as Graph media ids
+/// (`{file_name, mime_type, sha256, id}`): `serve` asks the Graph API for each file's URL,
+/// downloads it with the access token, and checks its SHA-256.
+#[test]
+fn a_completion_messages_files_are_fetched_from_the_graph_api() {
+    let env = Env::new();
+    let flow = media_flow();
+    let port = free_port();
+    let mut sb = env.cmd();
+    sb.env("APP_SECRET", APP_SECRET)
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--complete-via",
+            "webhook",
+        ])
+        .args(["--user-delay-ms", "50"])
+        .arg("--webhook")
+        .arg(format!("http://127.0.0.1:{port}/api/message-webhook"))
+        .arg("--flow-json")
+        .arg(&flow);
+    let sandbox = Running::start(sb);
+    let mut c = env.graph_cmd(&sandbox.url);
+    c.env("APP_SECRET", APP_SECRET)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--private-key-file")
+        .arg(env.key_file())
+        .arg("--flow-json")
+        .arg(&flow);
+    let server = Running::start(c);
+    let tampered = "+212610059181";
+    let (status, body) = http_post_json(
+        &format!("{}/_sandbox/cdn", sandbox.url),
+        &json!({ "tamper": [tampered] }).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    let csv = "phone_number,customer_name\n+212610059180,Salma\n+212610059181,Hamza\n";
+    let file = env.write("hooks.csv", csv);
+    let mut bulk = env.graph_cmd(&sandbox.url);
+    bulk.args(["bulk", "--rate", "50"]).arg(&file);
+    let out = run(bulk, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stats = wait_for_people(&sandbox.url, 2);
+    assert_eq!(stats["completed"], 2, "{stats}");
+
+    for t in env.store().tokens_of_campaign("hooks").unwrap() {
+        let token = t.token.as_str();
+        let files = settled_media(&env, token, 2);
+        let responses = env.store().responses_for_token(token).unwrap();
+        assert_eq!(responses[0].source, "webhook", "{}", server.stderr());
+        if t.phone.e164() == tampered {
+            for f in &files {
+                assert_eq!(f.state, MediaState::Failed, "{f:?}");
+                assert!(
+                    f.error.as_deref().unwrap_or("").starts_with("sha256"),
+                    "{f:?}"
+                );
+            }
+            continue;
+        }
+        for (f, kind) in files.iter().zip(["PhotoPicker", "DocumentPicker"]) {
+            assert_eq!(f.state, MediaState::Done, "{f:?} {}", server.stderr());
+            let stored = std::fs::read(f.path.as_deref().unwrap()).unwrap();
+            assert_eq!(stored, sample_file(kind, token).0);
+        }
+    }
+}

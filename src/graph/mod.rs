@@ -4,6 +4,7 @@
 //! local sandbox is a change of URL and token only.
 
 mod error;
+mod media;
 mod message;
 pub mod version;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use error::{classify, likely_cause, ErrorClass, GraphError, USER_LIMIT_DEFERRAL};
+pub use media::{DownloadError, MediaUrl};
 pub use message::{flow_message, FlowAction, MessageSettings, Recipient, Template};
 
 use crate::secret::Secret;

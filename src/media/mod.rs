@@ -22,8 +22,8 @@
 //! - key sizes: AES-256 fixes a 32-byte `encryption_key`, CBC a 16-byte `iv`; the example's
 //!   `hmac_key` is 32 bytes, but HMAC takes any length, so any non-empty key is used;
 //! - the completion message (`nfm_reply`) carries a different shape, `{file_name, mime_type,
-//!   sha256, id}` with a Graph media id downloaded like any message media; that shape is
-//!   not an encrypted descriptor and is left to the answers as it came.
+//!   sha256, id}`: a Graph media id, downloaded like any message media ([`GraphMedia`],
+//!   found by [`find_graph`]); its `sha256` is base64 in Meta's example, hex is accepted too.
 
 mod files;
 #[cfg(test)]
@@ -290,4 +290,102 @@ fn reference(descriptor: &Value) -> Value {
         }
     }
     Value::Object(r)
+}
+
+/// A file of a completion message: a Cloud API media id (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphMedia {
+    /// The Graph media id.
+    pub id: String,
+    /// SHA-256 of the file (base64 or hex).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub mime_type: Option<String>,
+    /// The name on the person's device: untrusted, never used as a path.
+    #[serde(default)]
+    pub file_name: Option<String>,
+}
+
+/// Where a queued file comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaSource {
+    /// The data endpoint's encrypted CDN file.
+    Cdn(Descriptor),
+    /// A completion message's Graph media id.
+    Graph(GraphMedia),
+}
+
+impl MediaSource {
+    /// Meta's id of the file.
+    pub fn media_id(&self) -> &str {
+        match self {
+            MediaSource::Cdn(d) => &d.media_id,
+            MediaSource::Graph(g) => &g.id,
+        }
+    }
+
+    /// The name on the person's device (untrusted).
+    pub fn file_name(&self) -> Option<&str> {
+        match self {
+            MediaSource::Cdn(d) => d.file_name.as_deref(),
+            MediaSource::Graph(g) => g.file_name.as_deref(),
+        }
+    }
+}
+
+/// True when `v` has the completion message's media shape: a string `id` and `sha256`, and a
+/// `mime_type` or `file_name`.
+fn is_graph_media(v: &Value) -> bool {
+    v.as_object().is_some_and(|o| {
+        o.get("id").is_some_and(Value::is_string)
+            && o.get("sha256").is_some_and(Value::is_string)
+            && (o.get("mime_type").is_some_and(Value::is_string)
+                || o.get("file_name").is_some_and(Value::is_string))
+    })
+}
+
+/// Every Graph media file among a completion message's answers (lists under top-level keys,
+/// as for [`find`]), with the answer key it came under.
+pub fn find_graph(answers: &Map<String, Value>) -> Vec<(String, GraphMedia)> {
+    let mut out = Vec::new();
+    for (field, value) in answers {
+        let items: Vec<&Value> = match value {
+            Value::Array(items) => items.iter().filter(|i| is_graph_media(i)).collect(),
+            v if is_graph_media(v) => vec![v],
+            _ => continue,
+        };
+        for item in items {
+            if let Ok(g) = serde_json::from_value::<GraphMedia>(item.clone()) {
+                out.push((field.clone(), g));
+            }
+        }
+    }
+    out
+}
+
+/// Checks a downloaded file against the SHA-256 Meta gave (base64 or hex).
+pub fn check_sha256(expected: &str, file: &[u8]) -> Result<(), MediaError> {
+    let digest = Sha256::digest(file);
+    let text = expected.trim();
+    let hex_match = text.len() == 64
+        && text
+            .as_bytes()
+            .chunks(2)
+            .zip(digest.iter())
+            .all(|(pair, b)| {
+                std::str::from_utf8(pair)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    == Some(*b)
+            });
+    if hex_match {
+        return Ok(());
+    }
+    let expected = decode_len::<32>("sha256", text).map_err(|_| MediaError::PlaintextHash)?;
+    if bool::from(digest.as_slice().ct_eq(&expected)) {
+        Ok(())
+    } else {
+        Err(MediaError::PlaintextHash)
+    }
 }

@@ -233,3 +233,30 @@ fn written_files_are_private() {
     let dir_mode = std::fs::metadata(&media).unwrap().permissions().mode() & 0o777;
     assert_eq!(dir_mode, 0o700);
 }
+
+#[test]
+fn completion_message_media_are_found_by_their_own_shape() {
+    let answers = json!({
+        "photo": [{"file_name": "IMG_5237.jpg", "mime_type": "image/jpeg",
+                   "sha256": "PqHgadp8cJ/N6mvAYGNMxhs9Ra5hbZFcctCtCClXsMU=", "id": "3631120727156756"}],
+        "doc": [descriptor_json("m3")],
+        "name": "John",
+        "other": [{"id": "1", "title": "an option, not a file"}],
+    });
+    let found = find_graph(answers.as_object().unwrap());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "photo");
+    assert_eq!(found[0].1.id, "3631120727156756");
+    assert_eq!(found[0].1.mime_type.as_deref(), Some("image/jpeg"));
+}
+
+#[test]
+fn a_graph_files_sha256_is_checked_in_base64_or_hex() {
+    let digest = Sha256::digest(PHOTO);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(check_sha256(&b64(&digest), PHOTO), Ok(()));
+    assert_eq!(check_sha256(&hex, PHOTO), Ok(()));
+    assert_eq!(check_sha256(&hex.to_uppercase(), PHOTO), Ok(()));
+    assert!(check_sha256(&b64(&digest), b"another file").is_err());
+    assert!(check_sha256("not a hash", PHOTO).is_err());
+}

@@ -28,6 +28,10 @@ pub struct Cdn {
     files: Mutex<HashMap<String, Vec<u8>>>,
     tampered: Mutex<HashSet<String>>,
     fail_next: AtomicU32,
+    /// The plaintext of each upload by media id (what the completion message's media is).
+    plain: Mutex<HashMap<String, Vec<u8>>>,
+    /// Graph media: id → (file as served, MIME type).
+    graph: Mutex<HashMap<String, (Vec<u8>, &'static str)>>,
 }
 
 /// A CDN answer: status and body.
@@ -41,6 +45,8 @@ impl Cdn {
             files: Mutex::default(),
             tampered: Mutex::default(),
             fail_next: AtomicU32::new(0),
+            plain: Mutex::default(),
+            graph: Mutex::default(),
         }
     }
 
@@ -101,6 +107,8 @@ impl Cdn {
             iv: bytes_from(seed ^ 3),
         };
         let (mut file, meta) = media::encrypt(&plaintext, &keys);
+        let media_id = media_id_of(token, field);
+        let mut served = plaintext;
         if self
             .tampered
             .lock()
@@ -108,8 +116,12 @@ impl Cdn {
             .contains(&phone_key(to))
         {
             file[0] ^= 0x55;
+            served[0] ^= 0x55;
         }
-        let media_id = media_id_of(token, field);
+        self.plain
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(media_id.clone(), served);
         let name = format!("{media_id}.enc");
         self.files
             .lock()
@@ -122,28 +134,64 @@ impl Cdn {
             "encryption_metadata": meta,
         })
     }
-}
 
-/// What the completion message carries for an attached file instead of its descriptor
-/// (`{file_name, mime_type, sha256, id}`, a Graph media id).
-pub fn webhook_shape(descriptor: &Value) -> Value {
-    let get = |p: &str| descriptor.pointer(p).cloned().unwrap_or(Value::Null);
-    let file_name = get("/file_name");
-    let mime = match file_name
-        .as_str()
-        .and_then(|f| f.rsplit_once('.'))
-        .map(|(_, e)| e)
-    {
-        Some("png") => "image/png",
-        _ => "text/plain",
-    };
-    let id = hash(&get("/media_id").to_string()) % 10_000_000_000_000_000;
-    json!({
-        "file_name": file_name,
-        "mime_type": mime,
-        "sha256": get("/encryption_metadata/plaintext_hash"),
-        "id": id.to_string(),
-    })
+    /// What the completion message carries for an uploaded file instead of its descriptor:
+    /// `{file_name, mime_type, sha256, id}`, the id a Graph media id that
+    /// `GET /{v}/{id}` ([`Cdn::media_url`]) and `GET /_sandbox/media/{id}` then serve.
+    pub fn webhook_shape(&self, descriptor: &Value) -> Value {
+        let get = |p: &str| descriptor.pointer(p).cloned().unwrap_or(Value::Null);
+        let file_name = get("/file_name");
+        let mime = match file_name
+            .as_str()
+            .and_then(|f| f.rsplit_once('.'))
+            .map(|(_, e)| e)
+        {
+            Some("png") => "image/png",
+            _ => "text/plain",
+        };
+        let media_id = get("/media_id");
+        let id = (hash(&media_id.to_string()) % 10_000_000_000_000_000).to_string();
+        let served = media_id
+            .as_str()
+            .and_then(|m| {
+                self.plain
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(m)
+                    .cloned()
+            })
+            .unwrap_or_default();
+        self.graph
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone(), (served, mime));
+        json!({
+            "file_name": file_name,
+            "mime_type": mime,
+            "sha256": get("/encryption_metadata/plaintext_hash"),
+            "id": id,
+        })
+    }
+
+    /// `GET /{v}/{media id}`: the Cloud API's answer for a known media id (`None`: unknown).
+    pub fn media_url(&self, id: &str) -> Option<Value> {
+        let graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
+        let (file, mime) = graph.get(id)?;
+        Some(json!({
+            "messaging_product": "whatsapp",
+            "url": format!("{}{id}", self.base.replace("/_sandbox/cdn/", "/_sandbox/media/")),
+            "mime_type": mime,
+            "sha256": sha256_b64(file),
+            "file_size": file.len().to_string(),
+            "id": id,
+        }))
+    }
+
+    /// `GET /_sandbox/media/{id}` with a bearer token: the file (`None`: unknown).
+    pub fn media_file(&self, id: &str) -> Option<Vec<u8>> {
+        let graph = self.graph.lock().unwrap_or_else(PoisonError::into_inner);
+        graph.get(id).map(|(file, _)| file.clone())
+    }
 }
 
 /// The media id of a person's upload (a UUID-like text, as Meta's are).
@@ -277,7 +325,14 @@ mod tests {
     fn the_webhook_shape_carries_the_plaintext_hash_and_an_id() {
         let cdn = Cdn::new("http://127.0.0.1:1/_sandbox/cdn/".into());
         let d = cdn.upload("+212610059159", "tok1", "doc", "DocumentPicker");
-        let w = webhook_shape(&d);
+        let w = cdn.webhook_shape(&d);
+        let url = cdn.media_url(w["id"].as_str().unwrap()).unwrap();
+        assert_eq!(url["sha256"], w["sha256"]);
+        assert!(url["url"].as_str().unwrap().contains("/_sandbox/media/"));
+        assert_eq!(
+            cdn.media_file(w["id"].as_str().unwrap()).unwrap(),
+            sample_file("DocumentPicker", "tok1").0
+        );
         assert_eq!(w["mime_type"], "text/plain");
         assert_eq!(
             w["sha256"],

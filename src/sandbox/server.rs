@@ -78,6 +78,21 @@ pub(crate) async fn handle(
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return Ok(bytes_response(status, "application/octet-stream", body));
         }
+        (&Method::GET, ["_sandbox", "media", id]) => {
+            // Like Meta's media URLs: only with the access token.
+            let resp = match state.cdn.media_file(id) {
+                _ if !has_bearer(&req) => {
+                    bytes_response(StatusCode::UNAUTHORIZED, "text/plain", b"no token".to_vec())
+                }
+                Some(file) => bytes_response(StatusCode::OK, "application/octet-stream", file),
+                None => bytes_response(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    b"no such media".to_vec(),
+                ),
+            };
+            return Ok(resp);
+        }
         (&Method::POST, ["_sandbox", "cdn"]) => {
             let body = read_body(req).await;
             let value: Value = body
@@ -201,7 +216,11 @@ async fn graph_answer(state: &State, req: GraphRequest<'_>, log: &mut LogFields)
         (&Method::POST | &Method::GET, Some("whatsapp_business_encryption"), Some(id)) => {
             encryption(state, method, id, authorized, raw, log)
         }
-        (&Method::GET, None, Some(id)) => phone_number(id, authorized, log),
+        (&Method::GET, None, Some(id)) => match state.cdn.media_url(id) {
+            Some(_) if !authorized => graph_error(log, 190, "(#190) Invalid OAuth access token"),
+            Some(found) => Answer::Reply(json_response(StatusCode::OK, &found)),
+            None => phone_number(id, authorized, log),
+        },
         _ => {
             let message = format!("(#100) Unsupported request: {method} {path}");
             log.error_code = Some(100);

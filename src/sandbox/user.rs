@@ -250,7 +250,7 @@ impl Users {
             for value in all.values_mut() {
                 if let Value::Array(items) = value {
                     for item in items.iter_mut().filter(|i| i.get("cdn_url").is_some()) {
-                        *item = super::media::webhook_shape(item);
+                        *item = self.cdn.webhook_shape(item);
                     }
                 }
             }

@@ -19,7 +19,8 @@ use serde_json::{Map, Value};
 use tokio::sync::{watch, Notify};
 
 use super::AppState;
-use crate::media::{self, MediaError};
+use crate::graph::{DownloadError, GraphError};
+use crate::media::{self, Descriptor, GraphMedia, MediaError, MediaSource};
 use crate::store::{MediaJob, StoreError};
 use crate::time::Timestamp;
 
@@ -100,7 +101,10 @@ pub async fn take_files(
     if found.is_empty() {
         return Ok(answers);
     }
-    let files: Vec<_> = found.into_iter().map(|f| (f.field, f.descriptor)).collect();
+    let files: Vec<_> = found
+        .into_iter()
+        .map(|f| (f.field, MediaSource::Cdn(f.descriptor)))
+        .collect();
     let token = token.to_string();
     let added = state
         .store
@@ -110,6 +114,33 @@ pub async fn take_files(
         state.media.wake.notify_one();
     }
     Ok(media::without_keys(answers))
+}
+
+/// Queues the Graph media files of a completion message joined to `token` (found with
+/// [`media::find_graph`]); their answers carry no keys and are stored as they came. A
+/// database failure is logged: the completion itself is stored already.
+pub async fn take_completion_files(
+    state: &AppState,
+    token: &str,
+    files: Vec<(String, GraphMedia)>,
+) {
+    let files: Vec<_> = files
+        .into_iter()
+        .map(|(field, g)| (field, MediaSource::Graph(g)))
+        .collect();
+    if files.is_empty() {
+        return;
+    }
+    let token = token.to_string();
+    match state
+        .store
+        .call(move |s| s.enqueue_media(&token, &files, &Timestamp::now()))
+        .await
+    {
+        Ok(added) if added > 0 => state.media.wake.notify_one(),
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "media: cannot queue a completion message's files"),
+    }
 }
 
 /// Runs the worker until `stop` turns true; the file in progress is finished first.
@@ -157,14 +188,14 @@ enum Attempt {
 
 async fn process(state: &AppState, job: MediaJob) {
     let (id, attempts) = (job.id, job.attempts);
-    let outcome = fetch_and_store(&state.media, &job).await;
+    let outcome = fetch_and_store(state, &job).await;
     let now = Timestamp::now();
     let recorded = match outcome {
         Ok((path, size)) => {
             state
                 .metrics
                 .inc("flowctl_media_total", "outcome=\"done\"".into());
-            tracing::info!(media_id = %job.descriptor.media_id, size, "media: stored");
+            tracing::info!(media_id = %job.source.media_id(), size, "media: stored");
             let path = path.to_string_lossy().into_owned();
             state
                 .store
@@ -176,7 +207,7 @@ async fn process(state: &AppState, job: MediaJob) {
                 .metrics
                 .inc("flowctl_media_retries_total", String::new());
             let delay = retry_delay(attempts);
-            tracing::warn!(media_id = %job.descriptor.media_id, %reason, ?delay, "media: download failed, will retry");
+            tracing::warn!(media_id = %job.source.media_id(), %reason, ?delay, "media: download failed, will retry");
             let next = now.saturating_add(delay);
             state
                 .store
@@ -218,28 +249,22 @@ fn retry_delay(attempts: u32) -> Duration {
         .min(LAST_RETRY)
 }
 
-async fn fetch_and_store(queue: &MediaQueue, job: &MediaJob) -> Result<(PathBuf, u64), Attempt> {
-    let d = &job.descriptor;
-    let url = url::Url::parse(&d.cdn_url).map_err(|e| Attempt::Fail(format!("cdn_url: {e}")))?;
-    allowed(&url).map_err(Attempt::Fail)?;
-    // The encrypted file is the padded plaintext plus the HMAC.
-    let limit = queue.settings.max_bytes + 16 + media::HMAC_LEN as u64;
-    let file = download(&queue.client, url, limit).await?;
-    let meta = d.encryption_metadata.clone();
-    let plain = tokio::task::spawn_blocking(move || media::decrypt(&meta, &file))
-        .await
-        .map_err(|e| Attempt::Retry(format!("decryption task: {e}")))?
-        .map_err(|e: MediaError| Attempt::Fail(format!("{}: {e}", e.check())))?;
-    if plain.len() as u64 > queue.settings.max_bytes {
+async fn fetch_and_store(state: &AppState, job: &MediaJob) -> Result<(PathBuf, u64), Attempt> {
+    let settings = &state.media.settings;
+    let plain = match &job.source {
+        MediaSource::Cdn(d) => fetch_cdn(&state.media, d).await?,
+        MediaSource::Graph(g) => fetch_graph(state, g).await?,
+    };
+    if plain.len() as u64 > settings.max_bytes {
         return Err(Attempt::Fail(format!(
             "too_big: {} bytes, over the limit of {}",
             plain.len(),
-            queue.settings.max_bytes
+            settings.max_bytes
         )));
     }
     let size = plain.len() as u64;
-    let dir = queue.settings.dir.clone();
-    let name = media::file_name_for(&job.token, &d.media_id, d.file_name.as_deref());
+    let dir = settings.dir.clone();
+    let name = media::file_name_for(&job.token, job.source.media_id(), job.source.file_name());
     let path = tokio::task::spawn_blocking(move || media::write_private(&dir, &name, &plain))
         .await
         .map_err(|e| Attempt::Retry(format!("write task: {e}")))?
@@ -250,6 +275,66 @@ async fn fetch_and_store(queue: &MediaQueue, job: &MediaJob) -> Result<(PathBuf,
             Attempt::Retry(format!("{e}{cause}"))
         })?;
     Ok((path, size))
+}
+
+/// The data endpoint's file: download from the CDN, verify, decrypt.
+async fn fetch_cdn(queue: &MediaQueue, d: &Descriptor) -> Result<Vec<u8>, Attempt> {
+    let url = url::Url::parse(&d.cdn_url).map_err(|e| Attempt::Fail(format!("cdn_url: {e}")))?;
+    allowed(&url).map_err(Attempt::Fail)?;
+    // The encrypted file is the padded plaintext plus the HMAC.
+    let limit = queue.settings.max_bytes + 16 + media::HMAC_LEN as u64;
+    let file = download(&queue.client, url, limit).await?;
+    let meta = d.encryption_metadata.clone();
+    tokio::task::spawn_blocking(move || media::decrypt(&meta, &file))
+        .await
+        .map_err(|e| Attempt::Retry(format!("decryption task: {e}")))?
+        .map_err(|e: MediaError| Attempt::Fail(format!("{}: {e}", e.check())))
+}
+
+/// A completion message's file: its URL from the Graph API, then the file with the access
+/// token, checked against the SHA-256 Meta gave.
+async fn fetch_graph(state: &AppState, g: &GraphMedia) -> Result<Vec<u8>, Attempt> {
+    let graph = match &state.sender {
+        Ok(sender) => &sender.graph,
+        Err(why) => {
+            return Err(Attempt::Fail(format!(
+                "no Graph API settings to download a completion message's file: {why}"
+            )))
+        }
+    };
+    let found = graph.media_url(&g.id).await.map_err(graph_attempt)?;
+    let url = url::Url::parse(&found.url)
+        .map_err(|e| Attempt::Fail(format!("the Graph API's media url: {e}")))?;
+    // The access token goes with the download: only to an address a media URL may have.
+    allowed(&url).map_err(Attempt::Fail)?;
+    let file = graph
+        .download_media(url.as_str(), state.media.settings.max_bytes)
+        .await
+        .map_err(|e| match e {
+            DownloadError::TooBig(limit) => {
+                Attempt::Fail(format!("too_big: the download is over {limit} bytes"))
+            }
+            DownloadError::Graph(e) => graph_attempt(e),
+        })?;
+    if let Some(expected) = g.sha256.as_deref().or(found.sha256.as_deref()) {
+        media::check_sha256(expected, &file).map_err(|_| {
+            Attempt::Fail("sha256: SHA-256 of the downloaded file does not match".into())
+        })?;
+    }
+    Ok(file)
+}
+
+/// A Graph API failure: retried when the API says so or did not answer.
+fn graph_attempt(e: GraphError) -> Attempt {
+    let retry = e.is_retryable()
+        || e.is_outage()
+        || matches!(e, GraphError::Timeout(_) | GraphError::Network(_));
+    let reason = format!("Graph API: {e}");
+    if retry {
+        Attempt::Retry(reason)
+    } else {
+        Attempt::Fail(reason)
+    }
 }
 
 /// A CDN address a download may go to: HTTPS anywhere, plain HTTP only on the loopback (the

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Result;
-use crate::media::Descriptor;
+use crate::media::MediaSource;
 use crate::time::Timestamp;
 
 /// Where a file is in its life.
@@ -52,7 +52,7 @@ pub struct MediaJob {
     pub id: i64,
     pub token: String,
     pub field: String,
-    pub descriptor: Descriptor,
+    pub source: MediaSource,
     /// Attempts made so far.
     pub attempts: u32,
 }
@@ -83,7 +83,7 @@ pub trait MediaQueries {
     fn enqueue_media(
         &mut self,
         token: &str,
-        files: &[(String, Descriptor)],
+        files: &[(String, MediaSource)],
         now: &Timestamp,
     ) -> Result<usize>;
 

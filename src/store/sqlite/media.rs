@@ -4,7 +4,7 @@ use rusqlite::params;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 
 use super::SqliteStore;
-use crate::media::{Descriptor, EncryptionMetadata};
+use crate::media::{Descriptor, EncryptionMetadata, GraphMedia, MediaSource};
 use crate::store::{MediaJob, MediaQueries, MediaRecord, MediaState, Result};
 use crate::time::Timestamp;
 
@@ -27,29 +27,41 @@ impl MediaQueries for SqliteStore {
     fn enqueue_media(
         &mut self,
         token: &str,
-        files: &[(String, Descriptor)],
+        files: &[(String, MediaSource)],
         now: &Timestamp,
     ) -> Result<usize> {
-        let encoded: Vec<String> = files
+        let encoded: Vec<Option<String>> = files
             .iter()
-            .map(|(_, d)| serde_json::to_string(&d.encryption_metadata))
+            .map(|(_, f)| match f {
+                MediaSource::Cdn(d) => serde_json::to_string(&d.encryption_metadata).map(Some),
+                MediaSource::Graph(_) => Ok(None),
+            })
             .collect::<std::result::Result<_, _>>()?;
         self.write(|tx| {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR IGNORE INTO media
-                   (token, field, media_id, file_name, cdn_url, encryption, state,
-                    next_attempt_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)",
+                   (token, field, media_id, file_name, kind, cdn_url, encryption, sha256,
+                    mime_type, state, next_attempt_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?10)",
             )?;
             let mut added = 0;
-            for ((field, d), encryption) in files.iter().zip(&encoded) {
+            for ((field, f), encryption) in files.iter().zip(&encoded) {
+                let (kind, cdn_url, sha256, mime_type) = match f {
+                    MediaSource::Cdn(d) => ("cdn", Some(d.cdn_url.as_str()), None, None),
+                    MediaSource::Graph(g) => {
+                        ("graph", None, g.sha256.as_deref(), g.mime_type.as_deref())
+                    }
+                };
                 added += stmt.execute(params![
                     token,
                     field,
-                    d.media_id,
-                    d.file_name,
-                    d.cdn_url,
+                    f.media_id(),
+                    f.file_name(),
+                    kind,
+                    cdn_url,
                     encryption,
+                    sha256,
+                    mime_type,
                     now
                 ])?;
             }
@@ -60,24 +72,36 @@ impl MediaQueries for SqliteStore {
     fn due_media(&self, now: &Timestamp, limit: usize) -> Result<Vec<MediaJob>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.rows(
-            "SELECT id, token, field, media_id, file_name, cdn_url, encryption, attempts
+            "SELECT id, token, field, kind, media_id, file_name, cdn_url, encryption, sha256,
+                    mime_type, attempts
              FROM media
              WHERE state = 'pending' AND next_attempt_at <= ?1
              ORDER BY next_attempt_at, id
              LIMIT ?2",
             params![now, limit],
             |r| {
-                let encryption: String = r.get("encryption")?;
-                Ok(MediaJob {
-                    id: r.get("id")?,
-                    token: r.get("token")?,
-                    field: r.get("field")?,
-                    descriptor: Descriptor {
+                let kind: String = r.get("kind")?;
+                let source = if kind == "graph" {
+                    MediaSource::Graph(GraphMedia {
+                        id: r.get("media_id")?,
+                        sha256: r.get("sha256")?,
+                        mime_type: r.get("mime_type")?,
+                        file_name: r.get("file_name")?,
+                    })
+                } else {
+                    let encryption: String = r.get("encryption")?;
+                    MediaSource::Cdn(Descriptor {
                         media_id: r.get("media_id")?,
                         cdn_url: r.get("cdn_url")?,
                         file_name: r.get("file_name")?,
                         encryption_metadata: metadata(&encryption)?,
-                    },
+                    })
+                };
+                Ok(MediaJob {
+                    id: r.get("id")?,
+                    token: r.get("token")?,
+                    field: r.get("field")?,
+                    source,
                     attempts: r.get("attempts")?,
                 })
             },
@@ -175,13 +199,13 @@ mod tests {
     fn a_queued_file_is_due_once_and_keeps_its_keys_until_finished() {
         let (_d, mut s) = store();
         let now = at("2026-03-01T10:00:00.000Z");
-        let files = vec![("photo".to_string(), descriptor("m1"))];
+        let files = vec![("photo".to_string(), MediaSource::Cdn(descriptor("m1")))];
         assert_eq!(s.enqueue_media("tok", &files, &now).unwrap(), 1);
         // The same screen sent again queues nothing new.
         assert_eq!(s.enqueue_media("tok", &files, &now).unwrap(), 0);
         let due = s.due_media(&now, 10).unwrap();
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].descriptor, files[0].1);
+        assert_eq!(due[0].source, files[0].1);
 
         s.media_retry(due[0].id, "HTTP 500", &at("2026-03-01T10:00:05.000Z"))
             .unwrap();
@@ -207,9 +231,17 @@ mod tests {
     fn a_failed_file_keeps_its_reason_and_is_never_due_again() {
         let (_d, mut s) = store();
         let now = at("2026-03-01T10:00:00.000Z");
-        s.enqueue_media("tok", &[("doc".into(), descriptor("m2"))], &now)
+        let graph = MediaSource::Graph(GraphMedia {
+            id: "1234".into(),
+            sha256: Some("abc=".into()),
+            mime_type: Some("application/pdf".into()),
+            file_name: Some("a.pdf".into()),
+        });
+        s.enqueue_media("tok", &[("doc".into(), graph.clone())], &now)
             .unwrap();
-        let id = s.due_media(&now, 1).unwrap()[0].id;
+        let due = s.due_media(&now, 1).unwrap();
+        assert_eq!(due[0].source, graph);
+        let id = due[0].id;
         s.media_failed(id, "hmac: tampered", &now).unwrap();
         assert!(s
             .due_media(&at("2030-01-01T00:00:00.000Z"), 10)
