@@ -9,7 +9,10 @@
 //!
 //! As Meta documents (<https://developers.facebook.com/docs/whatsapp/flows/reference/media_upload>),
 //! the data endpoint receives each file as `{media_id, cdn_url, file_name, encryption_metadata}`,
-//! while the completion message (`nfm_reply`) carries `{file_name, mime_type, sha256, id}`.
+//! while the completion message (`nfm_reply`) carries `{file_name, mime_type, sha256, id}`:
+//! a Graph media id, whose URL `GET /{v}/{id}` gives and `GET /_sandbox/media/{id}` serves
+//! (bearer token required, as Meta's media URLs). A tampered person's Graph file is served
+//! with one byte changed too.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};

@@ -11,7 +11,8 @@
 //! - `GET /_sandbox/requests`, `POST /_sandbox/key-status`, `GET /healthz` (control plane: not
 //!   delayed, not recorded)
 //! - `GET /_sandbox/cdn/{name}`, `POST /_sandbox/cdn`: the CDN of the files people attach
-//!   ([`media`])
+//!   ([`media`]); `GET /{v}/{media-id}` and `GET /_sandbox/media/{id}` (bearer): those files
+//!   as the Graph media of a completion message
 //! - anything else: 404 with a Graph envelope, code 100.
 
 mod answer;

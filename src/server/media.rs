@@ -10,6 +10,11 @@
 //! a doubling delay ([`FIRST_RETRY`] … [`LAST_RETRY`]) up to [`MAX_ATTEMPTS`] tries; a
 //! 4xx answer, a file over the limit or a failed check is recorded as failed at once, with
 //! the reason. Nothing here can fail the endpoint's answer or stop the server.
+//!
+//! A completion message (`nfm_reply`) carries its files as Graph media ids instead
+//! ([`take_completion_files`], called by the inbox worker once the completion is stored):
+//! the worker asks the Graph API for the file's URL, downloads it with the access token
+//! (same limits, same retries) and checks it against the message's `sha256`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
