@@ -207,23 +207,20 @@ async fn process(state: &AppState, job: MediaJob) {
                 .call(move |s| s.media_done(id, &path, size, &now))
                 .await
         }
-        Err(Attempt::Retry(reason)) if attempts + 1 < MAX_ATTEMPTS => {
-            state
-                .metrics
-                .inc("flowctl_media_retries_total", String::new());
-            let delay = retry_delay(attempts);
-            tracing::warn!(media_id = %job.source.media_id(), %reason, ?delay, "media: download failed, will retry");
-            let next = now.saturating_add(delay);
-            state
-                .store
-                .call(move |s| s.media_retry(id, &reason, &next))
-                .await
-        }
-        Err(Attempt::Retry(reason)) => {
-            let reason = format!("gave up after {MAX_ATTEMPTS} attempts: {reason}");
-            failed(state, id, reason, now).await
-        }
-        Err(Attempt::Fail(reason)) => failed(state, id, reason, now).await,
+        Err(failure) => match after_failure(attempts, failure) {
+            Next::RetryIn(delay, reason) => {
+                state
+                    .metrics
+                    .inc("flowctl_media_retries_total", String::new());
+                tracing::warn!(media_id = %job.source.media_id(), %reason, ?delay, "media: download failed, will retry");
+                let next = now.saturating_add(delay);
+                state
+                    .store
+                    .call(move |s| s.media_retry(id, &reason, &next))
+                    .await
+            }
+            Next::GiveUp(reason) => failed(state, id, reason, now).await,
+        },
     };
     if let Err(e) = recorded {
         // The job stays pending and is tried again.
@@ -245,6 +242,29 @@ async fn failed(
         .store
         .call(move |s| s.media_failed(id, &reason, &at))
         .await
+}
+
+/// What follows a failed attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Try again after this delay; the reason is recorded meanwhile.
+    RetryIn(Duration, String),
+    /// Record the file as failed with this reason.
+    GiveUp(String),
+}
+
+/// The policy: a retryable failure is tried again until [`MAX_ATTEMPTS`] tries in all, with a
+/// growing delay; any other failure, or the last try, is final.
+fn after_failure(attempts_before: u32, failure: Attempt) -> Next {
+    match failure {
+        Attempt::Retry(reason) if attempts_before + 1 < MAX_ATTEMPTS => {
+            Next::RetryIn(retry_delay(attempts_before), reason)
+        }
+        Attempt::Retry(reason) => {
+            Next::GiveUp(format!("gave up after {MAX_ATTEMPTS} attempts: {reason}"))
+        }
+        Attempt::Fail(reason) => Next::GiveUp(reason),
+    }
 }
 
 /// The delay before try `attempts + 2`: doubling from [`FIRST_RETRY`], at most [`LAST_RETRY`].
@@ -415,6 +435,29 @@ mod tests {
         assert_eq!(retry_delay(5), Duration::from_secs(32));
         assert_eq!(retry_delay(6), LAST_RETRY);
         assert_eq!(retry_delay(40), LAST_RETRY);
+    }
+
+    #[test]
+    fn retryable_failures_are_retried_until_the_last_attempt_others_fail_at_once() {
+        let retry = || Attempt::Retry("CDN answered HTTP 500".into());
+        assert_eq!(
+            after_failure(0, retry()),
+            Next::RetryIn(FIRST_RETRY, "CDN answered HTTP 500".into())
+        );
+        assert!(matches!(
+            after_failure(MAX_ATTEMPTS - 2, retry()),
+            Next::RetryIn(..)
+        ));
+        assert_eq!(
+            after_failure(MAX_ATTEMPTS - 1, retry()),
+            Next::GiveUp(format!(
+                "gave up after {MAX_ATTEMPTS} attempts: CDN answered HTTP 500"
+            ))
+        );
+        assert_eq!(
+            after_failure(0, Attempt::Fail("hmac: mismatch".into())),
+            Next::GiveUp("hmac: mismatch".into())
+        );
     }
 
     #[test]
