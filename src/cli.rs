@@ -547,6 +547,10 @@ pub struct SandboxArgs {
     /// How long a simulated person waits before acting on a message.
     #[arg(long, default_value_t = 200)]
     pub user_delay_ms: u64,
+    /// The photos and documents this person attaches are served corrupted (one byte changed),
+    /// to exercise bad media. Repeatable.
+    #[arg(long = "tamper-media", value_name = "PHONE")]
+    pub tamper_media: Vec<String>,
 }
 
 /// Parses a [`ValueEnum`] with surrounding whitespace ignored: values also come from the

@@ -344,6 +344,7 @@ fn a_completion_messages_files_are_fetched_from_the_graph_api() {
     let env = Env::new();
     let flow = media_flow();
     let port = free_port();
+    let tampered = "+212610059181";
     let mut sb = env.cmd();
     sb.env("APP_SECRET", APP_SECRET)
         .args([
@@ -357,7 +358,8 @@ fn a_completion_messages_files_are_fetched_from_the_graph_api() {
         .arg("--webhook")
         .arg(format!("http://127.0.0.1:{port}/api/message-webhook"))
         .arg("--flow-json")
-        .arg(&flow);
+        .arg(&flow)
+        .args(["--tamper-media", tampered]);
     let sandbox = Running::start(sb);
     let mut c = env.graph_cmd(&sandbox.url);
     c.env("APP_SECRET", APP_SECRET)
@@ -367,12 +369,6 @@ fn a_completion_messages_files_are_fetched_from_the_graph_api() {
         .arg("--flow-json")
         .arg(&flow);
     let server = Running::start(c);
-    let tampered = "+212610059181";
-    let (status, body) = http_post_json(
-        &format!("{}/_sandbox/cdn", sandbox.url),
-        &json!({ "tamper": [tampered] }).to_string(),
-    );
-    assert_eq!(status, 200, "{body}");
 
     let csv = "phone_number,customer_name\n+212610059180,Salma\n+212610059181,Hamza\n";
     let file = env.write("hooks.csv", csv);

@@ -42,6 +42,7 @@ impl SandboxArgs {
                 webhook: self.webhook.clone(),
                 app_secret: secret("APP_SECRET").map(|s| s.expose().to_string()),
                 status_delay: Duration::from_millis(self.user_delay_ms),
+                tamper_media: self.tamper_media.clone(),
             },
             check_db: self.check_db.clone(),
         })

@@ -3,7 +3,7 @@
 //! the first 10 bytes of HMAC-SHA256 appended), served at `GET /_sandbox/cdn/{name}`.
 //!
 //! Faults, set with `POST /_sandbox/cdn` and a JSON body:
-//! - `{"tamper": ["+212…"]}`: those people's files are served with one byte changed (a
+//! - `{"tamper": ["+212…"]}` (or `--tamper-media PHONE` at start): those people's files are served with one byte changed (a
 //!   corrupted or forged file: the SHA-256 of the file no longer matches);
 //! - `{"fail_next": N}`: the next N downloads answer 500 (a CDN hiccup, to be retried).
 //!
@@ -51,6 +51,12 @@ impl Cdn {
             plain: Mutex::default(),
             graph: Mutex::default(),
         }
+    }
+
+    /// Serves the files these people attach corrupted (`--tamper-media`).
+    pub fn set_tampered(&self, phones: &[String]) {
+        *self.tampered.lock().unwrap_or_else(PoisonError::into_inner) =
+            phones.iter().map(|p| phone_key(p)).collect();
     }
 
     /// Applies `POST /_sandbox/cdn` (see the module docs); the error names the bad input.

@@ -79,6 +79,8 @@ pub struct SandboxOptions {
     pub app_secret: Option<String>,
     /// How long after accepting a message a `@status` failure is posted.
     pub status_delay: Duration,
+    /// People whose attached files the CDN serves corrupted (`--tamper-media`).
+    pub tamper_media: Vec<String>,
 }
 
 impl Default for SandboxOptions {
@@ -93,6 +95,7 @@ impl Default for SandboxOptions {
             webhook: None,
             app_secret: None,
             status_delay: Duration::from_millis(100),
+            tamper_media: Vec::new(),
         }
     }
 }
@@ -107,6 +110,7 @@ impl fmt::Debug for SandboxOptions {
             .field("probe", &self.probe.as_ref().map(|_| "Fn(&Value) -> Value"))
             .field("webhook", &self.webhook)
             .field("status_delay", &self.status_delay)
+            .field("tamper_media", &self.tamper_media)
             .finish()
     }
 }
@@ -169,6 +173,7 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
     let (stop, stopped) = watch::channel(false);
     let notifier = Arc::new(notify::Notifier::new(opts.webhook, opts.app_secret));
     let cdn = Arc::new(media::Cdn::new(format!("http://{addr}/_sandbox/cdn/")));
+    cdn.set_tampered(&opts.tamper_media);
     let state = Arc::new(server::State {
         latency: opts.latency,
         rules: rules::ActiveRules::new(opts.failures),
