@@ -522,6 +522,26 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body: usize,
 
+    /// Folder for the photos and documents people attach to a Flow (PhotoPicker,
+    /// DocumentPicker). Default: `media/` beside the database.
+    #[arg(
+        long,
+        env = "FLOWCTL_MEDIA_DIR",
+        value_name = "DIR",
+        hide_env_values = true
+    )]
+    pub media_dir: Option<PathBuf>,
+
+    /// Largest attached file downloaded, in bytes (larger ones are recorded as failed).
+    #[arg(
+        long,
+        env = "FLOWCTL_MEDIA_MAX_BYTES",
+        default_value_t = crate::server::media::DEFAULT_MAX_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..),
+        hide_env_values = true
+    )]
+    pub media_max_bytes: u64,
+
     #[command(flatten)]
     pub graph: GraphArgs,
 
@@ -699,6 +719,10 @@ pub struct SandboxArgs {
     /// Repeatable.
     #[arg(long = "flow", value_name = "ID[=STATUS]")]
     pub flows: Vec<String>,
+    /// The photos and documents this person attaches are served corrupted (one byte changed),
+    /// to exercise bad media. Repeatable.
+    #[arg(long = "tamper-media", value_name = "PHONE")]
+    pub tamper_media: Vec<String>,
 }
 
 /// Parses a [`ValueEnum`] with surrounding whitespace ignored: values also come from the

@@ -11,6 +11,7 @@ use crate::config::ServeSettings;
 use crate::graph::{GraphClient, GraphSettings};
 use crate::outbound::{RetryPolicy, SendSettings};
 use crate::server::forward::Forwarder;
+use crate::server::media::{MediaQueue, MediaSettings};
 use crate::server::{AppState, Metrics, Sender};
 use crate::store::{SharedStore, Store};
 
@@ -55,6 +56,15 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         }
         None => None,
     };
+    let media = MediaQueue::new(MediaSettings {
+        dir: settings
+            .media_dir
+            .clone()
+            .unwrap_or_else(|| media_dir_beside(db)),
+        max_bytes: settings.media_max_bytes,
+    })
+    .map_err(UsageError)?;
+    tracing::info!(dir = %media.settings().dir.display(), "Flow media (photos, documents) are stored here");
     let store = Store::open(db).with_context(|| format!("opening {}", db.display()))?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -77,6 +87,7 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         forward,
         chatwoot_secret: settings.chatwoot_secret,
         chatwoot_signing_secret: settings.chatwoot_signing_secret,
+        media,
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -96,4 +107,12 @@ pub async fn shutdown_signal() {
     if let Err(e) = crate::signals::first().await {
         tracing::error!(error = %e, "stopping: no way to receive SIGINT or SIGTERM");
     }
+}
+
+/// The default media folder: `media/` in the database's directory.
+fn media_dir_beside(db: &Path) -> std::path::PathBuf {
+    db.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."))
+        .join("media")
 }

@@ -319,6 +319,13 @@ async fn store_answers(
 ) -> Result<Map<String, Value>, Reply> {
     data.remove(TRIGGER);
     let token = record.token.to_string();
+    // Attached files are queued for download; the stored answers keep no keys.
+    let data = super::media::take_files(state, &token, data)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "data endpoint: cannot queue the media");
+            unavailable()
+        })?;
     state
         .store
         .call(move |s| s.merge_screen_answers(&token, screen.as_deref(), &data))

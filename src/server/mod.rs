@@ -8,6 +8,7 @@ pub mod forward;
 pub mod http;
 pub mod inbox;
 pub mod io;
+pub mod media;
 pub mod metrics;
 mod signed;
 pub mod webhook;
@@ -102,6 +103,8 @@ pub struct AppState {
     pub chatwoot_secret: Option<Secret>,
     /// `CHATWOOT_SIGNING_SECRET`: when set, Chatwoot's `X-Chatwoot-Signature` is required.
     pub chatwoot_signing_secret: Option<Secret>,
+    /// Flow media: where files go, and the download worker's queue.
+    pub media: media::MediaQueue,
 }
 
 impl AppState {
@@ -124,6 +127,7 @@ pub async fn serve(
     drain: Duration,
 ) -> std::io::Result<()> {
     let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
+    let media_worker = tokio::spawn(media::run(state.clone(), worker_stop.clone()));
     let worker = tokio::spawn(inbox::run(state.clone(), worker_stop));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let conn_slots = Arc::new(Semaphore::new(state.limits.max_connections));
@@ -174,6 +178,10 @@ pub async fn serve(
     if tokio::time::timeout(drain, worker).await.is_err() {
         // Rows not finished stay in the inbox and are processed at the next start.
         tracing::warn!("shutdown: the webhook inbox worker did not stop in time");
+    }
+    if tokio::time::timeout(drain, media_worker).await.is_err() {
+        // Pending downloads stay queued and are tried at the next start.
+        tracing::warn!("shutdown: the media worker did not stop in time");
     }
     Ok(())
 }
