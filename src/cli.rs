@@ -43,6 +43,11 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
+    /// Print less: no progress, no per-row lines and no human summary on stderr (errors,
+    /// and the output asked for on stdout such as `--json`, still come).
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -226,6 +231,7 @@ pub struct SendArgs {
 pub struct BulkArgs {
     /// CSV file with a `phone_number` column (aliases: phone, phoneNumber) and optionally
     /// `customer_name` (name, customerName); other columns become the Flow's initial data.
+    /// `-` reads it from stdin (then --campaign is required).
     pub csv: PathBuf,
 
     /// Messages per second (80 by default, the Cloud API's default per-number throughput).
@@ -311,6 +317,11 @@ pub struct BulkArgs {
 
     #[command(flatten)]
     pub message: MessageArgs,
+
+    /// Send without asking: on a terminal, a run to more than 1,000 people asks first. (Off a
+    /// terminal, in a script or a pipe, nothing is asked.)
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 /// `bulk --encoding`: how the CSV's bytes are read.

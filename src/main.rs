@@ -8,11 +8,15 @@ fn main() {
     // `.env` first, so that clap sees its values as environment (flags > env > .env).
     let dotenv = flowctl::config::load_dotenv();
     let cli = Cli::parse();
+    commands::set_quiet(cli.quiet);
     init_tracing(&cli);
     let code = match dotenv.map_err(anyhow::Error::from).and_then(|_| run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("flowctl: {}", flowctl::secret::redact(&one_line(&err)));
+            eprintln!(
+                "flowctl: {}",
+                flowctl::secret::redact_noted(&one_line(&err))
+            );
             exit_code(&err)
         }
     };
@@ -60,7 +64,7 @@ fn init_tracing(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| RedactingStderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(commands::colours_on_stderr())
         .with_target(false);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),

@@ -17,7 +17,7 @@ pub fn run_keygen(args: &KeygenArgs) -> anyhow::Result<i32> {
         }
     }
     let public = super::keygen::keygen(&args.out, args.force)?;
-    print!("{public}");
+    super::print_or_closed(&public)?;
     eprintln!(
         "flowctl: private key written to {} (mode 0600), public key to {}. Next: flowctl keys upload --private-key-file {}",
         args.out.display(),
@@ -31,14 +31,11 @@ pub fn run_keygen(args: &KeygenArgs) -> anyhow::Result<i32> {
 pub async fn run_upload(settings: KeysSettings) -> anyhow::Result<i32> {
     let (graph, key) = (GraphClient::new(settings.graph)?, settings.key);
     graph.upload_public_key(&key.public_key_pem()).await?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "uploaded": true,
-            "phoneNumberId": graph.settings().phone_number_id,
-            "fingerprint": key.public_key_fingerprint(),
-        })
-    );
+    super::print_json(&super::with_snake_case_keys(serde_json::json!({
+        "uploaded": true,
+        "phoneNumberId": graph.settings().phone_number_id,
+        "fingerprint": key.public_key_fingerprint(),
+    })))?;
     Ok(exit::OK)
 }
 
@@ -52,15 +49,12 @@ pub async fn run_check(settings: KeysSettings) -> anyhow::Result<i32> {
         Some(r) => (key.matches_public_pem(&r.pem), r.signature_status.clone()),
         None => (false, None),
     };
-    println!(
-        "{}",
-        serde_json::json!({
-            "registered": registered.is_some(),
-            "matches": matches,
-            "signatureStatus": status,
-            "localFingerprint": key.public_key_fingerprint(),
-        })
-    );
+    super::print_json(&super::with_snake_case_keys(serde_json::json!({
+        "registered": registered.is_some(),
+        "matches": matches,
+        "signatureStatus": status,
+        "localFingerprint": key.public_key_fingerprint(),
+    })))?;
     if registered.is_none() {
         eprintln!(
             "flowctl: no public key is registered for this number; run `flowctl keys upload`"

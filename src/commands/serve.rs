@@ -72,17 +72,46 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         inbox: tokio::sync::Notify::new(),
         success_answers: settings.success_answers,
         forward,
+        db_file: Some(crate::server::health::DbFile::new(db)),
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| UsageError(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr()?;
     // One line on stdout so scripts and tests can find the port when --listen uses port 0.
-    println!("flowctl serve listening on http://{addr}");
+    // A closed stdout (`serve | head -0`) is no reason to stop serving.
+    super::print_or_closed(&format!("flowctl serve listening on http://{addr}\n"))?;
     tracing::info!(%addr, "listening");
-    crate::server::serve(listener, state, shutdown_signal(), Duration::from_secs(10)).await?;
+    let received = Arc::new(std::sync::OnceLock::new());
+    let seen = received.clone();
+    let shutdown = async move {
+        if let Some(which) = shutdown_signal_which().await {
+            let _ = seen.set(which);
+        }
+    };
+    crate::server::serve(listener, state, shutdown, Duration::from_secs(10)).await?;
     tracing::info!("stopped");
-    Ok(super::exit::OK)
+    Ok(stop_code(received.get().copied()))
+}
+
+/// The exit code after a stop: 130 after Ctrl-C (SIGINT), as for every interrupted command;
+/// 0 after SIGTERM, the way a supervisor ends a server normally.
+pub fn stop_code(received: Option<crate::signals::Received>) -> i32 {
+    match received {
+        Some(crate::signals::Received::Interrupt) => super::exit::INTERRUPTED,
+        _ => super::exit::OK,
+    }
+}
+
+/// [`shutdown_signal`], saying which signal arrived.
+async fn shutdown_signal_which() -> Option<crate::signals::Received> {
+    match crate::signals::first_which().await {
+        Ok(which) => which,
+        Err(e) => {
+            tracing::error!(error = %e, "stopping: no way to receive SIGINT or SIGTERM");
+            None
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM; at once when neither can be watched, rather than serve

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use error::{classify, likely_cause, ErrorClass, GraphError, USER_LIMIT_DEFERRAL};
+pub use error::{classify, likely_cause, meaning, ErrorClass, GraphError, USER_LIMIT_DEFERRAL};
 pub use message::{flow_message, FlowAction, MessageSettings, Recipient, Template};
 
 use crate::secret::Secret;

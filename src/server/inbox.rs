@@ -204,7 +204,8 @@ async fn apply(state: &Arc<AppState>, event: WebhookEvent) -> Result<(), StoreEr
                 })
                 .await?;
             match outcome {
-                WebhookCompletionOutcome::Stored { .. } => {
+                WebhookCompletionOutcome::Stored { id, .. } => {
+                    tracing::info!(source = "webhook", response_id = id, "completion stored");
                     metrics.inc("flowctl_completions_total", "source=\"webhook\"".into());
                 }
                 WebhookCompletionOutcome::Unmatched { id } => {
