@@ -469,9 +469,22 @@ pub struct KeygenArgs {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Register the public key of the local private key with the Graph API.
-    Upload(KeysArgs),
+    Upload(KeysUploadArgs),
     /// Check that the registered public key matches the local private key.
     Check(KeysArgs),
+}
+
+/// `flowctl keys upload`: the key, and whether to replace a different registered key without
+/// asking.
+#[derive(Debug, Args)]
+pub struct KeysUploadArgs {
+    #[command(flatten)]
+    pub keys: KeysArgs,
+
+    /// Replace a different key already registered without asking (on a terminal, upload asks
+    /// first: Flows sent with the old key stop decrypting; off a terminal nothing is asked).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

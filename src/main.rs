@@ -43,7 +43,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::Sandbox(args) => commands::sandbox::run(args.resolve()?).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Keys(KeysCommand::Upload(args)) => {
-                commands::keys::run_upload(args.resolve()?).await
+                commands::keys::run_upload(args.keys.resolve()?, args.yes).await
             }
             Command::Keys(KeysCommand::Check(args)) => {
                 commands::keys::run_check(args.resolve()?).await

@@ -28,8 +28,27 @@ pub fn run_keygen(args: &KeygenArgs) -> anyhow::Result<i32> {
 }
 
 /// `flowctl keys upload`: registers the local key's public half.
-pub async fn run_upload(settings: KeysSettings) -> anyhow::Result<i32> {
+///
+/// On a terminal, replacing a different key already registered asks first (`yes` skips the
+/// question): the data endpoint of every Flow in use switches to the new key at once.
+pub async fn run_upload(settings: KeysSettings, yes: bool) -> anyhow::Result<i32> {
     let (graph, key) = (GraphClient::new(settings.graph)?, settings.key);
+    if !yes && super::interactive() {
+        let replaces = match graph.registered_public_key().await? {
+            Some(r) => !key.matches_public_pem(&r.pem),
+            None => false,
+        };
+        if replaces
+            && !super::ask(&format!(
+                "A different public key is registered for {}. Replace it with the local one (fingerprint {})? Requests encrypted with the old key will fail to decrypt.",
+                graph.settings().phone_number_id,
+                key.public_key_fingerprint()
+            ))?
+        {
+            eprintln!("flowctl: nothing uploaded (not confirmed; --yes skips the question)");
+            return Ok(exit::FAILED);
+        }
+    }
     graph.upload_public_key(&key.public_key_pem()).await?;
     super::print_json(&super::with_snake_case_keys(serde_json::json!({
         "uploaded": true,

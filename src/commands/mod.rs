@@ -62,6 +62,29 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     print_or_closed(&line)
 }
 
+/// Whether a person can answer a question: stdin and stderr are both terminals. Off a
+/// terminal (a script, a pipe, a test) commands never ask, so automation never hangs.
+pub fn interactive() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Asks `question` on stderr and reads the answer from stdin: true for `y` or `yes` (any
+/// case); anything else, an empty line included, is no.
+pub fn ask(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead as _, Write as _};
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(is_yes(&answer))
+}
+
+/// `y` or `yes`, in any case, spaces around ignored.
+pub fn is_yes(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Sets `-q/--quiet` for the process (the binary does, once, from the command line): what

@@ -251,27 +251,17 @@ pub const CONFIRM_ABOVE: u64 = 1_000;
 /// a test) nothing is asked and the answer is yes, so that automation never hangs on a
 /// question nobody sees.
 fn confirmed(csv: &Path, format: reader::Format, campaign: &str) -> anyhow::Result<bool> {
-    use std::io::{BufRead as _, IsTerminal as _, Write as _};
-    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+    if !super::interactive() {
         return Ok(true);
     }
     let rows = reader::count_records(csv, format).unwrap_or(0);
     if rows <= CONFIRM_ABOVE {
         return Ok(true);
     }
-    eprint!(
-        "Send the Flow to the {rows} rows of {} (campaign {campaign:?})? [y/N] ",
+    super::ask(&format!(
+        "Send the Flow to the {rows} rows of {} (campaign {campaign:?})?",
         csv.display()
-    );
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(is_yes(&answer))
-}
-
-/// `y` or `yes`, in any case, spaces around ignored.
-fn is_yes(answer: &str) -> bool {
-    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+    ))
 }
 
 /// Copies stdin into a temporary file, deleted when dropped.
@@ -321,6 +311,7 @@ mod tests {
 
     #[test]
     fn only_y_or_yes_confirms() {
+        use crate::commands::is_yes;
         for yes in ["y", "Y\n", " yes ", "YES"] {
             assert!(is_yes(yes), "{yes:?}");
         }
