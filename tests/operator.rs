@@ -639,3 +639,64 @@ fn the_readme_offline_tour_runs_and_messages_nobody_twice() {
         .unwrap();
     assert_eq!((tokens, phones), (5, 5));
 }
+
+/// Runs `command` (a shell line) on a pseudo-terminal through util-linux `script`, with
+/// `input` typed in; `None` when `script` is not installed.
+fn on_a_terminal(
+    env: &Env,
+    vars: &[(&str, &str)],
+    command: &str,
+    input: &str,
+) -> Option<std::process::Output> {
+    Command::new("script").arg("--version").output().ok()?;
+    let mut c = Command::new("script");
+    c.args(["-qec", command, "/dev/null"])
+        .current_dir(env.dir.path())
+        .env("FLOWCTL_DB", env.db())
+        .envs(vars.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().ok()?;
+    child.stdin.take()?.write_all(input.as_bytes()).ok()?;
+    Some(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn a_run_to_more_than_a_thousand_people_asks_first_on_a_terminal() {
+    let env = Env::new();
+    let sb = env.sandbox(&[]);
+    let mut rows = String::from("phone_number,customer_name\n");
+    for i in 0..1_001 {
+        rows.push_str(&format!("+2126100{i:05},P{i}\n"));
+    }
+    env.write("big.csv", &rows);
+    let vars = [
+        ("GRAPH_API_URL", sb.url.as_str()),
+        ("WHATSAPP_ACCESS_TOKEN", ACCESS_TOKEN),
+        ("PHONE_NUMBER_ID", "106540352242922"),
+        ("FLOW_ID", "1234567890123456"),
+    ];
+    let line = format!("'{}' bulk big.csv --rate 1000", bin());
+    let Some(no) = on_a_terminal(&env, &vars, &line, "n\n") else {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    };
+    let said = stdout(&no);
+    assert_eq!(no.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("Send the Flow to the 1001 rows of big.csv (campaign \"big\")? [y/N]")
+            && said.contains("nothing sent (not confirmed"),
+        "{said}"
+    );
+    assert!(
+        sandbox_messages(&sb.url).is_empty(),
+        "nothing left for Meta"
+    );
+
+    // --yes: no question, the run goes.
+    let yes = on_a_terminal(&env, &vars, &format!("{line} --yes -q"), "").unwrap();
+    assert_eq!(yes.status.code(), Some(0), "{}", stdout(&yes));
+    assert!(!stdout(&yes).contains("[y/N]"), "{}", stdout(&yes));
+    assert_eq!(sandbox_messages(&sb.url).len(), 1_001);
+}
