@@ -242,20 +242,24 @@ impl Summary {
         }
         let (skipped, before) = (self.skipped, self.previously_failed);
         let campaign = &self.campaign;
-        let again =
-            format!("use --campaign NEW to send to them again (a new campaign sends to every row)");
+        let again = "use --campaign NEW to send to them again (a new campaign sends to every row)";
+        let codes: Vec<&str> = self
+            .previously_failed_by_code
+            .keys()
+            .map(String::as_str)
+            .filter(|c| *c != "none")
+            .collect();
+        let pick = if codes.is_empty() {
+            String::new()
+        } else {
+            format!(" (--codes {} picks which)", codes.join(","))
+        };
         let retry = |n: u64| {
             format!(
-                "{n} {} in an earlier run ({}) and {} not resent: --retry-failed resends them with a fresh token (--codes {} picks which)",
+                "{n} {} in an earlier run ({}) and {} not resent: --retry-failed resends them with a fresh token{pick}",
                 if n == 1 { "row failed" } else { "rows failed" },
                 by_code(&self.previously_failed_by_code),
                 if n == 1 { "is" } else { "are" },
-                self.previously_failed_by_code
-                    .keys()
-                    .filter(|c| c.as_str() != "none")
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(","),
             )
         };
         let verb = if self.dry_run {
