@@ -66,12 +66,11 @@ impl DbFile {
                 "database file {shown} was replaced by another file: restart serve"
             ));
         }
-        // Opening for writing writes nothing; it fails on a read-only file, directory
-        // permission or file system.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.path)
-            .map(drop)
+        // access(2), not an open: closing any descriptor of the database file would drop
+        // the POSIX locks SQLite holds on it in this process
+        // (https://www.sqlite.org/howtocorrupt.html, section 2.2). It fails on a read-only
+        // file or file system.
+        rustix::fs::access(&self.path, rustix::fs::Access::WRITE_OK)
             .map_err(|e| format!("database file {shown} cannot be written: {e}"))
     }
 }
