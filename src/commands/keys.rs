@@ -18,6 +18,9 @@ pub fn run_keygen(args: &KeygenArgs) -> anyhow::Result<i32> {
     }
     let public = super::keygen::keygen(&args.out, args.force)?;
     super::print_or_closed(&public)?;
+    if super::quiet() {
+        return Ok(exit::OK);
+    }
     eprintln!(
         "flowctl: private key written to {} (mode 0600), public key to {}. Next: flowctl keys upload --private-key-file {}",
         args.out.display(),
