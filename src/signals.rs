@@ -82,12 +82,6 @@ pub enum Received {
     Terminate,
 }
 
-/// Resolves at the first SIGINT or SIGTERM received from now on, saying which (`None` when
-/// no signal can be received any more).
-pub async fn first_which() -> Result<Option<Received>, InstallError> {
-    Ok(Signals::install()?.recv_which().await)
-}
-
 /// Resolves at the first SIGINT or SIGTERM received from now on (or when no signal can be
 /// received any more, see [`Signals::recv`]).
 pub async fn first() -> Result<(), InstallError> {

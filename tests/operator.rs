@@ -68,14 +68,14 @@ fn a_rerun_of_a_sent_campaign_says_nothing_was_sent_and_how_to_send_again() {
     assert_eq!(again.status.code(), Some(0), "{err}");
     assert!(
         err.contains(
-            "nothing was sent: every phone of this file was already sent in campaign \"spring\""
+            "nothing was sent: every valid phone of this file was already sent in campaign \"spring\""
         ) && err.contains("use --campaign NEW"),
         "{err}"
     );
     // The dry run of the same says it in its own words.
     let dry = bulk(&env, &sb, &[csv, "--dry-run"]);
     assert!(
-        stderr(&dry).contains("nothing would be sent: every phone"),
+        stderr(&dry).contains("nothing would be sent: every valid phone"),
         "{}",
         stderr(&dry)
     );
@@ -94,8 +94,9 @@ fn a_rerun_of_a_campaign_that_failed_names_the_codes_and_retry_failed() {
     let err = stderr(&again);
     assert_eq!(again.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("nothing was sent: every row failed in an earlier run of campaign \"autumn\"")
-            && err.contains("131026: 4")
+        err.contains(
+            "nothing was sent: every valid row failed in an earlier run of campaign \"autumn\""
+        ) && err.contains("131026: 4")
             && err.contains("--retry-failed")
             && err.contains("--codes 131026"),
         "{err}"
@@ -627,6 +628,25 @@ fn the_readme_offline_tour_runs_and_messages_nobody_twice() {
     assert_eq!(cells[2], "5", "sent: {total}");
     assert_ne!(cells[10], "0", "completed: {total}\n{err}");
     assert!(said.contains("flow_token,phone_number"), "export: {said}");
+
+    // Running the tour's bulk again sends nothing, and says why.
+    let mut again = Command::new(bin());
+    again
+        .args(["bulk", "contacts.sample.csv"])
+        .current_dir(env.dir.path())
+        .env_clear()
+        .env("FLOWCTL_DB", "tour.db")
+        .env("DEFAULT_COUNTRY", "MA")
+        .env("GRAPH_API_URL", format!("http://127.0.0.1:{graph}"))
+        .env("WHATSAPP_ACCESS_TOKEN", ACCESS_TOKEN)
+        .env("PHONE_NUMBER_ID", "106540352242922")
+        .env("FLOW_ID", "1234567890123456");
+    let again = run(again, LIMIT);
+    assert!(
+        stderr(&again).contains("nothing was sent: every valid phone of this file was already sent in campaign \"contacts.sample\": use --campaign NEW to send to them again; 1 row invalid"),
+        "{}",
+        stderr(&again)
+    );
 
     // Nobody messaged twice across the steps.
     let conn = rusqlite::Connection::open(env.path("tour.db")).unwrap();

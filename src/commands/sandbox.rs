@@ -34,8 +34,10 @@ pub async fn run(settings: SandboxSettings) -> anyhow::Result<i32> {
             e
         }
     })?;
+    // Handlers first, then the address (see `serve`).
+    let mut signals = crate::signals::Signals::install()?;
     super::print_or_closed(&format!("sandbox listening on http://{}\n", handle.addr()))?;
-    let received = crate::signals::first_which().await?;
+    let received = signals.recv_which().await;
     handle.shutdown().await?;
     Ok(super::serve::stop_code(received))
 }

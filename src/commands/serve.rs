@@ -78,6 +78,9 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         .await
         .map_err(|e| UsageError(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr()?;
+    // The handlers are in place before the address is told: a signal sent as soon as the
+    // line is read must stop the server gracefully, not kill it.
+    let signals = crate::signals::Signals::install();
     // One line on stdout so scripts and tests can find the port when --listen uses port 0.
     // A closed stdout (`serve | head -0`) is no reason to stop serving.
     super::print_or_closed(&format!("flowctl serve listening on http://{addr}\n"))?;
@@ -85,8 +88,15 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
     let received = Arc::new(std::sync::OnceLock::new());
     let seen = received.clone();
     let shutdown = async move {
-        if let Some(which) = shutdown_signal_which().await {
-            let _ = seen.set(which);
+        match signals {
+            Ok(mut signals) => {
+                if let Some(which) = signals.recv_which().await {
+                    let _ = seen.set(which);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "stopping: no way to receive SIGINT or SIGTERM")
+            }
         }
     };
     crate::server::serve(listener, state, shutdown, Duration::from_secs(10)).await?;
@@ -103,16 +113,6 @@ pub fn stop_code(received: Option<crate::signals::Received>) -> i32 {
     }
 }
 
-/// [`shutdown_signal`], saying which signal arrived.
-async fn shutdown_signal_which() -> Option<crate::signals::Received> {
-    match crate::signals::first_which().await {
-        Ok(which) => which,
-        Err(e) => {
-            tracing::error!(error = %e, "stopping: no way to receive SIGINT or SIGTERM");
-            None
-        }
-    }
-}
 
 /// Resolves on SIGINT or SIGTERM; at once when neither can be watched, rather than serve
 /// with no way to stop gracefully.

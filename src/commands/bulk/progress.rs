@@ -242,7 +242,7 @@ impl Summary {
         }
         let (skipped, before) = (self.skipped, self.previously_failed);
         let campaign = &self.campaign;
-        let again = "use --campaign NEW to send to them again (a new campaign sends to every row)";
+        let again = "use --campaign NEW to send to them again";
         let codes: Vec<&str> = self
             .previously_failed_by_code
             .keys()
@@ -267,23 +267,21 @@ impl Summary {
         } else {
             "nothing was sent"
         };
-        let why = if skipped > 0
-            && before == 0
-            && self.failed == 0
-            && self.unknown == 0
-            && self.deferred == 0
-            && self.invalid == 0
-        {
-            format!("every phone of this file was already sent in campaign {campaign:?}; {again}")
-        } else if before > 0
-            && before == self.failed
-            && skipped == 0
-            && self.unknown == 0
-            && self.deferred == 0
-            && self.invalid == 0
-        {
+        // Invalid rows are told line by line above; they do not change why the others were
+        // not sent, only add to it.
+        let invalid = if self.invalid > 0 {
+            format!("; {} invalid (see the lines above)", rows(self.invalid))
+        } else {
+            String::new()
+        };
+        let others_clear = self.unknown == 0 && self.deferred == 0;
+        let why = if skipped > 0 && before == 0 && self.failed == 0 && others_clear {
             format!(
-                "every row failed in an earlier run of campaign {campaign:?}: {}",
+                "every valid phone of this file was already sent in campaign {campaign:?}: {again}{invalid}"
+            )
+        } else if before > 0 && before == self.failed && skipped == 0 && others_clear {
+            format!(
+                "every valid row failed in an earlier run of campaign {campaign:?}: {}{invalid}",
                 retry(before)
             )
         } else {
@@ -297,17 +295,11 @@ impl Summary {
             if before > 0 {
                 parts.push(retry(before));
             }
-            if self.invalid > 0 {
-                parts.push(format!(
-                    "{} invalid (see the lines above)",
-                    rows(self.invalid)
-                ));
-            }
             if parts.is_empty() {
-                // Deferred or unknown rows only: their own lines say what to do.
+                // Invalid, deferred or unknown rows only: their own lines say what to do.
                 return None;
             }
-            parts.join("; ")
+            format!("{}{invalid}", parts.join("; "))
         };
         Some(format!("{verb}: {why}"))
     }
