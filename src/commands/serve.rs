@@ -113,7 +113,6 @@ pub fn stop_code(received: Option<crate::signals::Received>) -> i32 {
     }
 }
 
-
 /// Resolves on SIGINT or SIGTERM; at once when neither can be watched, rather than serve
 /// with no way to stop gracefully.
 pub async fn shutdown_signal() {
