@@ -629,6 +629,14 @@ fn the_readme_offline_tour_runs_and_messages_nobody_twice() {
     assert_ne!(cells[10], "0", "completed: {total}\n{err}");
     assert!(said.contains("flow_token,phone_number"), "export: {said}");
 
+    // serve logged a line per completion.
+    let serve_log = std::fs::read_to_string(env.path("serve.log")).unwrap_or_default();
+    let completed: usize = cells[10].parse().unwrap();
+    assert!(
+        serve_log.matches("completion stored").count() >= completed,
+        "{serve_log}"
+    );
+
     // Running the tour's bulk again sends nothing, and says why.
     let mut again = Command::new(bin());
     again
