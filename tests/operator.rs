@@ -221,8 +221,28 @@ fn stats_of_a_campaign_that_does_not_exist_is_a_usage_error_naming_the_known_one
 
 #[tokio::test]
 async fn healthz_answers_503_and_logs_once_the_database_file_is_deleted() {
+    const API_KEY: &str = "operator-api-key-3f9a";
     let env = Env::new();
-    let server = env.serve(&[]);
+    let sb = env.sandbox(&[]);
+    let server = env.serve_with_env(
+        &[
+            ("FLOWCTL_API_KEY", API_KEY),
+            ("WHATSAPP_ACCESS_TOKEN", ACCESS_TOKEN),
+            ("PHONE_NUMBER_ID", "106540352242922"),
+            ("FLOW_ID", "1234567890123456"),
+            ("GRAPH_API_URL", &sb.url),
+        ],
+        &[],
+    );
+    let send = || {
+        reqwest::Client::new()
+            .post(format!("{}/api/send-flow", server.url))
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/json")
+            .body(r#"{"phoneNumber":"+212610059159","customerName":"Ahmed"}"#)
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status().as_u16(), 200);
     let url = format!("{}/healthz", server.url);
     assert_eq!(reqwest::get(&url).await.unwrap().status().as_u16(), 200);
     for suffix in ["", "-wal", "-shm"] {
@@ -239,6 +259,9 @@ async fn healthz_answers_503_and_logs_once_the_database_file_is_deleted() {
         !body.contains(env.dir.path().to_str().unwrap()),
         "no path to clients: {body}"
     );
+    // No token is issued into the deleted file either.
+    assert_eq!(send().await.unwrap().status().as_u16(), 503);
+    assert_eq!(sandbox_messages(&sb.url).len(), 1, "only the send before");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let log = server.stderr();
     assert!(log.contains("was deleted"), "{log}");
