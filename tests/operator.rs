@@ -751,3 +751,26 @@ fn a_run_to_more_than_a_thousand_people_asks_first_on_a_terminal() {
     assert!(!stdout(&yes).contains("[y/N]"), "{}", stdout(&yes));
     assert_eq!(sandbox_messages(&sb.url).len(), 1_001);
 }
+
+#[tokio::test]
+async fn a_421_is_logged_with_the_keys_check_hint() {
+    let env = Env::new();
+    let server = env.serve(&[]);
+    let v = vectors();
+    let wrong = v["negative_cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "wrong_rsa_key")
+        .unwrap();
+    let body = wrong["request_body_raw"].as_str().unwrap().to_string();
+    let sig = flowctl::crypto::sign(APP_SECRET.as_bytes(), body.as_bytes());
+    let resp = FlowClient::new(&server.url).post_raw(body, Some(sig)).await;
+    assert_eq!(resp.status().as_u16(), 421);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = server.stderr();
+    assert!(
+        log.contains("status=421") && log.contains("run `flowctl keys check`"),
+        "{log}"
+    );
+}
