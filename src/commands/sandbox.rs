@@ -23,13 +23,10 @@ pub async fn run(settings: SandboxSettings) -> anyhow::Result<i32> {
     let listen = opts.listen;
     // Same exit code as `serve` when the address cannot be bound (2: fix --listen).
     let handle = crate::sandbox::start(opts).await.map_err(|e| {
-        if e.chain()
-            .any(|c| c.downcast_ref::<std::io::Error>().is_some())
-        {
-            anyhow::Error::from(UsageError(format!(
-                "cannot listen on {listen}: {}",
-                e.root_cause()
-            )))
+        // Only the bind's error (its context names the address); a --record file that
+        // cannot be created stays a plain failure.
+        if e.to_string() == format!("cannot listen on {listen}") {
+            anyhow::Error::from(UsageError(format!("{e:#}")))
         } else {
             e
         }

@@ -112,11 +112,3 @@ pub fn stop_code(received: Option<crate::signals::Received>) -> i32 {
         _ => super::exit::OK,
     }
 }
-
-/// Resolves on SIGINT or SIGTERM; at once when neither can be watched, rather than serve
-/// with no way to stop gracefully.
-pub async fn shutdown_signal() {
-    if let Err(e) = crate::signals::first().await {
-        tracing::error!(error = %e, "stopping: no way to receive SIGINT or SIGTERM");
-    }
-}
