@@ -774,3 +774,52 @@ async fn a_421_is_logged_with_the_keys_check_hint() {
         "{log}"
     );
 }
+
+#[test]
+fn replacing_a_different_registered_key_asks_first_on_a_terminal() {
+    let env = Env::new();
+    let sb = env.sandbox(&[]);
+    for name in ["a.pem", "b.pem"] {
+        let out = flowctl(&env, &["keygen", "--out", name]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let vars = [
+        ("GRAPH_API_URL", sb.url.as_str()),
+        ("WHATSAPP_ACCESS_TOKEN", ACCESS_TOKEN),
+        ("PHONE_NUMBER_ID", "106540352242922"),
+    ];
+    let keys = |sub: &str, key: &str| format!("'{}' keys {sub} --private-key-file {key}", bin());
+    // The first upload replaces nothing: no question.
+    let Some(first) = on_a_terminal(&env, &vars, &keys("upload", "a.pem"), "") else {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    };
+    assert_eq!(first.status.code(), Some(0), "{}", stdout(&first));
+    assert!(!stdout(&first).contains("[y/N]"), "{}", stdout(&first));
+
+    let declined = on_a_terminal(&env, &vars, &keys("upload", "b.pem"), "n\n").unwrap();
+    let said = stdout(&declined);
+    assert_eq!(declined.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("A different public key is registered") && said.contains("nothing uploaded"),
+        "{said}"
+    );
+    let check = on_a_terminal(&env, &vars, &keys("check", "a.pem"), "").unwrap();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "a.pem is still the one: {}",
+        stdout(&check)
+    );
+
+    let replaced = on_a_terminal(
+        &env,
+        &vars,
+        &format!("{} --yes", keys("upload", "b.pem")),
+        "",
+    )
+    .unwrap();
+    assert_eq!(replaced.status.code(), Some(0), "{}", stdout(&replaced));
+    let check = on_a_terminal(&env, &vars, &keys("check", "b.pem"), "").unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+}
