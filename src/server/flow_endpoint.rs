@@ -580,6 +580,7 @@ async fn complete(
         .await;
     match outcome {
         Ok(Completion::Stored(_)) => {
+            tracing::info!(source = "endpoint", campaign = %record.campaign, "completion stored");
             state
                 .metrics
                 .inc("flowctl_completions_total", "source=\"endpoint\"".into());

@@ -206,7 +206,8 @@ async fn apply(state: &Arc<AppState>, event: WebhookEvent) -> Result<(), StoreEr
                 })
                 .await?;
             match outcome {
-                WebhookCompletionOutcome::Stored { token, .. } => {
+                WebhookCompletionOutcome::Stored { id, token, .. } => {
+                    tracing::info!(source = "webhook", response_id = id, "completion stored");
                     metrics.inc("flowctl_completions_total", "source=\"webhook\"".into());
                     super::media::take_completion_files(state, &token, files).await;
                 }
