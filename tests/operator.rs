@@ -475,6 +475,20 @@ fn dry_run_and_run_print_their_summaries_on_the_same_stream_in_good_grammar() {
             stderr(out)
         );
     }
+    // One duplicate is "1 duplicate", in the dry run and the run.
+    let dup = env.write(
+        "dup.csv",
+        "phone_number,customer_name\n+212610059160,Amal\n+212610059160,Amal again\n",
+    );
+    let dup = dup.to_str().unwrap();
+    for args in [vec![dup, "--dry-run"], vec![dup]] {
+        let out = bulk(&env, &sb, &args);
+        assert!(
+            stderr(&out).contains(", 1 duplicate,"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
     // With --json the summary is the last line of stdout, in both.
     let dry = bulk(&env, &sb, &[csv, "--dry-run", "--json"]);
     let summary: Value = serde_json::from_str(stdout(&dry).lines().last().unwrap()).unwrap();

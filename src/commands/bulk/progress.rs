@@ -308,18 +308,18 @@ impl Summary {
     pub fn human(&self) -> String {
         let mut s = if self.dry_run {
             format!(
-                "dry run, campaign {:?}: {}, {} would be sent, {} already sent (skipped), {} deferred, {} duplicates, {} invalid",
+                "dry run, campaign {:?}: {}, {} would be sent, {} already sent (skipped), {} deferred, {}, {} invalid",
                 self.campaign,
                 rows(self.rows),
                 self.would_send.unwrap_or(0),
                 self.skipped,
                 self.deferred,
-                self.duplicates,
+                duplicates(self.duplicates),
                 self.invalid
             )
         } else {
             format!(
-                "campaign {:?}: {}, {} sent, {} failed, {} deferred, {} invalid, {} skipped (already sent), {} duplicates, {} unknown; {:.1}s, {:.1} msg/s",
+                "campaign {:?}: {}, {} sent, {} failed, {} deferred, {} invalid, {} skipped (already sent), {}, {} unknown; {:.1}s, {:.1} msg/s",
                 self.campaign,
                 rows(self.rows),
                 self.sent,
@@ -327,7 +327,7 @@ impl Summary {
                 self.deferred,
                 self.invalid,
                 self.skipped,
-                self.duplicates,
+                duplicates(self.duplicates),
                 self.unknown,
                 self.elapsed_s,
                 self.rate
@@ -415,6 +415,11 @@ impl Summary {
 /// `1 row`, `3 rows`.
 fn rows(n: u64) -> String {
     format!("{n} {}", if n == 1 { "row" } else { "rows" })
+}
+
+/// `1 duplicate`, `2 duplicates`.
+fn duplicates(n: u64) -> String {
+    format!("{n} {}", if n == 1 { "duplicate" } else { "duplicates" })
 }
 
 /// `131047: 3, 131026: 1`, the most frequent first.
