@@ -64,6 +64,11 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
+    /// Print less: no progress, no per-row lines and no human summary on stderr (errors,
+    /// and the output asked for on stdout such as `--json`, still come).
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -363,6 +368,7 @@ pub struct SendArgs {
 pub struct BulkArgs {
     /// CSV file with a `phone_number` column (aliases: phone, phoneNumber) and optionally
     /// `customer_name` (name, customerName); other columns become the Flow's initial data.
+    /// `-` reads it from stdin (then --campaign is required).
     pub csv: PathBuf,
 
     /// Messages per second (80 by default, the Cloud API's default per-number throughput).
@@ -451,6 +457,11 @@ pub struct BulkArgs {
 
     #[command(flatten)]
     pub message: MessageArgs,
+
+    /// Send without asking: on a terminal, a run to more than 1,000 people asks first. (Off a
+    /// terminal, in a script or a pipe, nothing is asked.)
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 /// `bulk --encoding`: how the CSV's bytes are read.
@@ -521,6 +532,26 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body: usize,
+
+    /// Folder for the photos and documents people attach to a Flow (PhotoPicker,
+    /// DocumentPicker). Default: `media/` beside the database.
+    #[arg(
+        long,
+        env = "FLOWCTL_MEDIA_DIR",
+        value_name = "DIR",
+        hide_env_values = true
+    )]
+    pub media_dir: Option<PathBuf>,
+
+    /// Largest attached file downloaded, in bytes (larger ones are recorded as failed).
+    #[arg(
+        long,
+        env = "FLOWCTL_MEDIA_MAX_BYTES",
+        default_value_t = crate::server::media::DEFAULT_MAX_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..),
+        hide_env_values = true
+    )]
+    pub media_max_bytes: u64,
 
     #[command(flatten)]
     pub graph: GraphArgs,
@@ -604,10 +635,23 @@ pub struct KeygenArgs {
 pub enum KeysCommand {
     /// Register the public key of the local private key with the Graph API.
     #[command(after_help = help::KEYS_UPLOAD)]
-    Upload(KeysArgs),
+    Upload(KeysUploadArgs),
     /// Check that the registered public key matches the local private key.
     #[command(after_help = help::KEYS_CHECK)]
     Check(KeysArgs),
+}
+
+/// `flowctl keys upload`: the key, and whether to replace a different registered key without
+/// asking.
+#[derive(Debug, Args)]
+pub struct KeysUploadArgs {
+    #[command(flatten)]
+    pub keys: KeysArgs,
+
+    /// Replace a different key already registered without asking (on a terminal, upload asks
+    /// first: Flows sent with the old key stop decrypting; off a terminal nothing is asked).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -699,6 +743,10 @@ pub struct SandboxArgs {
     /// Repeatable.
     #[arg(long = "flow", value_name = "ID[=STATUS]")]
     pub flows: Vec<String>,
+    /// The photos and documents this person attaches are served corrupted (one byte changed),
+    /// to exercise bad media. Repeatable.
+    #[arg(long = "tamper-media", value_name = "PHONE")]
+    pub tamper_media: Vec<String>,
 }
 
 /// Parses a [`ValueEnum`] with surrounding whitespace ignored: values also come from the

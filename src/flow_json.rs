@@ -60,6 +60,9 @@ pub struct Screen {
     /// The components whose `on-select-action` is a `data_exchange`: selecting a value asks
     /// the endpoint to refresh this same screen (a dependent dropdown).
     pub refreshes: Vec<Refresh>,
+    /// Component name → `PhotoPicker` or `DocumentPicker` (the components whose answer is a
+    /// list of uploaded files).
+    pub pickers: HashMap<String, String>,
 }
 
 /// A component's `on-select-action` of type `data_exchange`.
@@ -497,6 +500,7 @@ fn parse_screen(id: String, s: &Value) -> Screen {
         kinds: HashMap::new(),
         sources: HashMap::new(),
         refreshes: Vec::new(),
+        pickers: HashMap::new(),
     };
     if let Some(layout) = s.get("layout") {
         walk(layout, &examples, &mut screen);
@@ -547,6 +551,11 @@ fn walk(node: &Value, examples: &Map<String, Value>, screen: &mut Screen) {
             };
             if !opts.is_empty() {
                 screen.options.insert(name.to_string(), opts);
+            }
+            if let Some(kind @ ("PhotoPicker" | "DocumentPicker")) =
+                node.get("type").and_then(Value::as_str)
+            {
+                screen.pickers.insert(name.to_string(), kind.to_string());
             }
         }
     }

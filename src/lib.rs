@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod doctor;
 pub mod flow_json;
 pub mod graph;
+pub mod media;
 pub mod outbound;
 pub mod phone;
 pub mod sandbox;

@@ -19,11 +19,15 @@ fn main() {
         }
         (_, result) => result,
     };
+    commands::set_quiet(cli.quiet);
     init_tracing(&cli);
     let code = match dotenv.map_err(anyhow::Error::from).and_then(|_| run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("flowctl: {}", flowctl::secret::redact(&one_line(&err)));
+            eprintln!(
+                "flowctl: {}",
+                flowctl::secret::redact_noted(&one_line(&err))
+            );
             exit_code(&err)
         }
     };
@@ -87,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::Demo(args) => commands::demo::run(args).await,
             Command::Doctor(args) => commands::doctor::run(&db, &args).await,
             Command::Keys(KeysCommand::Upload(args)) => {
-                commands::keys::run_upload(args.resolve()?).await
+                commands::keys::run_upload(args.keys.resolve()?, args.yes).await
             }
             Command::Keys(KeysCommand::Check(args)) => {
                 commands::keys::run_check(args.resolve()?).await
@@ -108,7 +112,7 @@ fn init_tracing(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| RedactingStderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(commands::colours_on_stderr())
         .with_target(false);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),

@@ -57,12 +57,17 @@ impl fmt::Display for Secret {
 /// is replaced whole).
 static SEEN: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
-/// Shortest secret value [`redact`] replaces: shorter ones would blank out ordinary words, and
-/// are too weak to be worth protecting this way.
-pub const REDACT_MIN_LEN: usize = 4;
+/// Shortest secret value [`redact`] replaces: shorter ones are ordinary words too often (a
+/// passphrase `wrong` would blank out "wrong passphrase"), and are too weak to be worth
+/// protecting this way.
+pub const REDACT_MIN_LEN: usize = 8;
 
 /// What [`redact`] puts in place of a secret.
 pub const REDACTED: &str = "***";
+
+/// What [`redact_noted`] appends to a text it masked something in, so that a reader knows the
+/// `***` stands for a secret value and is not what the program meant to say.
+pub const MASKED_NOTE: &str = "(a secret value was masked as ***)";
 
 /// Registers `value` (trimmed) as a secret that [`redact`] blanks out from now on. Values
 /// shorter than [`REDACT_MIN_LEN`] are not registered.
@@ -83,16 +88,58 @@ pub fn remember(value: &str) {
 /// A last line of defence for text that comes from elsewhere and is about to be printed,
 /// stored or logged: a Graph API error message, an error chain, a log line. A server or proxy
 /// that echoes the `Authorization` header back must not make flowctl print the token.
+///
+/// Only whole-token occurrences are replaced: the characters on either side of the secret
+/// must not be letters, digits or `_`. A secret that happens to be the inside of a longer
+/// word (or an ordinary word itself, shorter than [`REDACT_MIN_LEN`]) leaves the text alone.
 pub fn redact(text: &str) -> Cow<'_, str> {
     let seen = SEEN.read().unwrap_or_else(PoisonError::into_inner);
-    if !seen.iter().any(|s| text.contains(s.as_str())) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = text.to_string();
+    let mut out: Cow<'_, str> = Cow::Borrowed(text);
     for s in seen.iter() {
-        out = out.replace(s.as_str(), REDACTED);
+        if let Some(replaced) = replace_tokens(&out, s) {
+            out = Cow::Owned(replaced);
+        }
     }
-    Cow::Owned(out)
+    out
+}
+
+/// [`redact`], followed by [`MASKED_NOTE`] when something was masked: for a message a person
+/// reads (an error line), who should not take `***` for what the program meant.
+pub fn redact_noted(text: &str) -> Cow<'_, str> {
+    match redact(text) {
+        Cow::Owned(masked) => Cow::Owned(format!("{masked} {MASKED_NOTE}")),
+        same => same,
+    }
+}
+
+/// `text` with every whole-token occurrence of `secret` replaced by [`REDACTED`]; `None`
+/// when there is none.
+fn replace_tokens(text: &str, secret: &str) -> Option<String> {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::new();
+    let mut rest = 0; // text[rest..] is not copied yet
+    let mut from = 0;
+    let mut changed = false;
+    while let Some(i) = text[from..].find(secret).map(|i| i + from) {
+        let end = i + secret.len();
+        let before = text[..i].chars().next_back();
+        let after = text[end..].chars().next();
+        // A secret's own edge may be a word character or not: only the outside counts.
+        if !word(before) && !word(after) {
+            out.push_str(&text[rest..i]);
+            out.push_str(REDACTED);
+            rest = end;
+            from = end;
+            changed = true;
+        } else {
+            // Not a token here; look again one character further.
+            from = i + text[i..].chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    changed.then(|| {
+        out.push_str(&text[rest..]);
+        out
+    })
 }
 
 #[cfg(test)]
@@ -126,11 +173,32 @@ mod tests {
         // What the settings layer does with each secret it reads.
         remember("tok-abc-123");
         remember(" tok-abc-123-longer\n");
-        remember("abc");
+        remember("abcdefg");
         assert_eq!(
-            redact("Bearer tok-abc-123 then tok-abc-123-longer, abc"),
-            "Bearer *** then ***, abc"
+            redact("Bearer tok-abc-123 then tok-abc-123-longer, abcdefg"),
+            "Bearer *** then ***, abcdefg"
         );
+        assert_eq!(redact("\"tok-abc-123\"&x=tok-abc-123"), "\"***\"&x=***");
         assert!(matches!(redact("nothing secret"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn redact_masks_whole_tokens_only_and_never_short_words() {
+        // A short passphrase is an ordinary word: never registered, never masked.
+        remember("wrong");
+        let said = "wrong passphrase for the encrypted private key";
+        assert_eq!(redact(said), said);
+        // Inside a longer word, a secret is not that secret.
+        remember("passw0rd-77");
+        assert_eq!(
+            redact("xpassw0rd-77 passw0rd-77y"),
+            "xpassw0rd-77 passw0rd-77y"
+        );
+        assert_eq!(redact("key passw0rd-77."), "key ***.");
+        assert_eq!(
+            redact_noted("bad key passw0rd-77"),
+            format!("bad key *** {MASKED_NOTE}")
+        );
+        assert_eq!(redact_noted("nothing"), "nothing");
     }
 }

@@ -50,6 +50,16 @@ impl Signals {
         }
     }
 
+    /// Resolves at the next SIGINT or SIGTERM, saying which; `None` as for [`Signals::recv`].
+    pub async fn recv_which(&mut self) -> Option<Received> {
+        let (interrupt, terminate) = (&mut self.interrupt, &mut self.terminate);
+        tokio::select! {
+            Some(()) = async { interrupt.as_mut()?.recv().await } => Some(Received::Interrupt),
+            Some(()) = async { terminate.as_mut()?.recv().await } => Some(Received::Terminate),
+            else => None,
+        }
+    }
+
     /// Resolves at the next SIGINT or SIGTERM (`Some`). Signals that arrived since the
     /// previous call count (several at once may count as one). `None`: no signal can be
     /// received any more (the runtime is shutting down).
@@ -61,6 +71,15 @@ impl Signals {
             else => None,
         }
     }
+}
+
+/// Which of the two signals arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// SIGINT: Ctrl-C at a terminal. A server stopped this way exits 130 (interrupted).
+    Interrupt,
+    /// SIGTERM: a supervisor's (systemd, Docker, `kill`) normal request to stop.
+    Terminate,
 }
 
 /// Resolves at the first SIGINT or SIGTERM received from now on (or when no signal can be

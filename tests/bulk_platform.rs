@@ -633,8 +633,9 @@ fn the_dry_run_reports_deferred_rows_and_failures_after_acceptance_as_the_rerun_
     );
     assert_eq!((n(&s, "would_send"), n(&s, "deferred")), (0, 1), "{s}");
     assert!(err.contains("would not be resent"), "{err}");
+    // The human summary is on stderr, as a run's.
     let human = p.run(&[&csv, "--dry-run"]);
-    let said = support::stdout(&human);
+    let said = support::stderr(&human);
     assert!(
         said.contains("failed after acceptance: 2 (131026: 1, 131047: 1)")
             && said.contains("deferred: 1 (next at "),

@@ -636,6 +636,10 @@ fn stats_table_is_aligned_with_a_total_row() {
             "issued",
             "sent",
             "failed",
+            "deferred",
+            "pending",
+            "unknown",
+            "replaced",
             "delivered",
             "read",
             "completed",
@@ -644,17 +648,18 @@ fn stats_table_is_aligned_with_a_total_row() {
             "median"
         ]
     );
+    // sent + failed + deferred + pending + unknown + replaced = issued.
     assert_eq!(
         cols(lines[1]),
-        ["autumn", "2", "2", "0", "1", "1", "1", "0", "50.0%", "30s"]
+        ["autumn", "2", "2", "0", "0", "0", "0", "0", "1", "1", "1", "0", "50.0%", "30s"]
     );
     assert_eq!(
         cols(lines[2]),
-        ["spring", "7", "4", "2", "3", "2", "3", "1", "75.0%", "2m", "00s"]
+        ["spring", "7", "4", "2", "0", "1", "0", "0", "3", "2", "3", "1", "75.0%", "2m", "00s"]
     );
     assert_eq!(
-        cols(lines[3])[..8],
-        ["TOTAL", "9", "6", "2", "4", "3", "4", "2"]
+        cols(lines[3])[..12],
+        ["TOTAL", "9", "6", "2", "0", "1", "0", "0", "4", "3", "4", "2"]
     );
     // Right-aligned numbers: every row of the table has the same width.
     assert!(

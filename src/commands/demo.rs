@@ -186,26 +186,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     // The webhook answers 200 first and stores asynchronously: give the inbox a moment.
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    println!("== flowctl stats ==");
+    // Gathered, then written at once: a reader that went away (`demo | head`) ends the
+    // printing, not the demo's clean-up.
+    let mut text = String::from("== flowctl stats ==\n");
     let stats = Command::new(&exe)
         .env("FLOWCTL_DB", &db)
         .arg("stats")
         .output()?;
-    print!("{}", String::from_utf8_lossy(&stats.stdout));
-    println!("\n== flowctl export --csv (first rows) ==");
+    text.push_str(&String::from_utf8_lossy(&stats.stdout));
+    text.push_str("\n== flowctl export --csv (first rows) ==\n");
     let export = Command::new(&exe)
         .env("FLOWCTL_DB", &db)
         .args(["export", "--csv", "--flow-json"])
         .arg(&flow)
         .output()?;
     for line in String::from_utf8_lossy(&export.stdout).lines().take(6) {
-        println!("{line}");
+        text.push_str(line);
+        text.push('\n');
     }
-    println!(
+    text.push_str(&format!(
         "\nFiles: {dir}/flowctl.db (the store), export with `flowctl --db {dir}/flowctl.db export --csv`,\n\
-         {dir}/graph-requests.ndjson (what the Graph API stand-in received), serve.log, sandbox.log.",
+         {dir}/graph-requests.ndjson (what the Graph API stand-in received), serve.log, sandbox.log.\n",
         dir = dir.display()
-    );
+    ));
+    super::print_or_closed(&text)?;
     drop(sandbox);
     drop(serve);
     Ok(if export.status.success() && stats.status.success() {

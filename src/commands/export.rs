@@ -9,7 +9,9 @@
 //!   `matched` with `--include-unmatched` (an unmatched row's phone is the sender's number),
 //!   then one column per answer key: Flow JSON order with `--flow-json`, then keys the Flow
 //!   does not declare in order of first appearance. An answer key equal to a fixed column name
-//!   gets the header `answers.<key>`.
+//!   gets the header `answers.<key>`. When some exported response has attached files (Flow
+//!   media), two last columns: `media_files` (the stored files' paths, `;`-separated) and
+//!   `media_errors` (`field/media_id: reason` of each file not stored).
 //! - answers: strings as they are, numbers as stored, booleans `true`/`false`, null empty;
 //!   a list of strings/numbers/booleans joined with `;` (unless an item contains `;`); any
 //!   other list or object as compact JSON.
@@ -18,7 +20,8 @@
 //!   `phone_number` column is never altered (`+212…` is data, not a formula).
 //!
 //! JSON and NDJSON carry the same fixed fields (`matched` only with `--include-unmatched`) and
-//! an `answers` object with the raw values, unescaped.
+//! an `answers` object with the raw values, unescaped, and `media_files` (each attached
+//! file's field, media id, state, path, size, error) when the response has files.
 
 use std::borrow::Cow;
 use std::io::{self, BufWriter, Write};
@@ -35,7 +38,7 @@ use super::{exit, UsageError};
 use crate::atomic_file::{AtomicFile, Mode};
 use crate::cli::{ExportArgs, ExportFormat};
 use crate::flow_json::FlowJson;
-use crate::store::{ExportFilter, Store, StoredResponse};
+use crate::store::{ExportFilter, ExportSnapshot, MediaRecord, MediaState, Store, StoredResponse};
 use crate::time::Timestamp;
 
 /// The fixed columns, in order.
@@ -131,6 +134,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
             || c.downcast_ref::<csv::Error>().is_some_and(
                 |e| matches!(e.kind(), csv::ErrorKind::Io(e) if e.kind() == io::ErrorKind::BrokenPipe),
             )
+            // JSON and NDJSON rows are written by serde_json, whose error wraps the I/O one.
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|e| e.io_error_kind() == Some(io::ErrorKind::BrokenPipe))
     })
 }
 
@@ -152,14 +158,23 @@ pub fn export(
     match format {
         ExportFormat::Csv => {
             let keys = answer_columns(snapshot.answer_keys(filter)?, flow_order);
+            let media = snapshot.has_media(filter)?;
             let mut csv = csv::WriterBuilder::new()
                 .buffer_capacity(1 << 16)
                 .from_writer(&mut out);
-            csv.write_record(header(&keys, filter.include_unmatched))?;
-            let width = FIXED_COLUMNS.len() + 1 + keys.len();
+            let mut head = header(&keys, filter.include_unmatched);
+            if media {
+                head.extend(MEDIA_COLUMNS.iter().map(|c| c.to_string()));
+            }
+            csv.write_record(head)?;
+            let width = FIXED_COLUMNS.len() + 1 + keys.len() + MEDIA_COLUMNS.len();
             snapshot.for_each_response(filter, |r| {
                 let mut record = Vec::with_capacity(width);
                 csv_record(&r, &keys, filter.include_unmatched, &mut record);
+                if media {
+                    let files = media_of(&snapshot, &r)?;
+                    record.extend(media_cells(&files).map(Cow::Owned));
+                }
                 csv.write_record(record.iter().map(|c| c.as_bytes()))
                     .context("writing the export")
             })?;
@@ -179,7 +194,10 @@ pub fn export(
                 };
                 first = false;
                 out.write_all(sep)?;
-                serde_json::to_writer(&mut out, &JsonRow::new(&r, filter.include_unmatched))?;
+                let files = media_of(&snapshot, &r)?;
+                let mut row = JsonRow::new(&r, filter.include_unmatched);
+                row.media_files = &files;
+                serde_json::to_writer(&mut out, &row)?;
                 if !array {
                     out.write_all(b"\n")?;
                 }
@@ -206,6 +224,9 @@ struct JsonRow<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     matched: Option<bool>,
     answers: &'a Map<String, Value>,
+    /// The attached files (Flow media), only when there are some.
+    #[serde(skip_serializing_if = "<[MediaRecord]>::is_empty")]
+    media_files: &'a [MediaRecord],
 }
 
 impl<'a> JsonRow<'a> {
@@ -219,8 +240,41 @@ impl<'a> JsonRow<'a> {
             completed_at: &r.completed_at,
             matched: include_unmatched.then_some(r.matched),
             answers: &r.answers,
+            media_files: &[],
         }
     }
+}
+
+/// The media columns, after the answer columns (present only when some exported response
+/// has attached files): the stored files' paths, and why the others are missing.
+pub const MEDIA_COLUMNS: [&str; 2] = ["media_files", "media_errors"];
+
+/// The attached files of a response (none for an unmatched completion).
+fn media_of(snapshot: &ExportSnapshot<'_>, r: &StoredResponse) -> anyhow::Result<Vec<MediaRecord>> {
+    match (&r.token, r.matched) {
+        (Some(token), true) => Ok(snapshot.media_of(token)?),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The two media cells: stored paths joined with `;`, then `field/media_id: reason` of each
+/// file not stored (failed, or still pending), joined with `;`.
+fn media_cells(files: &[MediaRecord]) -> impl Iterator<Item = String> {
+    let paths: Vec<&str> = files.iter().filter_map(|f| f.path.as_deref()).collect();
+    let errors: Vec<String> = files
+        .iter()
+        .filter(|f| f.state != MediaState::Done)
+        .map(|f| {
+            let why = match f.state {
+                MediaState::Pending => "pending",
+                _ => f.error.as_deref().unwrap_or("failed"),
+            };
+            format!("{}/{}: {why}", f.field, f.media_id).replace(';', ",")
+        })
+        .collect();
+    [paths.join(";"), errors.join(";")]
+        .into_iter()
+        .map(|c| escape_formula(&c).into_owned())
 }
 
 /// The phone of a row: the joined phone, or for an unmatched completion the sender's id.

@@ -17,7 +17,10 @@ pub fn run_keygen(args: &KeygenArgs) -> anyhow::Result<i32> {
         }
     }
     let public = super::keygen::keygen(&args.out, args.force)?;
-    print!("{public}");
+    super::print_or_closed(&public)?;
+    if super::quiet() {
+        return Ok(exit::OK);
+    }
     eprintln!(
         "flowctl: private key written to {} (mode 0600), public key to {}. Next: flowctl keys upload --private-key-file {}",
         args.out.display(),
@@ -28,17 +31,33 @@ pub fn run_keygen(args: &KeygenArgs) -> anyhow::Result<i32> {
 }
 
 /// `flowctl keys upload`: registers the local key's public half.
-pub async fn run_upload(settings: KeysSettings) -> anyhow::Result<i32> {
+///
+/// On a terminal, replacing a different key already registered asks first (`yes` skips the
+/// question): the data endpoint of every Flow in use switches to the new key at once.
+pub async fn run_upload(settings: KeysSettings, yes: bool) -> anyhow::Result<i32> {
     let (graph, key) = (GraphClient::new(settings.graph)?, settings.key);
+    if !yes && super::interactive() {
+        let replaces = match graph.registered_public_key().await? {
+            Some(r) => !key.matches_public_pem(&r.pem),
+            None => false,
+        };
+        if replaces
+            && !super::ask(&format!(
+                "A different public key is registered for {}. Replace it with the local one (fingerprint {})? Requests encrypted with the old key will fail to decrypt.",
+                graph.settings().phone_number_id,
+                key.public_key_fingerprint()
+            ))?
+        {
+            eprintln!("flowctl: nothing uploaded (not confirmed; --yes skips the question)");
+            return Ok(exit::FAILED);
+        }
+    }
     graph.upload_public_key(&key.public_key_pem()).await?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "uploaded": true,
-            "phoneNumberId": graph.settings().phone_number_id,
-            "fingerprint": key.public_key_fingerprint(),
-        })
-    );
+    super::print_json(&super::with_snake_case_keys(serde_json::json!({
+        "uploaded": true,
+        "phoneNumberId": graph.settings().phone_number_id,
+        "fingerprint": key.public_key_fingerprint(),
+    })))?;
     Ok(exit::OK)
 }
 
@@ -52,15 +71,12 @@ pub async fn run_check(settings: KeysSettings) -> anyhow::Result<i32> {
         Some(r) => (key.matches_public_pem(&r.pem), r.signature_status.clone()),
         None => (false, None),
     };
-    println!(
-        "{}",
-        serde_json::json!({
-            "registered": registered.is_some(),
-            "matches": matches,
-            "signatureStatus": status,
-            "localFingerprint": key.public_key_fingerprint(),
-        })
-    );
+    super::print_json(&super::with_snake_case_keys(serde_json::json!({
+        "registered": registered.is_some(),
+        "matches": matches,
+        "signatureStatus": status,
+        "localFingerprint": key.public_key_fingerprint(),
+    })))?;
     if registered.is_none() {
         eprintln!(
             "flowctl: no public key is registered for this number; run `flowctl keys upload`"

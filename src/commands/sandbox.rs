@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use super::{exit, UsageError};
+use super::UsageError;
 use crate::config::SandboxSettings;
 use crate::sandbox::{Probe, SandboxOptions};
 use crate::store::Store;
@@ -16,12 +16,27 @@ pub async fn run(settings: SandboxSettings) -> anyhow::Result<i32> {
         Some(db) => Some(token_probe(db)?),
         None => None,
     };
-    crate::sandbox::run(SandboxOptions {
+    let opts = SandboxOptions {
         probe,
         ..settings.options
-    })
-    .await?;
-    Ok(exit::OK)
+    };
+    let listen = opts.listen;
+    // Same exit code as `serve` when the address cannot be bound (2: fix --listen).
+    let handle = crate::sandbox::start(opts).await.map_err(|e| {
+        // Only the bind's error (its context names the address); a --record file that
+        // cannot be created stays a plain failure.
+        if e.to_string() == format!("cannot listen on {listen}") {
+            anyhow::Error::from(UsageError(format!("{e:#}")))
+        } else {
+            e
+        }
+    })?;
+    // Handlers first, then the address (see `serve`).
+    let mut signals = crate::signals::Signals::install()?;
+    super::print_or_closed(&format!("sandbox listening on http://{}\n", handle.addr()))?;
+    let received = signals.recv_which().await;
+    handle.shutdown().await?;
+    Ok(super::serve::stop_code(received))
 }
 
 /// The flow_token a message carries (interactive or template), if any.

@@ -31,7 +31,9 @@ pub async fn run(db: &std::path::Path, settings: SendCommandSettings) -> anyhow:
     )
     .await
     .context("cannot record the send")?;
-    println!("{}", serde_json::to_string(&outcome)?);
+    super::print_json(&super::with_snake_case_keys(serde_json::to_value(
+        &outcome,
+    )?))?;
     if let Some(err) = &outcome.error {
         let retry = if err.outcome_unknown {
             " The outcome is unknown: check before sending again."

@@ -11,6 +11,7 @@ use crate::config::ServeSettings;
 use crate::graph::{GraphClient, GraphSettings};
 use crate::outbound::{RetryPolicy, SendSettings};
 use crate::server::forward::Forwarder;
+use crate::server::media::{MediaQueue, MediaSettings};
 use crate::server::{AppState, Metrics, Sender};
 use crate::store::{SharedStore, Store};
 
@@ -55,6 +56,15 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         }
         None => None,
     };
+    let media = MediaQueue::new(MediaSettings {
+        dir: settings
+            .media_dir
+            .clone()
+            .unwrap_or_else(|| media_dir_beside(db)),
+        max_bytes: settings.media_max_bytes,
+    })
+    .map_err(UsageError)?;
+    tracing::info!(dir = %media.settings().dir.display(), "Flow media (photos, documents) are stored here");
     let store = Store::open(db).with_context(|| format!("opening {}", db.display()))?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -78,23 +88,52 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         forward,
         chatwoot_secret: settings.chatwoot_secret,
         chatwoot_signing_secret: settings.chatwoot_signing_secret,
+        media,
+        db_file: Some(crate::server::health::DbFile::new(db)),
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| UsageError(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr()?;
+    // The handlers are in place before the address is told: a signal sent as soon as the
+    // line is read must stop the server gracefully, not kill it.
+    let signals = crate::signals::Signals::install();
     // One line on stdout so scripts and tests can find the port when --listen uses port 0.
-    println!("flowctl serve listening on http://{addr}");
+    // A closed stdout (`serve | head -0`) is no reason to stop serving.
+    super::print_or_closed(&format!("flowctl serve listening on http://{addr}\n"))?;
     tracing::info!(%addr, "listening");
-    crate::server::serve(listener, state, shutdown_signal(), Duration::from_secs(10)).await?;
+    let received = Arc::new(std::sync::OnceLock::new());
+    let seen = received.clone();
+    let shutdown = async move {
+        match signals {
+            Ok(mut signals) => {
+                if let Some(which) = signals.recv_which().await {
+                    let _ = seen.set(which);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "stopping: no way to receive SIGINT or SIGTERM")
+            }
+        }
+    };
+    crate::server::serve(listener, state, shutdown, Duration::from_secs(10)).await?;
     tracing::info!("stopped");
-    Ok(super::exit::OK)
+    Ok(stop_code(received.get().copied()))
 }
 
-/// Resolves on SIGINT or SIGTERM; at once when neither can be watched, rather than serve
-/// with no way to stop gracefully.
-pub async fn shutdown_signal() {
-    if let Err(e) = crate::signals::first().await {
-        tracing::error!(error = %e, "stopping: no way to receive SIGINT or SIGTERM");
+/// The exit code after a stop: 130 after Ctrl-C (SIGINT), as for every interrupted command;
+/// 0 after SIGTERM, the way a supervisor ends a server normally.
+pub fn stop_code(received: Option<crate::signals::Received>) -> i32 {
+    match received {
+        Some(crate::signals::Received::Interrupt) => super::exit::INTERRUPTED,
+        _ => super::exit::OK,
     }
+}
+
+/// The default media folder: `media/` in the database's directory.
+fn media_dir_beside(db: &Path) -> std::path::PathBuf {
+    db.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."))
+        .join("media")
 }

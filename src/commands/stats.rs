@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::exit;
+use super::{exit, UsageError};
 use crate::cli::StatsArgs;
 use crate::store::{Funnel, FunnelReport};
 
@@ -13,6 +13,10 @@ use crate::store::{Funnel, FunnelReport};
 pub fn run(db: &Path, args: &StatsArgs) -> anyhow::Result<i32> {
     let store = super::open_db_read_only(db)?;
     let report = store.funnel(args.campaign.as_deref())?;
+    if let (Some(name), true) = (&args.campaign, report.campaigns.is_empty()) {
+        // An empty table would read as "nothing sent yet"; a misspelt name is the likelier cause.
+        return Err(UsageError(no_such_campaign(name, &store.campaign_names()?)).into());
+    }
     let text = if args.json {
         let mut s = serde_json::to_string(&report)?;
         s.push('\n');
@@ -28,11 +32,29 @@ pub fn run(db: &Path, args: &StatsArgs) -> anyhow::Result<i32> {
     }
 }
 
-const HEADERS: [&str; 10] = [
+/// The error for `--campaign NAME` when the database holds no such campaign.
+fn no_such_campaign(name: &str, known: &[String]) -> String {
+    if known.is_empty() {
+        format!("no campaign {name:?}: the database holds no campaign yet")
+    } else {
+        format!(
+            "no campaign {name:?} in the database (campaigns: {})",
+            known.join(", ")
+        )
+    }
+}
+
+const COLUMNS: usize = 14;
+
+const HEADERS: [&str; COLUMNS] = [
     "campaign",
     "issued",
     "sent",
     "failed",
+    "deferred",
+    "pending",
+    "unknown",
+    "replaced",
     "delivered",
     "read",
     "completed",
@@ -42,14 +64,15 @@ const HEADERS: [&str; 10] = [
 ];
 
 /// The report as an aligned table: one row per campaign, then `TOTAL`, then the failures by
-/// error code when there are any.
+/// error code (with what each code means) when there are any, and notes on what the figures
+/// cannot show yet. `sent + failed + deferred + pending + unknown + replaced = issued`.
 pub fn table(report: &FunnelReport) -> String {
-    let mut rows: Vec<[String; 10]> = vec![HEADERS.map(String::from)];
+    let mut rows: Vec<[String; COLUMNS]> = vec![HEADERS.map(String::from)];
     for f in &report.campaigns {
         rows.push(cells(f.campaign.as_deref().unwrap_or(""), f));
     }
     rows.push(cells("TOTAL", &report.total));
-    let mut widths = [0usize; 10];
+    let mut widths = [0usize; COLUMNS];
     for row in &rows {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
@@ -101,16 +124,65 @@ pub fn table(report: &FunnelReport) -> String {
                 codes.join(", ")
             );
         }
+        let _ = writeln!(out, "\nwhat the codes mean:");
+        for code in report.total.failed_by_code.keys() {
+            let _ = writeln!(out, "  {code}  {}", code_meaning(code));
+        }
+    }
+    out.push_str(&notes(report));
+    out
+}
+
+/// What an error code of the failures table means.
+fn code_meaning(code: &str) -> &'static str {
+    match code.parse::<i64>().ok().and_then(crate::graph::meaning) {
+        Some(m) => m,
+        None if code == "unknown" => "no error code was given (a network failure or an answer that was not the API's)",
+        None => "see Meta's error codes page: https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes/",
+    }
+}
+
+/// The lines that say what the figures cannot show, and what to do about it.
+fn notes(report: &FunnelReport) -> String {
+    let t = &report.total;
+    let mut out = String::new();
+    if t.sent > 0 && report.statuses_received == 0 {
+        // Meta reports delivered/read (and late failures) only through the webhook's
+        // `statuses`:
+        // https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/status
+        out.push_str(
+            "\nno delivery status has been received yet: delivered and read stay at 0 until `flowctl serve` receives Meta's status webhooks (the app subscribed to the `messages` field)\n",
+        );
+    }
+    if t.pending > 0 {
+        let _ = writeln!(
+            out,
+            "\npending: {} {} not sent yet (a run stopped before them); rerun the same `flowctl bulk` to send them",
+            t.pending,
+            if t.pending == 1 { "token was" } else { "tokens were" }
+        );
+    }
+    if t.unknown > 0 {
+        let _ = writeln!(
+            out,
+            "\nunknown: {} {} an unknown outcome (the message may have gone out); `flowctl bulk --resend-unknown` sends them again",
+            t.unknown,
+            if t.unknown == 1 { "send has" } else { "sends have" }
+        );
     }
     out
 }
 
-fn cells(name: &str, f: &Funnel) -> [String; 10] {
+fn cells(name: &str, f: &Funnel) -> [String; COLUMNS] {
     [
         name.to_string(),
         f.issued.to_string(),
         f.sent.to_string(),
         f.failed.to_string(),
+        f.deferred.to_string(),
+        f.pending.to_string(),
+        f.unknown.to_string(),
+        f.replaced.to_string(),
         f.delivered.to_string(),
         f.read.to_string(),
         f.completed.to_string(),
@@ -165,6 +237,7 @@ mod tests {
         let t = table(&FunnelReport {
             campaigns: vec![a],
             total,
+            statuses_received: 0,
         });
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("campaign"));
@@ -173,5 +246,19 @@ mod tests {
         assert_eq!(lines[0].len(), lines[1].len());
         assert!(lines[1].contains("50.0%") && lines[1].contains("1m 30s"));
         assert!(t.contains("spring  131026: 2"));
+        assert!(t.contains("131026  message undeliverable"), "{t}");
+        assert!(
+            t.contains("no delivery status has been received yet"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_campaign_names_the_known_ones() {
+        assert_eq!(
+            no_such_campaign("nope", &["a".into(), "b".into()]),
+            "no campaign \"nope\" in the database (campaigns: a, b)"
+        );
+        assert!(no_such_campaign("nope", &[]).contains("no campaign yet"));
     }
 }

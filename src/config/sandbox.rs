@@ -49,6 +49,7 @@ impl SandboxArgs {
                         .map(|s| s.expose().to_string()),
                 }),
                 flows: self.flows()?,
+                tamper_media: self.tamper_media.clone(),
             },
             check_db: self.check_db.clone(),
         })

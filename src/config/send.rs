@@ -101,6 +101,8 @@ pub struct BulkSettings {
     pub max_outage: Duration,
     /// Interval of the plain progress lines (`FLOWCTL_PROGRESS_INTERVAL_MS`, default 5 s).
     pub progress_interval: Duration,
+    /// `--yes`: no confirmation asked before a large run.
+    pub yes: bool,
 }
 
 /// How `bulk` reads its CSV; `None` fields are detected from the file.
@@ -200,6 +202,15 @@ impl BulkArgs {
             phone_column: column_name(&self.phone_column),
             name_column: column_name(&self.name_column),
         };
+        if self.csv.as_os_str() == "-"
+            && self.campaign.as_deref().is_none_or(|c| c.trim().is_empty())
+        {
+            // A file's stem names its campaign; stdin has none, and one fixed name would make
+            // every piped list skip the phones of the one before.
+            return Err(ConfigError::Unusable(
+                "`bulk -` reads the CSV from stdin and needs --campaign NAME (the campaign a rerun resumes)".into(),
+            ));
+        }
         let graph = if self.dry_run {
             None
         } else {
@@ -223,6 +234,7 @@ impl BulkArgs {
             },
             max_outage: self.max_outage,
             progress_interval: progress_interval(env_value(PROGRESS_INTERVAL_VAR).as_deref()),
+            yes: self.yes,
         })
     }
 

@@ -58,6 +58,10 @@ pub struct ServeSettings {
     /// `CHATWOOT_SIGNING_SECRET`: the webhook secret Chatwoot signs deliveries with; when
     /// set, `X-Chatwoot-Signature` is required.
     pub chatwoot_signing_secret: Option<Secret>,
+    /// `--media-dir`/`FLOWCTL_MEDIA_DIR` (`None`: `media/` beside the database).
+    pub media_dir: Option<std::path::PathBuf>,
+    /// `--media-max-bytes`/`FLOWCTL_MEDIA_MAX_BYTES`.
+    pub media_max_bytes: u64,
 }
 
 impl ServeArgs {
@@ -109,6 +113,8 @@ impl ServeArgs {
             forward,
             chatwoot_secret: chatwoot_secret()?,
             chatwoot_signing_secret: secret("CHATWOOT_SIGNING_SECRET"),
+            media_dir: self.media_dir.clone(),
+            media_max_bytes: self.media_max_bytes,
         })
     }
 

@@ -84,6 +84,58 @@ pub fn likely_cause(code: i64) -> Option<&'static str> {
     })
 }
 
+/// What a Graph error `code` means, in a few words, for a report a person reads (`stats`).
+///
+/// From Meta's error codes page
+/// (<https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes/>)
+/// and the Flow error codes
+/// (<https://developers.facebook.com/docs/whatsapp/flows/reference/error-codes>), as summed up
+/// in `../shared/spec/whatsapp-cloud-api.md` section c. `None` for a code not in that table.
+pub fn meaning(code: i64) -> Option<&'static str> {
+    Some(match code {
+        0 => "access token could not be authenticated",
+        190 => "access token invalid or expired",
+        3 | 10 | 200..=299 | 131005 => "permission missing",
+        4 | 80007 | 130429 => "rate limit hit",
+        33 | 131045 | 133010 => "phone number not registered",
+        100 => "invalid parameter",
+        130403 => "the business blocked this user",
+        130472 => "user's number is part of an experiment",
+        130497 => "business cannot message users in this country",
+        131000 => "unknown send failure",
+        131008 => "required parameter missing",
+        131009 => "parameter value invalid",
+        131016 => "service temporarily unavailable",
+        131021 => "recipient is the sender",
+        131026 => "message undeliverable (not on WhatsApp, old app, or terms not accepted)",
+        131030 => "recipient not in the allowed list (test number)",
+        131031 | 368 => "business account locked or restricted",
+        131037 => "display name not approved",
+        131042 => "payment problem",
+        131047 => "more than 24 hours since the user last wrote (use a template)",
+        131048 => "spam rate limit: earlier messages were blocked or flagged",
+        131049 => "per-user marketing limit (retry after 24 hours)",
+        131050 => "user stopped marketing messages from this business",
+        131051 => "unsupported message type",
+        131053 => "media upload failed",
+        131056 => "too many messages to this user (pair rate limit)",
+        131057 => "business account in maintenance mode",
+        131063 => "marketing templates disabled for this account",
+        131064 => "messaging limited for template classification violations",
+        132000 => "template parameter count mismatch",
+        132001 => "template missing in this language or not approved",
+        132005 => "template text too long once translated",
+        132007 => "template content violates a policy",
+        132012 => "template parameter format mismatch",
+        132015 => "template paused for low quality",
+        132016 => "template disabled",
+        132068 => "Flow is blocked",
+        132069 => "Flow is throttled",
+        133004 => "server temporarily unavailable",
+        _ => return None,
+    })
+}
+
 /// A failed Graph API call.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GraphError {

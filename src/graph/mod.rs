@@ -5,6 +5,7 @@
 
 mod error;
 mod inspect;
+mod media;
 mod message;
 pub mod version;
 
@@ -12,8 +13,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use error::{classify, likely_cause, ErrorClass, GraphError, USER_LIMIT_DEFERRAL};
+pub use error::{classify, likely_cause, meaning, ErrorClass, GraphError, USER_LIMIT_DEFERRAL};
 pub use inspect::{FLOW_FIELDS, PHONE_NUMBER_FIELDS};
+pub use media::{DownloadError, MediaUrl};
 pub use message::{flow_message, FlowAction, MessageSettings, Recipient, Template};
 
 use crate::secret::Secret;

@@ -12,6 +12,9 @@
 //!   (see `account`)
 //! - `GET /_sandbox/requests`, `POST /_sandbox/key-status`, `POST /_sandbox/account`,
 //!   `GET /healthz` (control plane: not delayed, not recorded)
+//! - `GET /_sandbox/cdn/{name}`, `POST /_sandbox/cdn`: the CDN of the files people attach
+//!   ([`media`]); `GET /{v}/{media-id}` and `GET /_sandbox/media/{id}` (bearer): those files
+//!   as the Graph media of a completion message
 //! - anything else: 404 with a Graph envelope, code 100.
 
 mod account;
@@ -19,6 +22,7 @@ mod answer;
 pub mod chatwoot;
 mod errors;
 mod keys;
+pub mod media;
 mod messages;
 pub mod notify;
 mod record;
@@ -84,6 +88,8 @@ pub struct SandboxOptions {
     pub chatwoot: Option<chatwoot::ChatwootTarget>,
     /// The Flows the simulated account owns, as `(id, status)` (`--flow ID[=STATUS]`).
     pub flows: Vec<(String, String)>,
+    /// People whose attached files the CDN serves corrupted (`--tamper-media`).
+    pub tamper_media: Vec<String>,
 }
 
 impl Default for SandboxOptions {
@@ -100,6 +106,7 @@ impl Default for SandboxOptions {
             status_delay: Duration::from_millis(100),
             chatwoot: None,
             flows: Vec::new(),
+            tamper_media: Vec::new(),
         }
     }
 }
@@ -114,6 +121,7 @@ impl fmt::Debug for SandboxOptions {
             .field("probe", &self.probe.as_ref().map(|_| "Fn(&Value) -> Value"))
             .field("webhook", &self.webhook)
             .field("status_delay", &self.status_delay)
+            .field("tamper_media", &self.tamper_media)
             .finish()
     }
 }
@@ -178,6 +186,8 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
     let account = account::Account::new(&opts.flows, endpoint.as_deref());
     let notifier =
         Arc::new(notify::Notifier::new(opts.webhook, opts.app_secret).with_chatwoot(opts.chatwoot));
+    let cdn = Arc::new(media::Cdn::new(format!("http://{addr}/_sandbox/cdn/")));
+    cdn.set_tampered(&opts.tamper_media);
     let state = Arc::new(server::State {
         latency: opts.latency,
         rules: rules::ActiveRules::new(opts.failures),
@@ -186,12 +196,13 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         keys: Mutex::new(Default::default()),
         users: opts
             .users
-            .map(|u| Arc::new(user::Users::new(u, Arc::clone(&notifier)))),
+            .map(|u| Arc::new(user::Users::new(u, Arc::clone(&notifier), Arc::clone(&cdn)))),
         notifier,
         status_delay: opts.status_delay,
         shutdown: stopped.clone(),
         outage: Mutex::new(None),
         account: Mutex::new(account),
+        cdn,
     });
     let task = tokio::spawn(serve(listener, Arc::clone(&state), stopped, writer));
     Ok(SandboxHandle {

@@ -77,6 +77,36 @@ pub(crate) async fn handle(
             let body = read_body(req).await;
             return Ok(super::account::update(&state, body.as_deref()));
         }
+        (&Method::GET, ["_sandbox", "cdn", name]) => {
+            let (status, body) = state.cdn.get(name);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(bytes_response(status, "application/octet-stream", body));
+        }
+        (&Method::GET, ["_sandbox", "media", id]) => {
+            // Like Meta's media URLs: only with the access token.
+            let resp = match state.cdn.media_file(id) {
+                _ if !has_bearer(&req) => {
+                    bytes_response(StatusCode::UNAUTHORIZED, "text/plain", b"no token".to_vec())
+                }
+                Some(file) => bytes_response(StatusCode::OK, "application/octet-stream", file),
+                None => bytes_response(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    b"no such media".to_vec(),
+                ),
+            };
+            return Ok(resp);
+        }
+        (&Method::POST, ["_sandbox", "cdn"]) => {
+            let body = read_body(req).await;
+            let value: Value = body
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null);
+            return Ok(match state.cdn.configure(&value) {
+                Ok(now) => json_response(StatusCode::OK, &now),
+                Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({ "error": e })),
+            });
+        }
         (&Method::POST, ["_sandbox", "key-status"]) => {
             let body = read_body(req).await;
             return Ok(set_key_status(&state, body.as_deref()));
@@ -197,7 +227,11 @@ async fn graph_answer(state: &State, req: GraphRequest<'_>, log: &mut LogFields)
         (&Method::POST | &Method::GET, Some("whatsapp_business_encryption"), Some(id)) => {
             encryption(state, method, id, authorized, raw, log)
         }
-        (&Method::GET, None, Some(id)) => super::account::node(state, id, query, authorized, log),
+        (&Method::GET, None, Some(id)) => match state.cdn.media_url(id) {
+            Some(_) if !authorized => graph_error(log, 190, "(#190) Invalid OAuth access token"),
+            Some(found) => Answer::Reply(json_response(StatusCode::OK, &found)),
+            None => super::account::node(state, id, query, authorized, log),
+        },
         _ => {
             let message = format!("(#100) Unsupported request: {method} {path}");
             log.error_code = Some(100);

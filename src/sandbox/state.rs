@@ -32,6 +32,8 @@ pub(crate) struct State {
     pub(crate) outage: Mutex<Option<Fault>>,
     /// The phone number's profile, the Flows and the token's debug info (see `account`).
     pub(crate) account: Mutex<super::account::Account>,
+    /// The CDN holding the files the simulated people attach (`/_sandbox/cdn/…`).
+    pub(crate) cdn: Arc<super::media::Cdn>,
 }
 
 /// A business public key the sandbox holds for one phone number.

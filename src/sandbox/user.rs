@@ -95,6 +95,8 @@ impl UserStats {
 pub struct Users {
     opts: UserOptions,
     notifier: Arc<Notifier>,
+    /// Where the files they attach are uploaded.
+    cdn: Arc<super::media::Cdn>,
     pub stats: UserStats,
 }
 
@@ -111,10 +113,15 @@ pub struct Delivered {
 }
 
 impl Users {
-    pub(crate) fn new(opts: UserOptions, notifier: Arc<Notifier>) -> Users {
+    pub(crate) fn new(
+        opts: UserOptions,
+        notifier: Arc<Notifier>,
+        cdn: Arc<super::media::Cdn>,
+    ) -> Users {
         Users {
             opts,
             notifier,
+            cdn,
             stats: UserStats::default(),
         }
     }
@@ -343,8 +350,8 @@ impl Users {
         self.resolve(msg, screen, shown, &screen.submit_payload, forget)
     }
 
-    /// The values of a payload: `${form.x}` → the person's answer to `x` (left out for an
-    /// optional picker, and for the first required answer with `forget`), `${data.x}` → the
+    /// The values of a payload: `${form.x}` → the person's answer to `x` (for
+    /// a picker, a file uploaded to the CDN; left out for the first required answer with `forget`), `${data.x}` → the
     /// screen's data, anything else as written.
     fn resolve(
         &self,
@@ -391,11 +398,13 @@ impl Users {
         key: &str,
         field: &str,
     ) -> Option<Value> {
-        let kind = screen.kinds.get(field).map(String::as_str).unwrap_or("");
-        if matches!(kind, "PhotoPicker" | "DocumentPicker") {
-            // No upload yet: an optional picker is left empty.
-            return None;
+        if let Some(kind) = screen.pickers.get(field) {
+            // An attached file: uploaded to the sandbox's CDN, answered as the descriptor the
+            // WhatsApp client sends.
+            let file = self.cdn.upload(&msg.to, &msg.flow_token, field, kind);
+            return Some(json!([file]));
         }
+        let kind = screen.kinds.get(field).map(String::as_str).unwrap_or("");
         if kind == "OptIn" {
             return Some(json!(true));
         }
@@ -439,6 +448,14 @@ impl Users {
         if let Some(flow) = &self.opts.flow {
             for s in flow.screens() {
                 all.extend(self.screen_answers(msg, &s.id, &Map::new(), false));
+            }
+            // A completion message carries attached files as Graph media, not descriptors.
+            for value in all.values_mut() {
+                if let Value::Array(items) = value {
+                    for item in items.iter_mut().filter(|i| i.get("cdn_url").is_some()) {
+                        *item = self.cdn.webhook_shape(item);
+                    }
+                }
             }
         } else {
             all.insert("answer".into(), json!("oui"));

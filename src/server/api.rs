@@ -79,6 +79,11 @@ pub async fn send_flow(
     if let Some(resp) = refusal(state, &req) {
         return resp;
     }
+    // A token issued into a deleted database file would be lost with it: refuse, as /healthz
+    // does (the reason is in the log).
+    if state.db_file.as_ref().is_some_and(|f| f.check().is_err()) {
+        return http::json_error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
+    }
     let sender = match &state.sender {
         Ok(s) => s.clone(),
         Err(reason) => {

@@ -314,6 +314,13 @@ async fn store_answers(
 ) -> Result<Map<String, Value>, Reply> {
     data.remove(TRIGGER);
     let token = record.token.to_string();
+    // Attached files are queued for download; the stored answers keep no keys.
+    let data = super::media::take_files(state, &token, data)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "data endpoint: cannot queue the media");
+            unavailable()
+        })?;
     state
         .store
         .call(move |s| s.merge_screen_answers(&token, screen.as_deref(), &data))
@@ -568,6 +575,7 @@ async fn complete(
         .await;
     match outcome {
         Ok(Completion::Stored(_)) => {
+            tracing::info!(source = "endpoint", campaign = %record.campaign, "completion stored");
             state
                 .metrics
                 .inc("flowctl_completions_total", "source=\"endpoint\"".into());

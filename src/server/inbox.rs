@@ -190,6 +190,8 @@ async fn apply(state: &Arc<AppState>, event: WebhookEvent) -> Result<(), StoreEr
             sender,
             completed_at,
         } => {
+            // Found before the answers move into the store call.
+            let files = crate::media::find_graph(&answers);
             let outcome = state
                 .store
                 .call(move |s| {
@@ -204,8 +206,10 @@ async fn apply(state: &Arc<AppState>, event: WebhookEvent) -> Result<(), StoreEr
                 })
                 .await?;
             match outcome {
-                WebhookCompletionOutcome::Stored { .. } => {
+                WebhookCompletionOutcome::Stored { id, token, .. } => {
+                    tracing::info!(source = "webhook", response_id = id, "completion stored");
                     metrics.inc("flowctl_completions_total", "source=\"webhook\"".into());
+                    super::media::take_completion_files(state, &token, files).await;
                 }
                 WebhookCompletionOutcome::Unmatched { id } => {
                     metrics.inc("flowctl_unmatched_completions_total", String::new());

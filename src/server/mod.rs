@@ -5,9 +5,11 @@ pub mod api;
 pub mod chatwoot;
 mod flow_endpoint;
 pub mod forward;
+pub mod health;
 pub mod http;
 pub mod inbox;
 pub mod io;
+pub mod media;
 pub mod metrics;
 pub mod rsa_pool;
 mod signed;
@@ -103,6 +105,10 @@ pub struct AppState {
     pub chatwoot_secret: Option<Secret>,
     /// `CHATWOOT_SIGNING_SECRET`: when set, Chatwoot's `X-Chatwoot-Signature` is required.
     pub chatwoot_signing_secret: Option<Secret>,
+    /// Flow media: where files go, and the download worker's queue.
+    pub media: media::MediaQueue,
+    /// The database file, checked by `/healthz` (`None`: only the query is checked).
+    pub db_file: Option<health::DbFile>,
 }
 
 impl AppState {
@@ -125,6 +131,7 @@ pub async fn serve(
     drain: Duration,
 ) -> std::io::Result<()> {
     let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
+    let media_worker = tokio::spawn(media::run(state.clone(), worker_stop.clone()));
     let worker = tokio::spawn(inbox::run(state.clone(), worker_stop));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let conn_slots = Arc::new(Semaphore::new(state.limits.max_connections));
@@ -175,6 +182,10 @@ pub async fn serve(
     if tokio::time::timeout(drain, worker).await.is_err() {
         // Rows not finished stay in the inbox and are processed at the next start.
         tracing::warn!("shutdown: the webhook inbox worker did not stop in time");
+    }
+    if tokio::time::timeout(drain, media_worker).await.is_err() {
+        // Pending downloads stay queued and are tried at the next start.
+        tracing::warn!("shutdown: the media worker did not stop in time");
     }
     Ok(())
 }
@@ -238,18 +249,45 @@ async fn route(
     };
     let status = resp.status().as_u16();
     state.metrics.request(label, status);
+    // The metric keeps one label for unknown routes; the log line shows what was asked for
+    // (cut short: a path is the client's to choose).
+    let shown: String = if label == "other" {
+        path.chars().take(200).collect()
+    } else {
+        label.to_string()
+    };
+    // Tenths of a millisecond: finer digits are noise, and long ones hide the figure.
+    let ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
     tracing::info!(
         method = %method,
-        path = label,
+        path = %shown,
         status,
-        ms = started.elapsed().as_secs_f64() * 1000.0,
+        ms,
         peer = %peer.ip(),
         "request"
     );
+    if label == "/api/flow" && status == StatusCode::MISDIRECTED_REQUEST.as_u16() {
+        // 421 is what Meta's client gets when the request cannot be decrypted; a steady
+        // stream of them usually means the public key registered with Meta is not the pair of
+        // ours (Meta: the client re-fetches the public key and retries once on 421):
+        // https://developers.facebook.com/documentation/business-messaging/whatsapp/flows/guides/implementingyourflowendpoint
+        tracing::warn!(
+            "data endpoint: a request could not be decrypted (421); if every request gets it, run `flowctl keys check` (the registered public key may not match PRIVATE_KEY)"
+        );
+    }
     resp
 }
 
 async fn health(state: &AppState) -> Resp {
+    if let Some(file) = &state.db_file {
+        // The reason (it names the file's path) goes to the log, not to whoever asks.
+        if file.check().is_err() {
+            return http::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({ "status": "database unavailable" }),
+            );
+        }
+    }
     match state.store.read(|s| s.ping()).await {
         Ok(()) => http::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         Err(e) => {

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 
 use serde::Serialize;
 
-use super::{Result, SendState, StoreError, StoredResponse};
+use super::{MediaRecord, Result, SendState, StoreError, StoredResponse};
 use crate::phone::Phone;
 use crate::time::Timestamp;
 
@@ -35,6 +35,13 @@ pub trait SnapshotReader {
         filter: &ExportFilter,
         each: &mut dyn FnMut(StoredResponse) -> ControlFlow<()>,
     ) -> Result<()>;
+
+    /// True when some selected response has attached files (Flow media): `export` then adds
+    /// its media columns.
+    fn has_media(&self, filter: &ExportFilter) -> Result<bool>;
+
+    /// The attached files of one token, in the order they were queued.
+    fn media_of(&self, token: &str) -> Result<Vec<MediaRecord>>;
 }
 
 /// A consistent view of the responses for one export: the key pass and the row pass see the
@@ -51,6 +58,16 @@ impl<'a> ExportSnapshot<'a> {
     /// See [`SnapshotReader::answer_keys`].
     pub fn answer_keys(&self, filter: &ExportFilter) -> Result<Vec<String>> {
         self.0.answer_keys(filter)
+    }
+
+    /// See [`SnapshotReader::has_media`].
+    pub fn has_media(&self, filter: &ExportFilter) -> Result<bool> {
+        self.0.has_media(filter)
+    }
+
+    /// See [`SnapshotReader::media_of`].
+    pub fn media_of(&self, token: &str) -> Result<Vec<MediaRecord>> {
+        self.0.media_of(token)
     }
 
     /// Calls `each` with every selected response, in export order, one at a time: memory

@@ -14,6 +14,7 @@
 //! | `GET /api/responses` | [`ApiQueries`] | [`ApiResponse`] |
 //! | `export` | [`ExportQueries`] | [`ExportSnapshot`] |
 //! | `stats` | [`StatsQueries`] | [`FunnelReport`] |
+//! | Flow media downloads | [`MediaQueries`] | [`MediaJob`], [`MediaRecord`] |
 //!
 //! Methods that read take `&self`, methods that write take `&mut self`: a handle opened read
 //! only ([`Store::open_read_only`]) or lent by [`SharedStore::read`] cannot be asked to write.
@@ -26,6 +27,7 @@ mod api;
 mod bulk;
 mod export;
 mod flow;
+mod media;
 mod shared;
 mod sqlite;
 mod stats;
@@ -40,6 +42,7 @@ pub use api::{ApiQueries, ApiResponse, ResponsesPage, ResponsesQuery};
 pub use bulk::{BulkMember, BulkOutcome, BulkQueries, Issued};
 pub use export::{ExportFilter, ExportQueries, ExportSnapshot, FailedSend, SnapshotReader};
 pub use flow::{Completion, CompletionInput, FlowQueries, StoredResponse};
+pub use media::{MediaJob, MediaQueries, MediaRecord, MediaState};
 pub use shared::SharedStore;
 pub use sqlite::{BUSY_TIMEOUT, WAL_LIMIT};
 pub use stats::{Funnel, FunnelReport, StatsQueries};
@@ -111,6 +114,7 @@ pub trait Database:
     + ApiQueries
     + ExportQueries
     + StatsQueries
+    + MediaQueries
     + Send
     + std::fmt::Debug
 {

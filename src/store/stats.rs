@@ -1,8 +1,10 @@
 //! What `flowctl stats` reads: the funnel per campaign, from the tokens and their responses.
 //!
-//! The funnel is cumulative and disjoint from failures:
+//! Every token issued is in exactly one of `sent`, `failed`, `deferred`, `pending`, `unknown`
+//! and `replaced`, so those six add up to `issued`. The funnel is cumulative and disjoint from
+//! failures:
 //! - `sent`: accepted by the Graph API (`state = 'sent'`) or reported by a status
-//!   (`delivery_rank >= 1`), and not failed;
+//!   (`delivery_rank >= 1`), and neither failed, deferred nor replaced;
 //! - `delivered`: `delivery_rank >= 2` (a read message was delivered), not failed;
 //! - `read`: `delivery_rank >= 3`, not failed;
 //! - `failed`: refused by the API (`state = 'failed'`) or failed to deliver
@@ -10,6 +12,10 @@
 //!   a row replaced by a resend with a fresh token (`superseded_by`) no longer counts;
 //! - `failed_after_acceptance`: the failed ones Meta had accepted (a `failed` status);
 //! - `deferred`: held back by a per-user limit, to be sent again later;
+//! - `pending`: stored, no request has left for it yet (a run stopped before it);
+//! - `unknown`: a request left and no answer was recorded (timeout, or a process that died
+//!   mid-request): it may or may not have gone out;
+//! - `replaced`: failed or deferred, then resent with a fresh token (that token counts instead);
 //! - `completed`: tokens with a (primary) response;
 //! - `unmatched`: completions joined to no token; counted in a campaign only when known.
 
@@ -37,6 +43,12 @@ pub struct Funnel {
     pub failed_after_acceptance: i64,
     /// Recipients held back by a per-user limit (131049, 131056), to be sent again later.
     pub deferred: i64,
+    /// Tokens stored whose request has not left yet.
+    pub pending: i64,
+    /// Sends whose outcome is unknown (a request left, no answer recorded).
+    pub unknown: i64,
+    /// Failed or deferred tokens replaced by a resend with a fresh token.
+    pub replaced: i64,
     /// Messages delivered (including read ones).
     pub delivered: i64,
     /// Messages read.
@@ -56,6 +68,9 @@ pub struct Funnel {
 pub struct FunnelReport {
     pub campaigns: Vec<Funnel>,
     pub total: Funnel,
+    /// Delivery statuses received from Meta's webhook so far, all campaigns together: none
+    /// means the delivered and read figures cannot have moved yet (nothing received them).
+    pub statuses_received: i64,
 }
 
 /// `stats`' read.
@@ -63,4 +78,7 @@ pub trait StatsQueries {
     /// The funnel of every campaign (or only `campaign`), with the total. Without a campaign
     /// filter, the total also counts unmatched completions whose campaign is unknown.
     fn funnel(&self, campaign: Option<&str>) -> Result<FunnelReport>;
+
+    /// The names of every campaign that issued a token, sorted.
+    fn campaign_names(&self) -> Result<Vec<String>>;
 }

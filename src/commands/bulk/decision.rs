@@ -29,7 +29,12 @@ pub enum Decision {
     /// Already sent in this campaign.
     AlreadySent,
     /// Refused for good in an earlier run: not resent (unless `--retry-failed`).
-    PreviouslyFailed(String),
+    PreviouslyFailed {
+        /// The refusal's Graph error code.
+        code: Option<i64>,
+        /// The stored reason.
+        why: String,
+    },
     /// Accepted by Meta in an earlier run, then settled by a `failed` status: not resent
     /// (unless `--retry-failed`, or `--template` for 131047).
     FailedAfterAcceptance {
@@ -99,7 +104,10 @@ pub fn decide(held: Option<&BulkMember>, rerun: &Rerun) -> Decision {
         },
         SendState::Failed if m.retryable => reuse(),
         SendState::Failed if rerun.resends_failed(m.error_code) => fresh(),
-        SendState::Failed => Decision::PreviouslyFailed(why()),
+        SendState::Failed => Decision::PreviouslyFailed {
+            code: m.error_code,
+            why: why(),
+        },
         SendState::Sending | SendState::Unknown if rerun.resend_unknown => reuse(),
         SendState::Sending => Decision::Unknown(
             "a request left in an earlier run that stopped before its answer was recorded".into(),
@@ -136,14 +144,16 @@ pub(super) fn account(decision: &Decision, mode: Mode, stats: &Stats) -> Option<
             stats.note_deferred(*until);
             None
         }
-        Decision::PreviouslyFailed(why) => {
+        Decision::PreviouslyFailed { code, why } => {
             Stats::bump(&stats.failed);
             Stats::bump(&stats.previously_failed);
+            stats.note_previously_failed(*code);
             Some(format!("failed in an earlier run, {not}: {why}"))
         }
         Decision::FailedAfterAcceptance { code, why } => {
             Stats::bump(&stats.failed);
             Stats::bump(&stats.previously_failed);
+            stats.note_previously_failed(*code);
             stats.note_failed_after_acceptance(*code);
             let reason = match code {
                 Some(code) => format!("{code}: {why}"),
@@ -287,7 +297,10 @@ mod tests {
                 "refused for good",
                 Some(refused(131026)),
                 &plain,
-                PreviouslyFailed("why".into()),
+                PreviouslyFailed {
+                    code: Some(131026),
+                    why: "why".into(),
+                },
             ),
             (
                 "refused for good, --retry-failed",
@@ -299,7 +312,10 @@ mod tests {
                 "refused for good, other --codes",
                 Some(refused(131026)),
                 &retry_131047,
-                PreviouslyFailed("why".into()),
+                PreviouslyFailed {
+                    code: Some(131026),
+                    why: "why".into(),
+                },
             ),
             (
                 "refused with 131047, --template",
@@ -402,7 +418,10 @@ mod tests {
             Decision::Send(Some("flow_t".into())),
             Decision::Resend("flow_t".into()),
             Decision::AlreadySent,
-            Decision::PreviouslyFailed("why".into()),
+            Decision::PreviouslyFailed {
+                code: None,
+                why: "why".into(),
+            },
             Decision::FailedAfterAcceptance {
                 code: Some(131047),
                 why: "why".into(),

@@ -1,7 +1,7 @@
 //! `--dry-run`: the run's row loop and decisions over the file, reading (never writing) the
 //! campaign's state, and a summary of what a run would do.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -34,10 +34,13 @@ pub(super) async fn dry_run(
     // Nothing is attempted in a dry run: the rows queued are the rows a run would send.
     summary.would_send = Some(std::mem::take(&mut summary.not_attempted));
     summary.rate = 0.0;
+    // The human summary goes to stderr and the JSON one to stdout, as in a real run: a
+    // script reads stdout the same way with or without --dry-run.
+    if !crate::commands::quiet() {
+        eprintln!("{}", summary.human());
+    }
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        println!("{}", summary.human());
+        crate::commands::print_json(&summary)?;
     }
     Ok(if summary.all_good() {
         exit::OK
@@ -57,10 +60,10 @@ fn dry_count(
 ) -> anyhow::Result<Stats> {
     let store = Store::open_read_only(db)?;
     let stats = Stats::default();
-    // Sized up front from a streamed count: growing a set of a million phones would hold the
-    // old and the new table at once (about 28 MB instead of 19 MB).
+    // Sized up front from a streamed count: growing a map of a million phones would hold the
+    // old and the new table at once.
     let expected = reader::count_records(rows.path(), rows.format()).unwrap_or(0);
-    let mut seen: HashSet<u64> = HashSet::with_capacity(expected as usize);
+    let mut seen: HashMap<u64, u64> = HashMap::with_capacity(expected as usize);
     let settle = |chunk: &mut Vec<Row>| -> anyhow::Result<bool> {
         let phones: Vec<Phone> = chunk.iter().map(|(_, r)| r.phone.clone()).collect();
         let members = match &store {
@@ -71,12 +74,18 @@ fn dry_count(
             let decision = decide(member.as_ref(), rerun);
             if let Some(why) = account(&decision, Mode::DryRun, &stats) {
                 // Said only: a dry run's --failures file lists the rows it finds invalid.
-                eprintln!("{}", row_line(line.line, &recipient.phone, &why));
+                if !crate::commands::quiet() {
+                    eprintln!("{}", row_line(line.line, &recipient.phone, &why));
+                }
             }
         }
         Ok(true)
     };
-    let say = |text: &str| eprintln!("{text}");
+    let say = |text: &str| {
+        if !crate::commands::quiet() {
+            eprintln!("{text}")
+        }
+    };
     let rows_loop = RowLoop {
         stats: &stats,
         failures,

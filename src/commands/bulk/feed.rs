@@ -1,7 +1,8 @@
 //! The reader stage of a run: rows -> tokens -> jobs. Its row loop ([`RowLoop`]) is the dry
 //! run's too.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,12 +43,13 @@ pub(super) struct RowLoop<'a> {
 }
 
 impl RowLoop<'_> {
-    /// Runs the loop over `rows`; `seen` holds the phones met so far. Ends early, without
+    /// Runs the loop over `rows`; `seen` holds the phones met so far, each with the line it was
+    /// first met on (a duplicate is logged to `--failures` naming it). Ends early, without
     /// settling the chunk in hand, when `stopped()` says so or when `settle` returns false.
     pub(super) fn run(
         &self,
         rows: &mut CsvRows,
-        seen: &mut HashSet<u64>,
+        seen: &mut HashMap<u64, u64>,
         stopped: impl Fn() -> bool,
         mut settle: impl FnMut(&mut Vec<Row>) -> anyhow::Result<bool>,
     ) -> anyhow::Result<()> {
@@ -64,14 +66,26 @@ impl RowLoop<'_> {
                     (self.say)(&format!("line {}: {reason}", line.line));
                     self.failures.write(&line.record, line.line, &reason);
                 }
-                // Phones as integers: 8 bytes each, so a million-row file dedups in a few MB.
-                Ok(r) if !seen.insert(r.phone.as_u64()) => Stats::bump(&self.stats.duplicates),
-                Ok(r) => {
-                    chunk.push((line, r));
-                    if chunk.len() >= CHUNK && !settle(&mut chunk)? {
-                        return Ok(());
+                // Phones as integers with their first line: 16 bytes each, so a million-row
+                // file dedups in a few tens of MB.
+                Ok(r) => match seen.entry(r.phone.as_u64()) {
+                    Entry::Occupied(first) => {
+                        Stats::bump(&self.stats.duplicates);
+                        let why = format!(
+                            "duplicate of line {}: {} is sent once",
+                            first.get(),
+                            r.phone.e164()
+                        );
+                        self.failures.write(&line.record, line.line, &why);
                     }
-                }
+                    Entry::Vacant(v) => {
+                        v.insert(line.line);
+                        chunk.push((line, r));
+                        if chunk.len() >= CHUNK && !settle(&mut chunk)? {
+                            return Ok(());
+                        }
+                    }
+                },
             }
         }
         if !chunk.is_empty() {
@@ -111,7 +125,7 @@ impl Feed {
         };
         rows_loop.run(
             &mut rows,
-            &mut HashSet::new(),
+            &mut HashMap::new(),
             || self.stop.borrow().is_some(),
             |chunk| self.flush(chunk, &jobs),
         )

@@ -73,7 +73,16 @@ enum Stop {
 }
 
 /// `flowctl bulk`.
-pub async fn run(db: &Path, args: BulkSettings) -> anyhow::Result<i32> {
+pub async fn run(db: &Path, mut args: BulkSettings) -> anyhow::Result<i32> {
+    // `bulk -`: stdin is copied to a temporary file first (streamed, so memory stays flat):
+    // the file is read twice (the count for the ETA, then the rows) and sniffed up front.
+    let _spool = if args.csv.as_os_str() == "-" {
+        let spool = tokio::task::spawn_blocking(spool_stdin).await??;
+        args.csv = spool.path().to_path_buf();
+        Some(spool)
+    } else {
+        None
+    };
     let settings = args.send.clone();
     let campaign = args.campaign.clone();
     let rows =
@@ -82,6 +91,10 @@ pub async fn run(db: &Path, args: BulkSettings) -> anyhow::Result<i32> {
         return dry_run(db, &args, rows, campaign).await;
     };
     let graph = GraphClient::new(graph)?;
+    if !args.yes && !confirmed(&args.csv, rows.format(), &campaign)? {
+        eprintln!("flowctl: nothing sent (not confirmed; --yes skips the question)");
+        return Ok(exit::FAILED);
+    }
     let stats = Arc::new(Stats::default());
     let (writer, writer_thread) = Writer::start(db, stats.recorded.clone())?;
     // Held until the run ends: a second run of this campaign would send the same rows (and
@@ -180,7 +193,9 @@ fn finish(
     store_failed: bool,
     misconfigured: bool,
 ) -> anyhow::Result<i32> {
-    eprintln!("{}", summary.human());
+    if !super::quiet() {
+        eprintln!("{}", summary.human());
+    }
     if summary.interrupted {
         eprintln!(
             "flowctl: interrupted; in-flight sends were finished and recorded. Resume with: {}",
@@ -198,7 +213,7 @@ fn finish(
         );
     }
     if args.json {
-        println!("{}", serde_json::to_string(summary)?);
+        super::print_json(summary)?;
     }
     Ok(if summary.interrupted {
         exit::INTERRUPTED
@@ -226,6 +241,40 @@ fn shell_quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
+}
+
+/// Rows above which a run on a terminal asks before sending.
+pub const CONFIRM_ABOVE: u64 = 1_000;
+
+/// On a terminal (stdin and stderr both), a run of more than [`CONFIRM_ABOVE`] rows asks
+/// first: a list sent to the wrong people cannot be unsent. Off a terminal (a script, a pipe,
+/// a test) nothing is asked and the answer is yes, so that automation never hangs on a
+/// question nobody sees.
+fn confirmed(csv: &Path, format: reader::Format, campaign: &str) -> anyhow::Result<bool> {
+    if !super::interactive() {
+        return Ok(true);
+    }
+    let rows = reader::count_records(csv, format).unwrap_or(0);
+    if rows <= CONFIRM_ABOVE {
+        return Ok(true);
+    }
+    super::ask(&format!(
+        "Send the Flow to the {rows} rows of {} (campaign {campaign:?})?",
+        csv.display()
+    ))
+}
+
+/// Copies stdin into a temporary file, deleted when dropped.
+fn spool_stdin() -> anyhow::Result<tempfile::NamedTempFile> {
+    use anyhow::Context as _;
+    let mut spool = tempfile::Builder::new()
+        .prefix("flowctl-stdin-")
+        .suffix(".csv")
+        .tempfile()
+        .context("cannot create a temporary file for the CSV read from stdin")?;
+    std::io::copy(&mut std::io::stdin().lock(), spool.as_file_mut())
+        .context("cannot copy the CSV from stdin to a temporary file")?;
+    Ok(spool)
 }
 
 /// Counts the file's records in the background, for the progress total and the ETA.
@@ -259,6 +308,17 @@ async fn watch_signals(ctx: Arc<Ctx>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_y_or_yes_confirms() {
+        use crate::commands::is_yes;
+        for yes in ["y", "Y\n", " yes ", "YES"] {
+            assert!(is_yes(yes), "{yes:?}");
+        }
+        for no in ["", "\n", "n", "no", "yep", "oui"] {
+            assert!(!is_yes(no), "{no:?}");
+        }
+    }
 
     #[test]
     fn resume_command_quotes_what_the_shell_would_split() {

@@ -57,6 +57,8 @@ pub struct Stats {
     /// Of `previously_failed`: rows Meta accepted in an earlier run and a `failed` status
     /// settled afterwards, per Graph error code.
     after_acceptance: Mutex<BTreeMap<String, u64>>,
+    /// `previously_failed` per Graph error code (`none` without one).
+    earlier_failures: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Stats {
@@ -85,6 +87,24 @@ impl Stats {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         *by_code.entry(key).or_default() += 1;
+    }
+
+    /// Counts a row that failed for good in an earlier run with `code`.
+    pub fn note_previously_failed(&self, code: Option<i64>) {
+        let key = code.map_or_else(|| "none".to_string(), |c| c.to_string());
+        let mut by_code = self
+            .earlier_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *by_code.entry(key).or_default() += 1;
+    }
+
+    /// The rows that failed for good in an earlier run, per Graph error code.
+    pub fn previously_failed_by_code(&self) -> BTreeMap<String, u64> {
+        self.earlier_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The rows that failed after acceptance, per Graph error code (`none` without one).
@@ -117,6 +137,8 @@ pub struct Summary {
     pub sent: u64,
     pub failed: u64,
     pub previously_failed: u64,
+    /// `previously_failed` per Graph error code (`none` without one).
+    pub previously_failed_by_code: BTreeMap<String, u64>,
     pub invalid: u64,
     pub skipped: u64,
     pub duplicates: u64,
@@ -166,6 +188,7 @@ impl Summary {
             sent,
             failed: stats.failed.load(Relaxed),
             previously_failed: stats.previously_failed.load(Relaxed),
+            previously_failed_by_code: stats.previously_failed_by_code(),
             invalid: stats.invalid.load(Relaxed),
             skipped: stats.skipped.load(Relaxed),
             duplicates: stats.duplicates.load(Relaxed),
@@ -200,13 +223,94 @@ impl Summary {
             && self.deferred == 0
     }
 
+    /// When a run sent nothing (or a dry run would send nothing) although the file had rows:
+    /// why, and what to do about it. `None` when something was sent, or when the run stopped
+    /// or was interrupted (those say why themselves).
+    pub fn nothing_sent_hint(&self) -> Option<String> {
+        let sent = if self.dry_run {
+            self.would_send.unwrap_or(0)
+        } else {
+            self.sent
+        };
+        if sent > 0
+            || self.rows == 0
+            || self.interrupted
+            || self.stopped.is_some()
+            || self.not_attempted > 0
+        {
+            return None;
+        }
+        let (skipped, before) = (self.skipped, self.previously_failed);
+        let campaign = &self.campaign;
+        let again = "use --campaign NEW to send to them again";
+        let codes: Vec<&str> = self
+            .previously_failed_by_code
+            .keys()
+            .map(String::as_str)
+            .filter(|c| *c != "none")
+            .collect();
+        let pick = if codes.is_empty() {
+            String::new()
+        } else {
+            format!(" (--codes {} picks which)", codes.join(","))
+        };
+        let retry = |n: u64| {
+            format!(
+                "{n} {} in an earlier run ({}) and {} not resent: --retry-failed resends them with a fresh token{pick}",
+                if n == 1 { "row failed" } else { "rows failed" },
+                by_code(&self.previously_failed_by_code),
+                if n == 1 { "is" } else { "are" },
+            )
+        };
+        let verb = if self.dry_run {
+            "nothing would be sent"
+        } else {
+            "nothing was sent"
+        };
+        // Invalid rows are told line by line above; they do not change why the others were
+        // not sent, only add to it.
+        let invalid = if self.invalid > 0 {
+            format!("; {} invalid (see the lines above)", rows(self.invalid))
+        } else {
+            String::new()
+        };
+        let others_clear = self.unknown == 0 && self.deferred == 0;
+        let why = if skipped > 0 && before == 0 && self.failed == 0 && others_clear {
+            format!(
+                "every valid phone of this file was already sent in campaign {campaign:?}: {again}{invalid}"
+            )
+        } else if before > 0 && before == self.failed && skipped == 0 && others_clear {
+            format!(
+                "every valid row failed in an earlier run of campaign {campaign:?}: {}{invalid}",
+                retry(before)
+            )
+        } else {
+            let mut parts = Vec::new();
+            if skipped > 0 {
+                parts.push(format!(
+                    "{} already sent in campaign {campaign:?} ({again})",
+                    rows(skipped)
+                ));
+            }
+            if before > 0 {
+                parts.push(retry(before));
+            }
+            if parts.is_empty() {
+                // Invalid, deferred or unknown rows only: their own lines say what to do.
+                return None;
+            }
+            format!("{}{invalid}", parts.join("; "))
+        };
+        Some(format!("{verb}: {why}"))
+    }
+
     /// The human summary, a few lines for stderr.
     pub fn human(&self) -> String {
         let mut s = if self.dry_run {
             format!(
-                "dry run, campaign {:?}: {} rows, {} would be sent, {} already sent (skipped), {} deferred, {} duplicates, {} invalid",
+                "dry run, campaign {:?}: {}, {} would be sent, {} already sent (skipped), {} deferred, {} duplicates, {} invalid",
                 self.campaign,
-                self.rows,
+                rows(self.rows),
                 self.would_send.unwrap_or(0),
                 self.skipped,
                 self.deferred,
@@ -215,9 +319,9 @@ impl Summary {
             )
         } else {
             format!(
-                "campaign {:?}: {} rows, {} sent, {} failed, {} deferred, {} invalid, {} skipped (already sent), {} duplicates, {} unknown; {:.1}s, {:.1} msg/s",
+                "campaign {:?}: {}, {} sent, {} failed, {} deferred, {} invalid, {} skipped (already sent), {} duplicates, {} unknown; {:.1}s, {:.1} msg/s",
                 self.campaign,
-                self.rows,
+                rows(self.rows),
                 self.sent,
                 self.failed,
                 self.deferred,
@@ -262,8 +366,10 @@ impl Summary {
         }
         if self.unknown > 0 {
             s.push_str(&format!(
-                "\n{} sends have an unknown outcome (the message may have gone out); they are not resent unless you pass --resend-unknown",
-                self.unknown
+                "\n{} {} an unknown outcome (the message may have gone out); {} not resent unless you pass --resend-unknown",
+                self.unknown,
+                if self.unknown == 1 { "send has" } else { "sends have" },
+                if self.unknown == 1 { "it is" } else { "they are" }
             ));
         }
         if self.unrecorded > 0 {
@@ -288,11 +394,27 @@ impl Summary {
                 self.throttle_s
             ));
         }
+        if let Some(hint) = self.nothing_sent_hint() {
+            s.push('\n');
+            s.push_str(&hint);
+        }
         if self.not_attempted > 0 {
-            s.push_str(&format!("\n{} rows were not attempted", self.not_attempted));
+            s.push_str(&format!(
+                "\n{} not attempted",
+                if self.not_attempted == 1 {
+                    "1 row was".to_string()
+                } else {
+                    format!("{} rows were", self.not_attempted)
+                }
+            ));
         }
         s
     }
+}
+
+/// `1 row`, `3 rows`.
+fn rows(n: u64) -> String {
+    format!("{n} {}", if n == 1 { "row" } else { "rows" })
 }
 
 /// `131047: 3, 131026: 1`, the most frequent first.
@@ -317,7 +439,7 @@ impl Progress {
     /// A bar when stderr is a terminal; otherwise a plain line every `lines_every` (see
     /// [`Progress::spawn_updates`]).
     pub fn new(lines_every: Duration) -> Progress {
-        if !std::io::stderr().is_terminal() {
+        if !std::io::stderr().is_terminal() || crate::commands::quiet() {
             return Progress {
                 bar: None,
                 lines_every,
@@ -339,6 +461,9 @@ impl Progress {
 
     /// Prints a line (a bad row, a failure) without tearing the bar.
     pub fn report(&self, line: &str) {
+        if crate::commands::quiet() {
+            return;
+        }
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),
@@ -355,6 +480,11 @@ impl Progress {
         mut done: tokio::sync::oneshot::Receiver<()>,
     ) -> tokio::task::JoinHandle<()> {
         let bar = self.bar.clone();
+        if crate::commands::quiet() {
+            return tokio::spawn(async move {
+                let _ = done.await;
+            });
+        }
         let interval = if bar.is_some() {
             Duration::from_millis(200)
         } else {

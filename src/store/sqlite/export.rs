@@ -6,8 +6,8 @@ use std::ops::ControlFlow;
 use super::flow::ResponseColumns;
 use super::{FromRow, SqliteStore};
 use crate::store::{
-    ExportFilter, ExportQueries, ExportSnapshot, FailedSend, Result, SendState, SnapshotReader,
-    StoredResponse,
+    ExportFilter, ExportQueries, ExportSnapshot, FailedSend, MediaRecord, Result, SendState,
+    SnapshotReader, StoredResponse,
 };
 
 /// The rows of [`ExportFilter`], as a condition on `responses r` with named parameters.
@@ -135,6 +135,21 @@ impl SnapshotReader for Snapshot<'_> {
             }
         }
         Ok(())
+    }
+
+    fn has_media(&self, filter: &ExportFilter) -> Result<bool> {
+        let store = self.store;
+        let sql = format!(
+            "SELECT EXISTS(SELECT 1 FROM responses r JOIN media m ON m.token = r.token
+                           WHERE {FILTER})"
+        );
+        let mut stmt = store.conn.prepare(&sql).map_err(|e| store.err(e))?;
+        stmt.query_row(&filter_params(filter)[..], |r| r.get(0))
+            .map_err(|e| store.err(e))
+    }
+
+    fn media_of(&self, token: &str) -> Result<Vec<MediaRecord>> {
+        crate::store::MediaQueries::media_of(self.store, token)
     }
 }
 

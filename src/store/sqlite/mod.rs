@@ -39,6 +39,7 @@ mod api;
 mod bulk;
 mod export;
 mod flow;
+mod media;
 mod schema;
 mod stats;
 mod tokens;

@@ -14,6 +14,17 @@ use crate::store::{Funnel, FunnelReport, Result, StatsQueries};
 const FAILED: &str = "((t.state = 'failed' OR (t.delivery IS 'failed' AND t.state != 'deferred'))
      AND t.superseded_by IS NULL)";
 
+/// The one bucket of a token (`tokens t`) among those that add up to `issued`; `sent` is the
+/// only one the funnel goes on from (delivered, read).
+const BUCKET: &str = "(CASE
+     WHEN (t.state = 'failed' OR (t.delivery IS 'failed' AND t.state != 'deferred'))
+          AND t.superseded_by IS NULL THEN 'failed'
+     WHEN t.superseded_by IS NOT NULL THEN 'replaced'
+     WHEN t.state = 'deferred' THEN 'deferred'
+     WHEN t.state = 'sent' OR t.delivery_rank >= 1 THEN 'sent'
+     WHEN t.state IN ('sending', 'unknown') THEN 'unknown'
+     ELSE 'pending' END)";
+
 impl StatsQueries for SqliteStore {
     fn funnel(&self, campaign: Option<&str>) -> Result<FunnelReport> {
         let mut by_name: BTreeMap<String, Funnel> = BTreeMap::new();
@@ -21,12 +32,15 @@ impl StatsQueries for SqliteStore {
         let sql = format!(
             "SELECT t.campaign AS campaign,
                     COUNT(*) AS issued,
-                    SUM(NOT {FAILED} AND (t.state = 'sent' OR t.delivery_rank >= 1)) AS sent,
-                    SUM({FAILED}) AS failed,
-                    SUM(NOT {FAILED} AND t.delivery_rank >= 2) AS delivered,
-                    SUM(NOT {FAILED} AND t.delivery_rank >= 3) AS read,
+                    SUM({BUCKET} = 'sent') AS sent,
+                    SUM({BUCKET} = 'failed') AS failed,
+                    SUM({BUCKET} = 'sent' AND t.delivery_rank >= 2) AS delivered,
+                    SUM({BUCKET} = 'sent' AND t.delivery_rank >= 3) AS read,
                     SUM({FAILED} AND t.failed_after_acceptance = 1) AS failed_after_acceptance,
-                    SUM(t.state = 'deferred' AND t.superseded_by IS NULL) AS deferred,
+                    SUM({BUCKET} = 'deferred') AS deferred,
+                    SUM({BUCKET} = 'pending') AS pending,
+                    SUM({BUCKET} = 'unknown') AS unknown,
+                    SUM({BUCKET} = 'replaced') AS replaced,
                     SUM(EXISTS(SELECT 1 FROM responses r
                                WHERE r.token = t.token AND r.duplicate_of IS NULL)) AS completed
              FROM tokens t
@@ -43,6 +57,9 @@ impl StatsQueries for SqliteStore {
             f.read = r.get("read")?;
             f.failed_after_acceptance = r.get("failed_after_acceptance")?;
             f.deferred = r.get("deferred")?;
+            f.pending = r.get("pending")?;
+            f.unknown = r.get("unknown")?;
+            f.replaced = r.get("replaced")?;
             f.completed = r.get("completed")?;
             Ok(())
         })?;
@@ -107,12 +124,32 @@ impl StatsQueries for SqliteStore {
             total.read += f.read;
             total.failed_after_acceptance += f.failed_after_acceptance;
             total.deferred += f.deferred;
+            total.pending += f.pending;
+            total.unknown += f.unknown;
+            total.replaced += f.replaced;
             total.completed += f.completed;
         }
         for f in campaigns.iter_mut().chain(std::iter::once(&mut total)) {
             f.completion_rate = (f.sent > 0).then(|| f.completed as f64 / f.sent as f64);
         }
-        Ok(FunnelReport { campaigns, total })
+        let statuses_received = self
+            .rows("SELECT COUNT(*) FROM message_statuses", [], |r| r.get(0))?
+            .into_iter()
+            .next()
+            .unwrap_or(0);
+        Ok(FunnelReport {
+            campaigns,
+            total,
+            statuses_received,
+        })
+    }
+
+    fn campaign_names(&self) -> Result<Vec<String>> {
+        self.rows(
+            "SELECT DISTINCT campaign FROM tokens ORDER BY campaign",
+            [],
+            |r| r.get(0),
+        )
     }
 }
 
@@ -236,6 +273,12 @@ mod tests {
             (a.issued, a.sent, a.failed, a.delivered, a.read, a.completed),
             (6, 3, 2, 2, 1, 2)
         );
+        assert_eq!(
+            a.sent + a.failed + a.deferred + a.pending + a.unknown + a.replaced,
+            a.issued,
+            "the buckets add up: {a:?}"
+        );
+        assert_eq!(a.pending, 1);
         assert_eq!(a.failed_by_code["131026"], 1);
         assert_eq!(a.failed_by_code["unknown"], 1);
         assert_eq!(a.completion_rate, Some(2.0 / 3.0));
