@@ -319,6 +319,7 @@ fn a_port_in_use_is_the_same_exit_code_for_serve_and_sandbox() {
     let key = env.key_file();
     let mut c = env.cmd();
     c.env("APP_SECRET", APP_SECRET)
+        .env("FLOW_SCREEN", "Q1")
         .args(["serve", "--listen", &addr, "--private-key-file"])
         .arg(&key);
     let serve = run(c, LIMIT);
@@ -395,6 +396,7 @@ fn serve_with_a_closed_stdout_keeps_serving() {
     let key = env.key_file();
     let mut c = env.cmd();
     c.env("APP_SECRET", APP_SECRET)
+        .env("FLOW_SCREEN", "Q1")
         .args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
         .arg(&key)
         .stdout(Stdio::piped())

@@ -2,7 +2,8 @@
 //! same-screen refreshes of a dependent dropdown, validation that re-shows a screen with an
 //! `error_message`, branching by `next_screen`, the start-time refusals, data API 4.0's
 //! `flow_token_signature` — and the sandbox's simulated people completing the demo survey and
-//! the non-linear appointment Flow, with built-in routing and through `--forward`.
+//! the non-linear appointment Flow (its photo downloaded and joined to the right phone), with
+//! built-in routing and through `--forward`.
 
 mod support;
 
@@ -11,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use flowctl::sandbox::media::sample_file;
+use flowctl::store::{MediaRecord, MediaState};
 use serde_json::{json, Map, Value};
 use support::*;
 
@@ -490,6 +493,23 @@ const PHONES: [&str; 8] = [
     "+212610000108",
 ];
 
+/// The photo of `token` once the media worker has stored it (it runs off the request path).
+fn settled_photo(run: &PeopleRun, token: &str) -> Vec<MediaRecord> {
+    let start = Instant::now();
+    loop {
+        let files = run.env.store().media_of(token).unwrap();
+        if !files.is_empty() && files.iter().all(|f| f.state == MediaState::Done) {
+            return files;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the photo of {token} was not stored: {files:?}\nserve: {}",
+            run.server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Every exported appointment is consistent: the branch belongs to the chosen city, the
 /// answers match the branch taken, the row is joined to its phone and name; both branches
 /// were taken by someone.
@@ -515,11 +535,29 @@ fn check_appointments(run: &PeopleRun) {
         );
         assert!(a.contains_key("slot") && a["consent"] == true, "{a:?}");
         assert!(!a.contains_key("trigger"), "{a:?}");
-        assert!(
-            !a.contains_key("photo"),
-            "an optional photo left out: {a:?}"
-        );
+        // The optional photo of the SYMPTOMS branch: the answer keeps only the file's id and
+        // name (no keys), and the file itself is downloaded from the CDN, decrypted and kept
+        // under this phone's token, byte for byte what the person attached.
+        assert_eq!(a.contains_key("photo"), next == "SYMPTOMS", "{a:?}");
         branches_taken.push(next.to_string());
+        if next != "SYMPTOMS" {
+            continue;
+        }
+        let photo = &a["photo"][0];
+        assert!(
+            photo["media_id"].is_string() && photo.get("encryption_metadata").is_none(),
+            "{phone}: the photo's answer: {a:?}"
+        );
+        let token = row["flow_token"].as_str().unwrap();
+        let files = settled_photo(run, token);
+        assert_eq!(files.len(), 1, "{phone}: {files:?}");
+        let path = files[0].path.as_deref().unwrap();
+        assert!(path.contains(token), "{phone}: {path}");
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            sample_file("PhotoPicker", token).0,
+            "{phone}: the stored photo is the one the person attached"
+        );
     }
     assert!(
         branches_taken.iter().any(|b| b == "SYMPTOMS")

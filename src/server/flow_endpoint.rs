@@ -297,8 +297,9 @@ async fn forwarded(
                 Ok(m) => m,
                 Err(reply) => return reply,
             };
-            // The handler's answers win over what was collected screen by screen.
-            merged.extend(answers);
+            // The handler's answers win over what was collected screen by screen; a file
+            // descriptor it echoes back keeps no keys, as with built-in routing.
+            merged.extend(crate::media::without_keys(answers));
             complete(state, record, merged).await
         }
     }
