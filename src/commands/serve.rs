@@ -78,7 +78,8 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         first_screen: settings.first_screen,
         limits: settings.limits,
         metrics: Metrics::default(),
-        rsa_slots: tokio::sync::Semaphore::new(cores),
+        rsa: crate::server::rsa_pool::RsaPool::new(cores)
+            .context("starting the RSA worker threads")?,
         verify_token: settings.verify_token,
         api_key: settings.api_key,
         sender,

@@ -101,7 +101,7 @@ pub async fn handle(
     render(&decrypted.key, reply)
 }
 
-/// Runs the RSA work on the blocking pool, at most one operation per core at a time.
+/// Runs the RSA work on the dedicated RSA threads (see `rsa_pool`).
 async fn decrypt(
     state: &Arc<AppState>,
     envelope: EncryptedRequest,
@@ -109,16 +109,11 @@ async fn decrypt(
     let Some(key) = state.key.clone() else {
         return Err("no_private_key");
     };
-    let _slot = state
-        .rsa_slots
-        .acquire()
+    state
+        .rsa
+        .run(move || crypto::decrypt_request(&key, &envelope).map_err(|e| e.stage()))
         .await
-        .map_err(|_| "shutting_down")?;
-    tokio::task::spawn_blocking(move || {
-        crypto::decrypt_request(&key, &envelope).map_err(|e| e.stage())
-    })
-    .await
-    .unwrap_or(Err("task_failed"))
+        .unwrap_or(Err("task_failed"))
 }
 
 fn render(key: &ResponseKey, reply: Reply) -> Resp {

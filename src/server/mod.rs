@@ -11,6 +11,7 @@ pub mod inbox;
 pub mod io;
 pub mod media;
 pub mod metrics;
+pub mod rsa_pool;
 mod signed;
 pub mod webhook;
 
@@ -84,9 +85,9 @@ pub struct AppState {
     pub first_screen: Option<String>,
     pub limits: Limits,
     pub metrics: Metrics,
-    /// Bounds concurrent RSA private-key operations to the number of cores, so that a flood
-    /// of encrypted requests queues instead of starving everything else.
-    pub rsa_slots: Semaphore,
+    /// The data endpoint's RSA work: one dedicated thread per core, fed by a queue, so that
+    /// a flood of encrypted requests keeps the cores busy without starving the reactor.
+    pub rsa: rsa_pool::RsaPool,
     /// `WEBHOOK_VERIFY_TOKEN` (`None`: the verification GET always answers 403).
     pub verify_token: Option<Secret>,
     /// `FLOWCTL_API_KEY` (`None`: the CRM routes answer 404).

@@ -61,21 +61,19 @@ impl FlowQueries for SqliteStore {
         data: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
         self.write(|tx| {
+            // Cached statements: this runs on every screen of every Flow.
             let current: Option<Option<JsonObject>> = tx
-                .query_row(
-                    "SELECT flow_answers FROM tokens WHERE token = ?1",
-                    [token],
-                    |r| r.get("flow_answers"),
-                )
+                .prepare_cached("SELECT flow_answers FROM tokens WHERE token = ?1")?
+                .query_row([token], |r| r.get("flow_answers"))
                 .optional()?;
             let mut merged = current.flatten().map(|j| j.0).unwrap_or_default();
             for (k, v) in data {
                 merged.insert(k.clone(), v.clone());
             }
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE tokens SET flow_answers = ?2, flow_screen = COALESCE(?3, flow_screen) WHERE token = ?1",
-                params![token, json_text(&merged), screen],
-            )?;
+            )?
+            .execute(params![token, json_text(&merged), screen])?;
             Ok(merged)
         })
     }
