@@ -2,7 +2,7 @@
 
 use super::{require_secret, required, ConfigError};
 use crate::cli::{FlowActionKind, GraphArgs, MessageArgs, TemplateButtonArgs};
-use crate::graph::{FlowAction, GraphSettings, MessageSettings, Template};
+use crate::graph::{FlowAction, GraphSettings, MessageSettings, Slot, Template, TemplateParam};
 use crate::outbound::SendSettings;
 use crate::phone::DefaultCountry;
 
@@ -45,14 +45,45 @@ impl GraphArgs {
 }
 
 impl TemplateButtonArgs {
-    /// The template to send as, when `--template` and `--lang` name one.
-    pub(super) fn template(&self, name_and_language: Option<(String, String)>) -> Option<Template> {
-        name_and_language.map(|(name, language)| Template {
+    /// The template to send as, when `--template` and `--lang` name one, with its
+    /// `--template-param`s (each slot once; `body.1` not with `--template-name-param`).
+    pub(super) fn template(
+        &self,
+        name_and_language: Option<(String, String)>,
+    ) -> Result<Option<Template>, ConfigError> {
+        let Some((name, language)) = name_and_language else {
+            if !self.template_params.is_empty() {
+                return Err(ConfigError::Unusable(
+                    "--template-param needs --template and --lang".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let mut params: Vec<TemplateParam> = Vec::new();
+        for p in &self.template_params {
+            let param: TemplateParam = p.parse().map_err(ConfigError::Unusable)?;
+            if params.iter().any(|q| q.slot == param.slot) {
+                return Err(ConfigError::Unusable(format!(
+                    "--template-param {}: that slot is given twice",
+                    param.slot
+                )));
+            }
+            if self.template_name_param && param.slot == Slot::Body(1) {
+                return Err(ConfigError::Unusable(
+                    "--template-param body.1 and --template-name-param both fill body.1: keep one"
+                        .into(),
+                ));
+            }
+            params.push(param);
+        }
+        Ok(Some(Template {
             name,
             language,
             button_index: self.template_button_index,
             name_param: self.template_name_param,
-        })
+            params,
+            waba_id: super::account::waba_id(&self.waba_id)?,
+        }))
     }
 }
 

@@ -21,6 +21,7 @@ mod account;
 mod answer;
 pub mod chatwoot;
 mod errors;
+mod flows_api;
 mod keys;
 pub mod media;
 mod messages;
@@ -29,6 +30,7 @@ mod record;
 mod rules;
 mod server;
 mod state;
+mod templates;
 #[cfg(test)]
 mod tests;
 pub mod user;
@@ -203,6 +205,9 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         outage: Mutex::new(None),
         account: Mutex::new(account),
         cdn,
+        flow_assets: Mutex::new(Default::default()),
+        templates: Mutex::new(Default::default()),
+        base_url: format!("http://{addr}"),
     });
     let task = tokio::spawn(serve(listener, Arc::clone(&state), stopped, writer));
     Ok(SandboxHandle {

@@ -91,6 +91,10 @@ pub async fn run(db: &Path, mut args: BulkSettings) -> anyhow::Result<i32> {
         return dry_run(db, &args, rows, campaign).await;
     };
     let graph = GraphClient::new(graph)?;
+    if let Some(t) = &settings.message.template {
+        let columns: Vec<String> = rows.headers().iter().map(str::to_string).collect();
+        super::templates::preflight(&graph, t, Some(&columns)).await?;
+    }
     if !args.yes && !confirmed(&args.csv, rows.format(), &campaign)? {
         eprintln!("flowctl: nothing sent (not confirmed; --yes skips the question)");
         return Ok(exit::FAILED);
