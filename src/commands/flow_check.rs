@@ -88,6 +88,21 @@ fn data_refs(v: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// The screens reachable from `start` through the routing model, `start` included.
+fn reachable(flow: &FlowJson, start: &str) -> Vec<String> {
+    let mut reached = vec![start.to_string()];
+    let mut i = 0;
+    while i < reached.len() {
+        for next in flow.successors(&reached[i]) {
+            if !reached.contains(next) {
+                reached.push(next.clone());
+            }
+        }
+        i += 1;
+    }
+    reached
+}
+
 /// Checks a Flow JSON text; the findings in file order as far as they have a place.
 pub fn check(text: &str) -> Vec<Finding> {
     let raw: Value = match serde_json::from_str(text) {
@@ -125,16 +140,25 @@ pub fn check(text: &str) -> Vec<Finding> {
         .cloned()
         .unwrap_or_default();
     let routing_at = text.find("\"routing_model\"").unwrap_or(0);
-    let entry = flow.entry_screen().id.clone();
-    let mut reached = vec![entry.clone()];
-    let mut i = 0;
-    while i < reached.len() {
-        for next in flow.successors(&reached[i]) {
-            if !reached.contains(next) {
-                reached.push(next.clone());
-            }
+    // Several screens without an inbound route: only one can open the Flow. The one that
+    // leads to the most screens is taken as the entry, so that the stray one is named.
+    let inbound: Vec<&String> = flow
+        .screens()
+        .iter()
+        .flat_map(|s| flow.successors(&s.id))
+        .collect();
+    let roots = flow
+        .screens()
+        .iter()
+        .filter(|s| routing.contains_key(&s.id) && !inbound.contains(&&s.id));
+    let mut entry = flow.entry_screen().id.clone();
+    let mut reached = reachable(&flow, &entry);
+    for root in roots {
+        let from_root = reachable(&flow, &root.id);
+        if from_root.len() > reached.len() {
+            entry = root.id.clone();
+            reached = from_root;
         }
-        i += 1;
     }
     let screens_raw: Vec<Value> = raw
         .get("screens")
