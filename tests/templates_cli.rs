@@ -45,7 +45,22 @@ fn ok(c: Command) -> String {
     stdout(&out)
 }
 
+/// Deploys and publishes the survey Flow the template's FLOW button names (`flow_name`).
+fn deploy_survey(env: &Env, sandbox: &str) {
+    let mut c = with_waba(env.graph_cmd(sandbox));
+    c.args(["flows", "deploy"]).arg(survey_flow()).args([
+        "--name",
+        "survey",
+        "--categories",
+        "SURVEY",
+        "--publish",
+    ]);
+    let out = ok(c);
+    assert!(out.contains("published Flow \"survey\""), "{out}");
+}
+
 fn create_template(env: &Env, sandbox: &str) {
+    deploy_survey(env, sandbox);
     let file = env.write("template.json", TEMPLATE);
     let mut c = with_waba(env.graph_cmd(sandbox));
     c.args(["templates", "create", "--file"]).arg(&file);
@@ -57,6 +72,22 @@ fn templates(env: &Env, sandbox: &str, args: &[&str]) -> Command {
     let mut c = with_waba(env.graph_cmd(sandbox));
     c.arg("templates").args(args);
     c
+}
+
+#[test]
+fn a_flow_button_must_name_a_flow_of_the_account() {
+    let env = Env::new();
+    let sb = env.sandbox(&[]);
+    let file = env.write("template.json", TEMPLATE);
+    let mut c = with_waba(env.graph_cmd(&sb.url));
+    c.args(["templates", "create", "--file"]).arg(&file);
+    let out = run(c, LIMIT);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("flow_name \"survey\" is not a Flow"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -65,6 +65,18 @@ pub(super) fn edge(
     if !authorized {
         return graph_error(log, 190, UNAUTHORIZED);
     }
+    // The Flows a FLOW button may name, read before the templates are locked.
+    let flows: Vec<(String, String)> = state
+        .account
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .flows_mut()
+        .iter()
+        .map(|(id, f)| {
+            let name = f.get("name").and_then(Value::as_str).unwrap_or("");
+            (id.clone(), name.to_string())
+        })
+        .collect();
     let mut t = state
         .templates
         .lock()
@@ -98,7 +110,7 @@ pub(super) fn edge(
             }
             ok(json!({ "success": true }))
         }
-        Method::POST => match create(&mut t, body) {
+        Method::POST => match create(&mut t, body, &flows) {
             Ok(v) => ok(v),
             Err(why) => graph_error(log, 100, &format!("(#100) Invalid parameter: {why}")),
         },
@@ -116,7 +128,9 @@ fn ok(v: Value) -> Answer {
 
 /// Checks a template definition and stores it, APPROVED at once (Meta reviews for minutes to
 /// hours; `POST /_sandbox/templates` sets another status).
-fn create(t: &mut Templates, body: &Value) -> Result<Value, String> {
+/// `flows` are the account's Flows as `(id, name)`: a FLOW button's `flow_id` or `flow_name`
+/// must name one of them.
+fn create(t: &mut Templates, body: &Value, flows: &[(String, String)]) -> Result<Value, String> {
     let name = body
         .get("name")
         .and_then(Value::as_str)
@@ -167,6 +181,16 @@ fn create(t: &mut Templates, body: &Value) -> Result<Value, String> {
                     return Err(
                         "a FLOW button needs exactly one of flow_id, flow_name or flow_json".into(),
                     );
+                }
+                if let Some(id) = b.get("flow_id").and_then(Value::as_str) {
+                    if !flows.iter().any(|(i, _)| i == id) {
+                        return Err(format!("flow_id {id:?} is not a Flow of this account"));
+                    }
+                }
+                if let Some(name) = b.get("flow_name").and_then(Value::as_str) {
+                    if !flows.iter().any(|(_, n)| n == name) {
+                        return Err(format!("flow_name {name:?} is not a Flow of this account"));
+                    }
                 }
                 if let Some(a) = b.get("flow_action").and_then(Value::as_str) {
                     if !matches!(a, "navigate" | "data_exchange") {
@@ -362,26 +386,33 @@ mod tests {
     }
 
     #[test]
-    fn a_flow_button_needs_one_source() {
+    fn a_flow_button_needs_one_source_that_names_a_flow_of_the_account() {
         let mut t = Templates::default();
-        let def = |button: Value| {
-            json!({"name": "t", "language": "fr", "category": "MARKETING",
+        let flows = [("1".to_string(), "survey".to_string())];
+        let def = |name: &str, button: Value| {
+            json!({"name": name, "language": "fr", "category": "MARKETING",
             "components": [{"type": "BODY", "text": "x"}, {"type": "BUTTONS", "buttons": [button]}]})
         };
-        assert!(create(&mut t, &def(json!({"type": "FLOW", "text": "Go"}))).is_err());
-        assert!(create(
-            &mut t,
-            &def(json!({"type": "FLOW", "text": "Go", "flow_id": "1", "flow_name": "n"}))
-        )
-        .is_err());
-        assert!(create(&mut t, &def(json!({"type": "FLOW", "text": "Go", "flow_name": "n", "navigate_screen": "A", "flow_action": "navigate"}))).is_ok());
+        let flow = |extra: Value| {
+            let mut b = json!({"type": "FLOW", "text": "Go"});
+            for (k, v) in extra.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            b
+        };
+        assert!(create(&mut t, &def("a", flow(json!({}))), &flows).is_err());
+        let both = flow(json!({"flow_id": "1", "flow_name": "survey"}));
+        assert!(create(&mut t, &def("a", both), &flows).is_err());
+        let unknown = flow(json!({"flow_name": "nope"}));
+        assert!(create(&mut t, &def("a", unknown), &flows).is_err());
+        let by_name =
+            flow(json!({"flow_name": "survey", "navigate_screen": "A", "flow_action": "navigate"}));
+        assert!(create(&mut t, &def("a", by_name), &flows).is_ok());
+        let by_id = flow(json!({"flow_id": "1"}));
         assert!(
-            create(
-                &mut t,
-                &def(json!({"type": "FLOW", "text": "Go", "flow_id": "1"}))
-            )
-            .is_err(),
+            create(&mut t, &def("a", by_id.clone()), &flows).is_err(),
             "same name and language"
         );
+        assert!(create(&mut t, &def("b", by_id), &flows).is_ok());
     }
 }
