@@ -186,3 +186,39 @@ impl MessageArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(params: &[&str], name_param: bool) -> TemplateButtonArgs {
+        TemplateButtonArgs {
+            template_button_index: 0,
+            template_name_param: name_param,
+            template_params: params.iter().map(|s| s.to_string()).collect(),
+            waba_id: Some(" 102290129340398 ".into()),
+        }
+    }
+
+    fn named() -> Option<(String, String)> {
+        Some(("enquete".into(), "fr".into()))
+    }
+
+    #[test]
+    fn template_params_are_parsed_and_checked_once() {
+        let t = args(&["body.2=ville", "header.image=photo"], true)
+            .template(named())
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.params.len(), 2);
+        assert_eq!(t.waba_id.as_deref(), Some("102290129340398"));
+        let err = |a: TemplateButtonArgs, named| a.template(named).unwrap_err().to_string();
+        assert!(err(args(&["body.1=x"], true), named()).contains("--template-name-param"));
+        assert!(err(args(&["body.2=x", "body.2=y"], false), named()).contains("twice"));
+        assert!(err(args(&["body.2=x"], false), None).contains("needs --template"));
+        assert!(err(args(&["footer.1=x"], false), named()).contains("footer.1=x"));
+        let mut bad_waba = args(&[], false);
+        bad_waba.waba_id = Some("waba-12".into());
+        assert!(err(bad_waba, named()).contains("WABA_ID"));
+    }
+}

@@ -327,4 +327,55 @@ mod tests {
             json!({"flow_token": "flow_x", "flow_action_data": {"city": "Rabat"}})
         );
     }
+
+    #[test]
+    fn template_params_come_from_the_recipient_columns() {
+        let p = phone();
+        let data = json!({"Ville": "Rabat", "photo_url": "https://cdn.example/p.jpg", "visits": 3})
+            .as_object()
+            .unwrap()
+            .clone();
+        let param = |s: &str| s.parse::<TemplateParam>().unwrap();
+        let t = Template {
+            name: "enquete".into(),
+            language: "fr".into(),
+            button_index: 1,
+            name_param: false,
+            params: vec![
+                param("body.3=missing"),
+                param("body.2=ville"),
+                param("header.image=photo_url"),
+                param("body.1=customer_name"),
+                param("body.4=visits"),
+            ],
+            waba_id: None,
+        };
+        let r = Recipient {
+            phone: &p,
+            flow_token: "flow_x",
+            customer_name: Some("Camille"),
+            data: Some(&data),
+        };
+        let m = flow_message(&settings(FlowAction::DataExchange, Some(t)), &r);
+        let comps = m["template"]["components"].as_array().unwrap();
+        assert_eq!(comps[0]["type"], "header");
+        assert_eq!(
+            comps[0]["parameters"],
+            json!([{"type": "image", "image": {"link": "https://cdn.example/p.jpg"}}])
+        );
+        assert_eq!(comps[1]["type"], "body");
+        let texts: Vec<&str> = comps[1]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            texts,
+            ["Camille", "Rabat", "-", "3"],
+            "in slot order; a column is matched without case; missing is -"
+        );
+        assert_eq!(comps[2]["sub_type"], "flow");
+        assert_eq!(comps[2]["index"], "1");
+    }
 }

@@ -15,6 +15,12 @@
 //! - `GET /_sandbox/cdn/{name}`, `POST /_sandbox/cdn`: the CDN of the files people attach
 //!   ([`media`]); `GET /{v}/{media-id}` and `GET /_sandbox/media/{id}` (bearer): those files
 //!   as the Graph media of a completion message
+//! - `GET|POST /{v}/{waba-id}/flows`, `POST|DELETE /{v}/{flow-id}`,
+//!   `GET|POST /{v}/{flow-id}/assets`, `POST /{v}/{flow-id}/publish|deprecate`,
+//!   `GET /{v}/{flow-id}?fields=preview.…|metric.…`: the Flows API (see `flows_api`), with
+//!   `GET /_sandbox/flow-assets/{id}` as the CDN of the uploaded Flow JSON
+//! - `GET|POST|DELETE /{v}/{waba-id}/message_templates` and `POST /_sandbox/templates`
+//!   (statuses, strict mode): the template API (see `templates`)
 //! - anything else: 404 with a Graph envelope, code 100.
 
 mod account;
