@@ -292,3 +292,42 @@ fn the_sandbox_refuses_a_send_that_does_not_match_the_stored_template() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["error_code"], 132000);
 }
+
+#[test]
+fn a_strict_sandbox_refuses_a_template_it_does_not_know_with_132001() {
+    let env = Env::new();
+    let sb = env.sandbox(&[]);
+    let mut c = env.graph_cmd(&sb.url);
+    c.args([
+        "send",
+        "+33612345678",
+        "--template",
+        "inconnu",
+        "--lang",
+        "fr",
+    ]);
+    assert_eq!(
+        run(c, LIMIT).status.code(),
+        Some(0),
+        "an undeclared template is accepted as before"
+    );
+    let (code, body) = http_post_json(
+        &format!("{}/_sandbox/templates", sb.url),
+        r#"{"strict": true}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let mut c = env.graph_cmd(&sb.url);
+    c.args([
+        "send",
+        "+34612345678",
+        "--template",
+        "inconnu",
+        "--lang",
+        "fr",
+    ]);
+    let out = run(c, LIMIT);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let sent = sandbox_messages(&sb.url);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1]["error_code"], 132001);
+}
