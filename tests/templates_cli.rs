@@ -331,3 +331,35 @@ fn a_strict_sandbox_refuses_a_template_it_does_not_know_with_132001() {
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1]["error_code"], 132001);
 }
+
+#[test]
+fn a_parameter_may_name_the_name_column_given_by_name_column() {
+    let env = Env::new();
+    let sb = env.sandbox(&[]);
+    create_template(&env, &sb.url);
+    let csv = env.write("contacts.csv", "tel;NOM;ville\n+33612345678;Camille;Lyon\n");
+    let mut c = with_waba(env.graph_cmd(&sb.url));
+    c.arg("bulk")
+        .arg(&csv)
+        .args(["--phone-column", "tel", "--name-column", "NOM"])
+        .args(["--template", "enquete_visite", "--lang", "fr"])
+        .args([
+            "--template-param",
+            "body.1=nom",
+            "--template-param",
+            "body.2=ville",
+        ]);
+    let out = run(c, LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let sent = sandbox_messages(&sb.url);
+    assert_eq!(sent.len(), 1);
+    let body = &sent[0]["body"]["template"]["components"][0];
+    assert_eq!(body["parameters"][0]["text"], "Camille", "{body}");
+    assert_eq!(body["parameters"][1]["text"], "Lyon", "{body}");
+}

@@ -167,6 +167,19 @@ fn template(t: &Template, r: &Recipient<'_>, data: Option<&Map<String, Value>>) 
     })
 }
 
+impl Template {
+    /// Tells the parameters which CSV header is the name column (`--name-column`): a
+    /// parameter naming it takes the customer name, which is not Flow data.
+    pub fn name_column_is(&mut self, header: Option<&str>) {
+        let Some(header) = header else { return };
+        for p in &mut self.params {
+            if p.column.eq_ignore_ascii_case(header.trim()) {
+                p.column = NAME_COLUMNS[0].to_string();
+            }
+        }
+    }
+}
+
 /// The headers `bulk` reads the customer name from (its name column is not Flow data).
 const NAME_COLUMNS: [&str; 3] = ["customer_name", "name", "customername"];
 
