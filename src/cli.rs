@@ -127,6 +127,12 @@ pub enum Command {
     /// Print the manual page (roff), or write one page per command with --out.
     #[command(after_help = help::MAN)]
     Man(ManArgs),
+    /// Manage the account's Flows as code: validate, deploy, list, publish, preview, metrics.
+    #[command(subcommand, after_help = help::FLOWS)]
+    Flows(FlowsCommand),
+    /// Manage the account's message templates: list, get, create, delete.
+    #[command(subcommand, after_help = help::TEMPLATES)]
+    Templates(TemplatesCommand),
 }
 
 impl Command {
@@ -327,6 +333,17 @@ pub struct TemplateButtonArgs {
     /// Template mode: put the customer name in the template body's {{1}}.
     #[arg(long)]
     pub template_name_param: bool,
+
+    /// Template mode: fill a template parameter from a CSV column (or a --data key):
+    /// `body.N=COLUMN`, `header.N=COLUMN`, or `header.image|video|document=COLUMN` (a link).
+    /// Repeatable.
+    #[arg(long = "template-param", value_name = "SLOT=COLUMN")]
+    pub template_params: Vec<String>,
+
+    /// Template mode: the WhatsApp Business Account id, to check before sending anything
+    /// that the template exists, is APPROVED and takes these parameters.
+    #[arg(long, env = "WABA_ID", hide_env_values = true)]
+    pub waba_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -782,4 +799,222 @@ impl<E: ValueEnum + Clone + Send + Sync + 'static> TypedValueParser for Trimmed<
                 .filter_map(ValueEnum::to_possible_value),
         ))
     }
+}
+
+/// The WhatsApp Business Account and the Graph API (`flows`, `templates`).
+#[derive(Debug, Clone, Args)]
+pub struct AccountArgs {
+    /// The WhatsApp Business Account id (WABA) that owns the Flows and templates.
+    #[arg(long, env = "WABA_ID", hide_env_values = true)]
+    pub waba_id: Option<String>,
+
+    #[command(flatten)]
+    pub graph: GraphArgs,
+}
+
+/// `flowctl flows …`.
+#[derive(Debug, Subcommand)]
+pub enum FlowsCommand {
+    /// List the account's Flows: id, status, name, categories (needs WABA_ID).
+    List(AccountArgs),
+    /// Show a Flow: name, status, endpoint_uri, validation errors.
+    Get(FlowIdArgs),
+    /// Create a draft Flow (needs WABA_ID).
+    Create(FlowsCreateArgs),
+    /// Upload a Flow JSON file as the Flow's flow.json; Meta's validation errors are shown
+    /// at their line in the file.
+    Update(FlowsUpdateArgs),
+    /// Publish a draft Flow (it can no longer be changed).
+    Publish(FlowIdArgs),
+    /// Deprecate a published Flow (it can no longer be sent).
+    Deprecate(FlowIdArgs),
+    /// Delete a draft Flow.
+    Delete(FlowIdArgs),
+    /// Print the Flow's preview URL.
+    Preview(FlowsPreviewArgs),
+    /// Print the Flow endpoint's metrics: request count, errors, error rate, latency,
+    /// availability.
+    Metrics(FlowsMetricsArgs),
+    /// Set the Flow's endpoint_uri (the data endpoint `serve` runs).
+    SetEndpoint(FlowsSetEndpointArgs),
+    /// Create or update the Flow named --name from FILE, only when FILE changed; validate;
+    /// publish with --publish (needs WABA_ID).
+    Deploy(FlowsDeployArgs),
+    /// Check a Flow JSON file locally (JSON, screens, routing, terminal screens, data), before
+    /// any upload.
+    Validate(FlowsValidateArgs),
+}
+
+impl FlowsCommand {
+    /// The account settings of the subcommand; `None` for `validate`, which is local.
+    pub fn account(&self) -> Option<&AccountArgs> {
+        match self {
+            FlowsCommand::List(a) => Some(a),
+            FlowsCommand::Get(a)
+            | FlowsCommand::Publish(a)
+            | FlowsCommand::Deprecate(a)
+            | FlowsCommand::Delete(a) => Some(&a.account),
+            FlowsCommand::Create(a) => Some(&a.account),
+            FlowsCommand::Update(a) => Some(&a.account),
+            FlowsCommand::Preview(a) => Some(&a.account),
+            FlowsCommand::Metrics(a) => Some(&a.account),
+            FlowsCommand::SetEndpoint(a) => Some(&a.account),
+            FlowsCommand::Deploy(a) => Some(&a.account),
+            FlowsCommand::Validate(_) => None,
+        }
+    }
+}
+
+/// A Flow by id.
+#[derive(Debug, Args)]
+pub struct FlowIdArgs {
+    /// The Flow's id.
+    pub flow_id: String,
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+/// `flows create`.
+#[derive(Debug, Args)]
+pub struct FlowsCreateArgs {
+    /// The Flow's name (unique in the account).
+    pub name: String,
+    /// Categories: SIGN_UP, SIGN_IN, APPOINTMENT_BOOKING, LEAD_GENERATION, CONTACT_US,
+    /// CUSTOMER_SUPPORT, SURVEY, SHOPPING, OTHER.
+    #[arg(long, value_delimiter = ',', default_value = "OTHER")]
+    pub categories: Vec<String>,
+    /// The data endpoint's URL (endpoint_uri).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_uri: Option<String>,
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+/// `flows update`.
+#[derive(Debug, Args)]
+pub struct FlowsUpdateArgs {
+    /// The Flow's id.
+    pub flow_id: String,
+    /// The Flow JSON file to upload.
+    #[arg(long, value_name = "FILE")]
+    pub json: PathBuf,
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+/// `flows preview`.
+#[derive(Debug, Args)]
+pub struct FlowsPreviewArgs {
+    /// The Flow's id.
+    pub flow_id: String,
+    /// Ask for a new preview URL (the old one stops working).
+    #[arg(long)]
+    pub invalidate: bool,
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+/// `flows metrics`.
+#[derive(Debug, Args)]
+pub struct FlowsMetricsArgs {
+    /// The Flow's id.
+    pub flow_id: String,
+    /// One metric (ENDPOINT_REQUEST_COUNT, ENDPOINT_REQUEST_ERROR, ENDPOINT_REQUEST_ERROR_RATE,
+    /// ENDPOINT_REQUEST_LATENCY_SECONDS_CEIL, ENDPOINT_AVAILABILITY); all by default.
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// DAY, HOUR or LIFETIME.
+    #[arg(long, default_value = "DAY")]
+    pub granularity: String,
+    /// First day (YYYY-MM-DD).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Last day (YYYY-MM-DD).
+    #[arg(long)]
+    pub until: Option<String>,
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+/// `flows set-endpoint`.
+#[derive(Debug, Args)]
+pub struct FlowsSetEndpointArgs {
+    /// The Flow's id.
+    pub flow_id: String,
+    /// The data endpoint's URL, e.g. https://example.com/api/flow.
+    pub url: String,
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+/// `flows deploy`.
+#[derive(Debug, Args)]
+pub struct FlowsDeployArgs {
+    /// The Flow JSON file.
+    pub file: PathBuf,
+    /// The Flow's name: the Flow is found by it, or created with it.
+    #[arg(long)]
+    pub name: String,
+    /// Categories of a Flow created by this deploy.
+    #[arg(long, value_delimiter = ',', default_value = "OTHER")]
+    pub categories: Vec<String>,
+    /// The data endpoint's URL, for a Flow created by this deploy.
+    #[arg(long, value_name = "URL")]
+    pub endpoint_uri: Option<String>,
+    /// Publish the Flow once uploaded (a published Flow can no longer change).
+    #[arg(long)]
+    pub publish: bool,
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+/// `flows validate`.
+#[derive(Debug, Args)]
+pub struct FlowsValidateArgs {
+    /// The Flow JSON file.
+    pub file: PathBuf,
+}
+
+/// `flowctl templates …`.
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// List the account's templates: name, language, status, category, quality.
+    List(AccountArgs),
+    /// Show a template (every language) with its components.
+    Get(TemplateNameArgs),
+    /// Create a template from a JSON file (name, language, category, components; a FLOW
+    /// button takes flow_id or flow_name, navigate_screen, flow_action).
+    Create(TemplatesCreateArgs),
+    /// Delete a template (every language).
+    Delete(TemplateNameArgs),
+}
+
+impl TemplatesCommand {
+    /// The account settings of the subcommand.
+    pub fn account(&self) -> &AccountArgs {
+        match self {
+            TemplatesCommand::List(a) => a,
+            TemplatesCommand::Get(a) | TemplatesCommand::Delete(a) => &a.account,
+            TemplatesCommand::Create(a) => &a.account,
+        }
+    }
+}
+
+/// A template by name.
+#[derive(Debug, Args)]
+pub struct TemplateNameArgs {
+    /// The template's name.
+    pub name: String,
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+/// `templates create`.
+#[derive(Debug, Args)]
+pub struct TemplatesCreateArgs {
+    /// The template definition (JSON).
+    #[arg(long, value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub account: AccountArgs,
 }

@@ -96,6 +96,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::Keys(KeysCommand::Check(args)) => {
                 commands::keys::run_check(args.resolve()?).await
             }
+            Command::Flows(cmd) => {
+                let settings = cmd.account().map(|a| a.resolve()).transpose()?;
+                commands::flows::run(&cmd, settings).await
+            }
+            Command::Templates(cmd) => {
+                commands::templates::run(&cmd, cmd.account().resolve()?).await
+            }
             other => Err(
                 commands::UsageError(format!("{other:?} is not available in this build")).into(),
             ),

@@ -26,6 +26,8 @@ const COMMANDS: &[&[&str]] = &[
     &["init"],
     &["completions"],
     &["man"],
+    &["flows"],
+    &["templates"],
 ];
 
 fn help(env: &Env, command: &[&str]) -> String {

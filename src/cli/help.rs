@@ -140,3 +140,27 @@ pub const MAN: &str = "\
 Examples:
   flowctl man | man -l -
   flowctl man --out /usr/local/share/man/man1";
+
+/// `flowctl flows --help`.
+pub const FLOWS: &str = "\
+Examples:
+  flowctl flows validate examples/survey_flow.json
+  flowctl flows deploy examples/survey_flow.json --name survey --categories SURVEY --publish
+  flowctl flows list
+  flowctl flows update 1234567890123456 --json flow.json
+  flowctl flows preview 1234567890123456 --invalidate
+  flowctl flows metrics 1234567890123456 --granularity DAY --since 2026-11-01
+
+WABA_ID names the WhatsApp Business Account (list, create, deploy).
+Secrets (environment or .env only): WHATSAPP_ACCESS_TOKEN (not needed by validate).";
+
+/// `flowctl templates --help`.
+pub const TEMPLATES: &str = "\
+Examples:
+  flowctl templates list
+  flowctl templates create --file survey_template.json
+  flowctl templates get survey_invite
+  flowctl templates delete survey_invite
+
+WABA_ID names the WhatsApp Business Account.
+Secrets (environment or .env only): WHATSAPP_ACCESS_TOKEN.";

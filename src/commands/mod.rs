@@ -5,6 +5,8 @@ pub mod completions;
 pub mod demo;
 pub mod doctor;
 pub mod export;
+mod flow_check;
+pub mod flows;
 pub mod init;
 pub mod keygen;
 pub mod keys;
@@ -12,6 +14,7 @@ pub mod sandbox;
 pub mod send;
 pub mod serve;
 pub mod stats;
+pub mod templates;
 
 /// Exit codes of the spec.
 pub mod exit {

@@ -12,6 +12,9 @@ pub async fn run(db: &std::path::Path, settings: SendCommandSettings) -> anyhow:
     use super::exit;
 
     let graph = GraphClient::new(settings.graph)?;
+    if let Some(t) = &settings.send.message.template {
+        super::templates::preflight(&graph, t, None).await?;
+    }
     let store = crate::store::Store::open(db)?;
     let store = SharedStore::new(store);
     let req = SendRequest {

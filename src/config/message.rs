@@ -2,7 +2,7 @@
 
 use super::{require_secret, required, ConfigError};
 use crate::cli::{FlowActionKind, GraphArgs, MessageArgs, TemplateButtonArgs};
-use crate::graph::{FlowAction, GraphSettings, MessageSettings, Template};
+use crate::graph::{FlowAction, GraphSettings, MessageSettings, Slot, Template, TemplateParam};
 use crate::outbound::SendSettings;
 use crate::phone::DefaultCountry;
 
@@ -45,14 +45,45 @@ impl GraphArgs {
 }
 
 impl TemplateButtonArgs {
-    /// The template to send as, when `--template` and `--lang` name one.
-    pub(super) fn template(&self, name_and_language: Option<(String, String)>) -> Option<Template> {
-        name_and_language.map(|(name, language)| Template {
+    /// The template to send as, when `--template` and `--lang` name one, with its
+    /// `--template-param`s (each slot once; `body.1` not with `--template-name-param`).
+    pub(super) fn template(
+        &self,
+        name_and_language: Option<(String, String)>,
+    ) -> Result<Option<Template>, ConfigError> {
+        let Some((name, language)) = name_and_language else {
+            if !self.template_params.is_empty() {
+                return Err(ConfigError::Unusable(
+                    "--template-param needs --template and --lang".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let mut params: Vec<TemplateParam> = Vec::new();
+        for p in &self.template_params {
+            let param: TemplateParam = p.parse().map_err(ConfigError::Unusable)?;
+            if params.iter().any(|q| q.slot == param.slot) {
+                return Err(ConfigError::Unusable(format!(
+                    "--template-param {}: that slot is given twice",
+                    param.slot
+                )));
+            }
+            if self.template_name_param && param.slot == Slot::Body(1) {
+                return Err(ConfigError::Unusable(
+                    "--template-param body.1 and --template-name-param both fill body.1: keep one"
+                        .into(),
+                ));
+            }
+            params.push(param);
+        }
+        Ok(Some(Template {
             name,
             language,
             button_index: self.template_button_index,
             name_param: self.template_name_param,
-        })
+            params,
+            waba_id: super::account::waba_id(&self.waba_id)?,
+        }))
     }
 }
 
@@ -153,5 +184,41 @@ impl MessageArgs {
                     reason: e.to_string(),
                 }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(params: &[&str], name_param: bool) -> TemplateButtonArgs {
+        TemplateButtonArgs {
+            template_button_index: 0,
+            template_name_param: name_param,
+            template_params: params.iter().map(|s| s.to_string()).collect(),
+            waba_id: Some(" 102290129340398 ".into()),
+        }
+    }
+
+    fn named() -> Option<(String, String)> {
+        Some(("enquete".into(), "fr".into()))
+    }
+
+    #[test]
+    fn template_params_are_parsed_and_checked_once() {
+        let t = args(&["body.2=ville", "header.image=photo"], true)
+            .template(named())
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.params.len(), 2);
+        assert_eq!(t.waba_id.as_deref(), Some("102290129340398"));
+        let err = |a: TemplateButtonArgs, named| a.template(named).unwrap_err().to_string();
+        assert!(err(args(&["body.1=x"], true), named()).contains("--template-name-param"));
+        assert!(err(args(&["body.2=x", "body.2=y"], false), named()).contains("twice"));
+        assert!(err(args(&["body.2=x"], false), None).contains("needs --template"));
+        assert!(err(args(&["footer.1=x"], false), named()).contains("footer.1=x"));
+        let mut bad_waba = args(&[], false);
+        bad_waba.waba_id = Some("waba-12".into());
+        assert!(err(bad_waba, named()).contains("WABA_ID"));
     }
 }

@@ -15,12 +15,14 @@
 //!   [`KeysSettings`], which share the private key;
 //! - `sandbox`: [`SandboxSettings`].
 
+mod account;
 mod doctor;
 mod message;
 mod sandbox;
 mod send;
 mod serve;
 
+pub use account::AccountSettings;
 pub use doctor::DoctorSettings;
 pub use sandbox::SandboxSettings;
 pub use send::{BulkSettings, CsvInput, RetryFailed, SendCommandSettings};

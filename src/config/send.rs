@@ -41,7 +41,7 @@ impl SendArgs {
     pub fn resolve(&self) -> Result<SendCommandSettings, ConfigError> {
         let template = self
             .template_button
-            .template(self.template.clone().zip(self.lang.clone()));
+            .template(self.template.clone().zip(self.lang.clone()))?;
         let send = self.message.resolve(template)?;
         let phone = Phone::parse(&self.phone, send.default_country)
             .map_err(|e| ConfigError::Unusable(e.to_string()))?;
@@ -176,7 +176,7 @@ impl BulkArgs {
     pub fn resolve(&self) -> Result<BulkSettings, ConfigError> {
         let template = self
             .template_button
-            .template(self.template.clone().zip(self.lang.clone()));
+            .template(self.template.clone().zip(self.lang.clone()))?;
         let send = self.message.resolve(template)?;
         if !(self.rate.is_finite() && self.rate > 0.0) {
             return Err(ConfigError::Unusable(format!(

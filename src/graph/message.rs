@@ -2,6 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::templates::{Slot, TemplateParam};
 use crate::phone::Phone;
 
 /// How the Flow opens.
@@ -22,6 +23,11 @@ pub struct Template {
     pub button_index: u32,
     /// Put the customer name in the template body's `{{1}}`.
     pub name_param: bool,
+    /// Parameters filled from the recipient's columns (`--template-param`).
+    pub params: Vec<TemplateParam>,
+    /// The account owning the template (`WABA_ID`): where `send` and `bulk` read it to check
+    /// a send before it leaves.
+    pub waba_id: Option<String>,
 }
 
 /// Everything about the message that is the same for every recipient.
@@ -106,14 +112,40 @@ fn template(t: &Template, r: &Recipient<'_>, data: Option<&Map<String, Value>>) 
         action["flow_action_data"] = Value::Object(d.clone());
     }
     let mut components = Vec::new();
+    let mut header: Vec<(u32, Value)> = Vec::new();
+    let mut body: Vec<(u32, Value)> = Vec::new();
+    for p in &t.params {
+        let value = param_value(&p.column, r);
+        match p.slot {
+            Slot::Body(n) => body.push((n, json!({ "type": "text", "text": text_or_dash(value) }))),
+            Slot::HeaderText(n) => {
+                header.push((n, json!({ "type": "text", "text": text_or_dash(value) })))
+            }
+            Slot::HeaderMedia(kind) => {
+                let word = kind.word();
+                let mut media = json!({ "type": word });
+                media[word] = json!({ "link": value.unwrap_or_default() });
+                header.push((0, media));
+            }
+        }
+    }
     if t.name_param {
         let name = r
             .customer_name
             .map(str::trim)
             .filter(|n| !n.is_empty())
             .unwrap_or("-");
-        components
-            .push(json!({ "type": "body", "parameters": [ { "type": "text", "text": name } ] }));
+        body.push((1, json!({ "type": "text", "text": name })));
+    }
+    header.sort_by_key(|(n, _)| *n);
+    body.sort_by_key(|(n, _)| *n);
+    if !header.is_empty() {
+        let parameters: Vec<Value> = header.into_iter().map(|(_, v)| v).collect();
+        components.push(json!({ "type": "header", "parameters": parameters }));
+    }
+    if !body.is_empty() {
+        let parameters: Vec<Value> = body.into_iter().map(|(_, v)| v).collect();
+        components.push(json!({ "type": "body", "parameters": parameters }));
     }
     components.push(json!({
         "type": "button",
@@ -133,6 +165,51 @@ fn template(t: &Template, r: &Recipient<'_>, data: Option<&Map<String, Value>>) 
             "components": components
         }
     })
+}
+
+impl Template {
+    /// Tells the parameters which CSV header is the name column (`--name-column`): a
+    /// parameter naming it takes the customer name, which is not Flow data.
+    pub fn name_column_is(&mut self, header: Option<&str>) {
+        let Some(header) = header else { return };
+        for p in &mut self.params {
+            if p.column.eq_ignore_ascii_case(header.trim()) {
+                p.column = NAME_COLUMNS[0].to_string();
+            }
+        }
+    }
+}
+
+/// The headers `bulk` reads the customer name from (its name column is not Flow data).
+const NAME_COLUMNS: [&str; 3] = ["customer_name", "name", "customername"];
+
+/// The value of `column` for this recipient: its data (a CSV column or a `--data` key,
+/// matched without regard to case), else the customer name for a name column. A number or
+/// a boolean is written as JSON writes it.
+fn param_value(column: &str, r: &Recipient<'_>) -> Option<String> {
+    let from_data = r.data.and_then(|d| {
+        d.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(column))
+            .map(|(_, v)| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+    });
+    from_data
+        .or_else(|| {
+            NAME_COLUMNS
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(column))
+                .then(|| r.customer_name.map(str::to_string))
+                .flatten()
+        })
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// A text parameter: Meta refuses an empty one, so a missing value is sent as `-` (as the
+/// name of a customer without one).
+fn text_or_dash(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "-".to_string())
 }
 
 #[cfg(test)]
@@ -242,6 +319,8 @@ mod tests {
             language: "fr".into(),
             button_index: 0,
             name_param: true,
+            params: Vec::new(),
+            waba_id: None,
         };
         let r = Recipient {
             phone: &p,
@@ -260,5 +339,56 @@ mod tests {
             comps[1]["parameters"][0]["action"],
             json!({"flow_token": "flow_x", "flow_action_data": {"city": "Rabat"}})
         );
+    }
+
+    #[test]
+    fn template_params_come_from_the_recipient_columns() {
+        let p = phone();
+        let data = json!({"Ville": "Rabat", "photo_url": "https://cdn.example/p.jpg", "visits": 3})
+            .as_object()
+            .unwrap()
+            .clone();
+        let param = |s: &str| s.parse::<TemplateParam>().unwrap();
+        let t = Template {
+            name: "enquete".into(),
+            language: "fr".into(),
+            button_index: 1,
+            name_param: false,
+            params: vec![
+                param("body.3=missing"),
+                param("body.2=ville"),
+                param("header.image=photo_url"),
+                param("body.1=customer_name"),
+                param("body.4=visits"),
+            ],
+            waba_id: None,
+        };
+        let r = Recipient {
+            phone: &p,
+            flow_token: "flow_x",
+            customer_name: Some("Camille"),
+            data: Some(&data),
+        };
+        let m = flow_message(&settings(FlowAction::DataExchange, Some(t)), &r);
+        let comps = m["template"]["components"].as_array().unwrap();
+        assert_eq!(comps[0]["type"], "header");
+        assert_eq!(
+            comps[0]["parameters"],
+            json!([{"type": "image", "image": {"link": "https://cdn.example/p.jpg"}}])
+        );
+        assert_eq!(comps[1]["type"], "body");
+        let texts: Vec<&str> = comps[1]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            texts,
+            ["Camille", "Rabat", "-", "3"],
+            "in slot order; a column is matched without case; missing is -"
+        );
+        assert_eq!(comps[2]["sub_type"], "flow");
+        assert_eq!(comps[2]["index"], "1");
     }
 }

@@ -4,9 +4,11 @@
 //! local sandbox is a change of URL and token only.
 
 mod error;
+mod flows;
 mod inspect;
 mod media;
 mod message;
+mod templates;
 pub mod version;
 
 use std::time::Duration;
@@ -14,9 +16,14 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use error::{classify, likely_cause, meaning, ErrorClass, GraphError, USER_LIMIT_DEFERRAL};
+pub use flows::{AssetUpload, FlowAsset, ValidationError, FLOW_LIST_FIELDS, FLOW_METRICS};
 pub use inspect::{FLOW_FIELDS, PHONE_NUMBER_FIELDS};
 pub use media::{DownloadError, MediaUrl};
 pub use message::{flow_message, FlowAction, MessageSettings, Recipient, Template};
+pub use templates::{
+    check as check_template_params, shape as template_shape, GivenParams, Header as TemplateHeader,
+    MediaKind, Slot, TemplateParam, TemplateShape, TEMPLATE_FIELDS,
+};
 
 use crate::secret::Secret;
 

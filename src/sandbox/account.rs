@@ -117,6 +117,13 @@ impl Account {
     }
 }
 
+impl Account {
+    /// The Flows by id, for the Flows API (`flows_api`).
+    pub(crate) fn flows_mut(&mut self) -> &mut Map<String, Value> {
+        &mut self.flows
+    }
+}
+
 fn object(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(m) => m,

@@ -102,6 +102,11 @@ fn message_answer(
         Ok(a) => a,
         Err(invalid) => return (graph_error(log, invalid.code, &invalid.message), None),
     };
+    if body.get("type").and_then(Value::as_str) == Some("template") {
+        if let Err((code, message)) = super::templates::check_send(state, body) {
+            return (graph_error(log, code, &message), None);
+        }
+    }
     let callback = body
         .get("biz_opaque_callback_data")
         .and_then(Value::as_str)

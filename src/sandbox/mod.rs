@@ -15,12 +15,19 @@
 //! - `GET /_sandbox/cdn/{name}`, `POST /_sandbox/cdn`: the CDN of the files people attach
 //!   ([`media`]); `GET /{v}/{media-id}` and `GET /_sandbox/media/{id}` (bearer): those files
 //!   as the Graph media of a completion message
+//! - `GET|POST /{v}/{waba-id}/flows`, `POST|DELETE /{v}/{flow-id}`,
+//!   `GET|POST /{v}/{flow-id}/assets`, `POST /{v}/{flow-id}/publish|deprecate`,
+//!   `GET /{v}/{flow-id}?fields=preview.…|metric.…`: the Flows API (see `flows_api`), with
+//!   `GET /_sandbox/flow-assets/{id}` as the CDN of the uploaded Flow JSON
+//! - `GET|POST|DELETE /{v}/{waba-id}/message_templates` and `POST /_sandbox/templates`
+//!   (statuses, strict mode): the template API (see `templates`)
 //! - anything else: 404 with a Graph envelope, code 100.
 
 mod account;
 mod answer;
 pub mod chatwoot;
 mod errors;
+mod flows_api;
 mod keys;
 pub mod media;
 mod messages;
@@ -29,6 +36,7 @@ mod record;
 mod rules;
 mod server;
 mod state;
+mod templates;
 #[cfg(test)]
 mod tests;
 pub mod user;
@@ -203,6 +211,9 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         outage: Mutex::new(None),
         account: Mutex::new(account),
         cdn,
+        flow_assets: Mutex::new(Default::default()),
+        templates: Mutex::new(Default::default()),
+        base_url: format!("http://{addr}"),
     });
     let task = tokio::spawn(serve(listener, Arc::clone(&state), stopped, writer));
     Ok(SandboxHandle {

@@ -107,6 +107,13 @@ pub(crate) async fn handle(
                 Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({ "error": e })),
             });
         }
+        (&Method::POST, ["_sandbox", "templates"]) => {
+            let body = read_body(req).await;
+            return Ok(super::templates::control(&state, body.as_deref()));
+        }
+        (&Method::GET, ["_sandbox", "flow-assets", id]) => {
+            return Ok(super::flows_api::download(&state, id));
+        }
         (&Method::POST, ["_sandbox", "key-status"]) => {
             let body = read_body(req).await;
             return Ok(set_key_status(&state, body.as_deref()));
@@ -226,6 +233,36 @@ async fn graph_answer(state: &State, req: GraphRequest<'_>, log: &mut LogFields)
         (&Method::POST, Some("messages"), _) => messages(state, authorized, raw, body, log).await,
         (&Method::POST | &Method::GET, Some("whatsapp_business_encryption"), Some(id)) => {
             encryption(state, method, id, authorized, raw, log)
+        }
+        (_, Some("flows"), Some(_)) => {
+            super::flows_api::waba_flows(state, method, authorized, body, log)
+        }
+        (_, Some("message_templates"), Some(_)) => {
+            super::templates::edge(state, method, query, authorized, body, log)
+        }
+        (_, Some(edge @ ("assets" | "publish" | "deprecate")), Some(id)) => {
+            let req = super::flows_api::EdgeRequest {
+                method,
+                id,
+                edge,
+                authorized,
+                raw: raw.map(|b| b.as_ref()),
+                base_url: &state.base_url,
+            };
+            super::flows_api::flow_edge(state, req, log)
+        }
+        (&Method::GET, None, Some(id)) if super::flows_api::is_preview_or_metric(query) => {
+            super::flows_api::preview_or_metric(state, id, query, authorized, log)
+        }
+        (&Method::POST | &Method::DELETE, None, Some(id)) => {
+            match super::flows_api::flow_node(state, method, id, authorized, body, log) {
+                Some(answer) => answer,
+                None => graph_error(
+                    log,
+                    100,
+                    &format!("(#100) Flow with specified ID does not exist: '{id}'"),
+                ),
+            }
         }
         (&Method::GET, None, Some(id)) => match state.cdn.media_url(id) {
             Some(_) if !authorized => graph_error(log, 190, "(#190) Invalid OAuth access token"),

@@ -34,6 +34,12 @@ pub(crate) struct State {
     pub(crate) account: Mutex<super::account::Account>,
     /// The CDN holding the files the simulated people attach (`/_sandbox/cdn/…`).
     pub(crate) cdn: Arc<super::media::Cdn>,
+    /// The uploaded Flow JSON of each Flow (see `flows_api`).
+    pub(crate) flow_assets: Mutex<super::flows_api::FlowAssets>,
+    /// The account's message templates (see `templates`).
+    pub(crate) templates: Mutex<super::templates::Templates>,
+    /// The sandbox's own `http://ADDR`, for the download URLs it hands out.
+    pub(crate) base_url: String,
 }
 
 /// A business public key the sandbox holds for one phone number.

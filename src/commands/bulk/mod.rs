@@ -91,6 +91,21 @@ pub async fn run(db: &Path, mut args: BulkSettings) -> anyhow::Result<i32> {
         return dry_run(db, &args, rows, campaign).await;
     };
     let graph = GraphClient::new(graph)?;
+    let mut settings = settings;
+    if let Some(t) = &mut settings.message.template {
+        let headers = rows.headers();
+        let name_column = Columns::resolve_with(&headers, &args.input, rows.format().delimiter)
+            .ok()
+            .and_then(|c| c.name)
+            .and_then(|i| headers.get(i));
+        let mut columns: Vec<String> = headers.iter().map(str::to_string).collect();
+        if name_column.is_some() {
+            // `customer_name` names the name column whatever its header.
+            columns.push("customer_name".into());
+        }
+        super::templates::preflight(&graph, t, Some(&columns)).await?;
+        t.name_column_is(name_column);
+    }
     if !args.yes && !confirmed(&args.csv, rows.format(), &campaign)? {
         eprintln!("flowctl: nothing sent (not confirmed; --yes skips the question)");
         return Ok(exit::FAILED);
