@@ -127,6 +127,78 @@ pub enum Command {
     /// Print the manual page (roff), or write one page per command with --out.
     #[command(after_help = help::MAN)]
     Man(ManArgs),
+    /// Manage the suppression list: people who asked not to be messaged.
+    ///
+    /// `bulk` skips them (and counts them), `send` and `/api/send-flow` refuse them unless
+    /// forced. STOP replies, Meta's marketing-preference webhook and 131050 refusals add
+    /// people; START replies and the resume webhook lift them.
+    #[command(subcommand, after_help = help::SUPPRESS)]
+    Suppress(SuppressCommand),
+}
+
+/// `flowctl suppress …`.
+#[derive(Debug, Subcommand)]
+pub enum SuppressCommand {
+    /// Suppress one number.
+    #[command(after_help = help::SUPPRESS)]
+    Add(SuppressAddArgs),
+    /// Lift the suppression of one number.
+    #[command(after_help = help::SUPPRESS)]
+    Remove(SuppressPhoneArgs),
+    /// List the suppressed numbers, with the reason and time (`--csv` or `--json`).
+    #[command(after_help = help::SUPPRESS)]
+    List(SuppressListArgs),
+    /// Suppress every number of a file: a CSV with a phone column, or one number a line.
+    #[command(after_help = help::SUPPRESS)]
+    Import(SuppressImportArgs),
+}
+
+/// `flowctl suppress add`.
+#[derive(Debug, Args)]
+pub struct SuppressAddArgs {
+    /// The number (E.164, digits with country code, or national with DEFAULT_COUNTRY).
+    pub phone: String,
+    /// Why, kept with the entry.
+    #[arg(long, default_value = "added by hand")]
+    pub reason: String,
+    /// ISO region (e.g. MA) for numbers written without a country code.
+    #[arg(long, env = "DEFAULT_COUNTRY", hide_env_values = true)]
+    pub default_country: Option<String>,
+}
+
+/// `flowctl suppress remove`.
+#[derive(Debug, Args)]
+pub struct SuppressPhoneArgs {
+    /// The number (E.164, digits with country code, or national with DEFAULT_COUNTRY).
+    pub phone: String,
+    /// ISO region (e.g. MA) for numbers written without a country code.
+    #[arg(long, env = "DEFAULT_COUNTRY", hide_env_values = true)]
+    pub default_country: Option<String>,
+}
+
+/// `flowctl suppress list`.
+#[derive(Debug, Args)]
+pub struct SuppressListArgs {
+    /// CSV with the columns phone_number,reason,source,suppressed_at.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+    /// A JSON array of {phone_number, reason, source, suppressed_at}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `flowctl suppress import`.
+#[derive(Debug, Args)]
+pub struct SuppressImportArgs {
+    /// A CSV whose header has a phone column (phone_number, phone or phoneNumber), or a
+    /// file of one number a line.
+    pub file: PathBuf,
+    /// Why, kept with each new entry.
+    #[arg(long, default_value = "imported")]
+    pub reason: String,
+    /// ISO region (e.g. MA) for numbers written without a country code.
+    #[arg(long, env = "DEFAULT_COUNTRY", hide_env_values = true)]
+    pub default_country: Option<String>,
 }
 
 impl Command {
@@ -140,6 +212,7 @@ impl Command {
                 | Command::Export(_)
                 | Command::Stats(_)
                 | Command::Doctor(_)
+                | Command::Suppress(_)
         )
     }
 }
@@ -354,6 +427,10 @@ pub struct SendArgs {
     #[arg(long, default_value = "send")]
     pub campaign: String,
 
+    /// Send even when the number is on the suppression list (the person opted out).
+    #[arg(long)]
+    pub force: bool,
+
     #[command(flatten)]
     pub template_button: TemplateButtonArgs,
 
@@ -552,6 +629,29 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub media_max_bytes: u64,
+
+    /// Messages that put their sender on the suppression list when they are the whole
+    /// message (case, accents and outer punctuation ignored), comma-separated. Default:
+    /// STOP, UNSUBSCRIBE, ARRÊT, DÉSABONNER, BAJA, ALTO, توقف, إلغاء and a few more.
+    #[arg(
+        long,
+        env = "FLOWCTL_STOP_KEYWORDS",
+        value_delimiter = ',',
+        value_name = "WORDS",
+        hide_env_values = true
+    )]
+    pub stop_keywords: Vec<String>,
+
+    /// Messages that lift their sender's suppression, comma-separated. Default: START,
+    /// RESUME, REPRENDRE, ALTA, ابدأ and a few more.
+    #[arg(
+        long,
+        env = "FLOWCTL_START_KEYWORDS",
+        value_delimiter = ',',
+        value_name = "WORDS",
+        hide_env_values = true
+    )]
+    pub start_keywords: Vec<String>,
 
     #[command(flatten)]
     pub graph: GraphArgs,

@@ -140,3 +140,11 @@ pub const MAN: &str = "\
 Examples:
   flowctl man | man -l -
   flowctl man --out /usr/local/share/man/man1";
+
+/// `flowctl suppress --help`.
+pub const SUPPRESS: &str = "\
+Examples:
+  flowctl suppress add +212610059159 --reason \"asked by phone\"
+  flowctl suppress remove +212610059159
+  flowctl suppress list --csv > suppressed.csv
+  flowctl suppress import unsubscribed.csv";

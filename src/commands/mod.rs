@@ -12,6 +12,7 @@ pub mod sandbox;
 pub mod send;
 pub mod serve;
 pub mod stats;
+pub mod suppress;
 
 /// Exit codes of the spec.
 pub mod exit {

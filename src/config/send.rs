@@ -33,6 +33,8 @@ pub struct SendCommandSettings {
     pub data: Option<Map<String, Value>>,
     /// `--campaign`.
     pub campaign: String,
+    /// `--force`: send even to a suppressed number.
+    pub force: bool,
 }
 
 impl SendArgs {
@@ -57,6 +59,7 @@ impl SendArgs {
             customer_name: self.name.clone().filter(|n| !n.trim().is_empty()),
             data,
             campaign: self.campaign.clone(),
+            force: self.force,
         })
     }
 }

@@ -145,6 +145,8 @@ pub async fn run(db: &Path, mut args: BulkSettings) -> anyhow::Result<i32> {
         progress: progress.clone(),
         failures,
         stop: ctx.stop.subscribe(),
+        suppressions: crate::store::Store::open_read_only(db)?
+            .ok_or_else(|| anyhow::anyhow!("database {} vanished", db.display()))?,
     };
     let reader_ctx = ctx.clone();
     let reader = tokio::task::spawn_blocking(move || {

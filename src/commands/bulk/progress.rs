@@ -52,6 +52,8 @@ pub struct Stats {
     /// Rows held back by a per-user limit: deferred by this run, or by an earlier one and
     /// their time has not come.
     pub deferred: AtomicU64,
+    /// Rows not sent because their person is on the suppression list (opted out).
+    pub suppressed: AtomicU64,
     /// The earliest time one of the `deferred` rows may be sent.
     next_deferred: Mutex<Option<Timestamp>>,
     /// Of `previously_failed`: rows Meta accepted in an earlier run and a `failed` status
@@ -119,6 +121,7 @@ impl Stats {
     pub fn done(&self) -> u64 {
         self.sent.load(Relaxed)
             + self.deferred.load(Relaxed)
+            + self.suppressed.load(Relaxed)
             + self.failed.load(Relaxed)
             + self.invalid.load(Relaxed)
             + self.skipped.load(Relaxed)
@@ -161,6 +164,8 @@ pub struct Summary {
     /// retries), by this run or an earlier one: not sent before `next_deferred_at` at the
     /// earliest.
     pub deferred: u64,
+    /// Rows not sent because their person opted out (`flowctl suppress list`).
+    pub suppressed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_deferred_at: Option<Timestamp>,
     /// Rows Meta accepted in an earlier run and a `failed` status settled afterwards (of
@@ -206,6 +211,7 @@ impl Summary {
             outages: stats.outages.load(Relaxed),
             outage_s: stats.outage_ms.load(Relaxed) as f64 / 1000.0,
             deferred: stats.deferred.load(Relaxed),
+            suppressed: stats.suppressed.load(Relaxed),
             next_deferred_at: stats.next_deferred(),
             failed_after_acceptance: stats.failed_after_acceptance(),
             throttles: stats.throttles.load(Relaxed),
@@ -398,6 +404,13 @@ impl Summary {
             s.push('\n');
             s.push_str(&hint);
         }
+        if self.suppressed > 0 {
+            s.push_str(&format!(
+                "\nsuppressed: {} (opted out; not {}; `flowctl suppress list` shows who and why)",
+                rows(self.suppressed),
+                if self.dry_run { "to be sent" } else { "sent" }
+            ));
+        }
         if self.not_attempted > 0 {
             s.push_str(&format!(
                 "\n{} not attempted",
@@ -573,7 +586,9 @@ fn status_line(stats: &Stats, elapsed: Duration, pace: &Pace) -> StatusLine {
             "sent {sent}, failed {}, deferred {}, skipped {}, invalid {}, unknown {}",
             stats.failed.load(Relaxed),
             stats.deferred.load(Relaxed),
-            stats.skipped.load(Relaxed) + stats.duplicates.load(Relaxed),
+            stats.skipped.load(Relaxed)
+                + stats.duplicates.load(Relaxed)
+                + stats.suppressed.load(Relaxed),
             stats.invalid.load(Relaxed),
             stats.unknown.load(Relaxed),
         ),
