@@ -36,7 +36,7 @@ impl FlowAlertQueries for SqliteStore {
 mod tests {
     use serde_json::json;
 
-    use crate::store::{FlowAlertQueries, FlowQueries, Store, WebhookQueries};
+    use crate::store::Store;
 
     #[test]
     fn alerts_are_read_after_a_mark_in_order() {

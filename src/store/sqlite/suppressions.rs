@@ -90,7 +90,7 @@ impl SuppressionQueries for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{Store, SuppressionQueries};
+    use crate::store::Store;
 
     #[test]
     fn suppress_lift_and_look_up_by_either_spelling() {
