@@ -539,6 +539,11 @@ pub struct BulkArgs {
     /// terminal, in a script or a pipe, nothing is asked.)
     #[arg(short = 'y', long)]
     pub yes: bool,
+
+    /// Send although the pre-flight check found the Flow not PUBLISHED, or more people in
+    /// the file than the number's messaging limit.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `bulk --encoding`: how the CSV's bytes are read.

@@ -54,6 +54,10 @@ pub struct Stats {
     pub deferred: AtomicU64,
     /// Rows not sent because their person is on the suppression list (opted out).
     pub suppressed: AtomicU64,
+    /// Pauses because Meta held the Flow (THROTTLED, BLOCKED, DEPRECATED).
+    pub flow_pauses: AtomicU64,
+    /// Milliseconds of those pauses.
+    pub flow_pause_ms: AtomicU64,
     /// The earliest time one of the `deferred` rows may be sent.
     next_deferred: Mutex<Option<Timestamp>>,
     /// Of `previously_failed`: rows Meta accepted in an earlier run and a `failed` status
@@ -166,6 +170,9 @@ pub struct Summary {
     pub deferred: u64,
     /// Rows not sent because their person opted out (`flowctl suppress list`).
     pub suppressed: u64,
+    /// Pauses while Meta held the Flow (THROTTLED, BLOCKED, DEPRECATED), and their seconds.
+    pub flow_pauses: u64,
+    pub flow_pause_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_deferred_at: Option<Timestamp>,
     /// Rows Meta accepted in an earlier run and a `failed` status settled afterwards (of
@@ -212,6 +219,8 @@ impl Summary {
             outage_s: stats.outage_ms.load(Relaxed) as f64 / 1000.0,
             deferred: stats.deferred.load(Relaxed),
             suppressed: stats.suppressed.load(Relaxed),
+            flow_pauses: stats.flow_pauses.load(Relaxed),
+            flow_pause_s: stats.flow_pause_ms.load(Relaxed) as f64 / 1000.0,
             next_deferred_at: stats.next_deferred(),
             failed_after_acceptance: stats.failed_after_acceptance(),
             throttles: stats.throttles.load(Relaxed),
@@ -404,6 +413,14 @@ impl Summary {
             s.push('\n');
             s.push_str(&hint);
         }
+        if self.flow_pauses > 0 {
+            s.push_str(&format!(
+                "\nsends paused {} time{} while Meta held the Flow (THROTTLED, BLOCKED or DEPRECATED; {:.1}s in all)",
+                self.flow_pauses,
+                if self.flow_pauses == 1 { "" } else { "s" },
+                self.flow_pause_s
+            ));
+        }
         if self.suppressed > 0 {
             s.push_str(&format!(
                 "\nsuppressed: {} (opted out; not {}; `flowctl suppress list` shows who and why)",
@@ -539,6 +556,8 @@ pub struct Pace {
     pub rate: f64,
     /// Until when Meta's throttle of the app or account holds every send, while it does.
     pub throttled_until: Option<Instant>,
+    /// The Flow's status while Meta holds it (THROTTLED, BLOCKED, DEPRECATED).
+    pub flow_held: Option<&'static str>,
 }
 
 /// How the display names a pause Meta asked for: `paused by Meta until 14:05:09
@@ -592,9 +611,12 @@ fn status_line(stats: &Stats, elapsed: Duration, pace: &Pace) -> StatusLine {
             stats.invalid.load(Relaxed),
             stats.unknown.load(Relaxed),
         ),
-        rate: match pace.throttled_until {
-            Some(until) => format!("{rate:.1} msg/s, {}", throttle_text(until)),
-            None => format!("{rate:.1} msg/s (pacing at {:.0}/s)", pace.rate),
+        rate: match (pace.flow_held, pace.throttled_until) {
+            (Some(status), _) => {
+                format!("{rate:.1} msg/s, paused: the Flow is {status} (waiting for PUBLISHED)")
+            }
+            (None, Some(until)) => format!("{rate:.1} msg/s, {}", throttle_text(until)),
+            (None, None) => format!("{rate:.1} msg/s (pacing at {:.0}/s)", pace.rate),
         },
         tail: format!("| {of} rows | ETA {eta}"),
     }
