@@ -239,9 +239,9 @@ pub(super) async fn preflight(ctx: &Ctx, args: &BulkSettings) -> Result<(), Stri
                     if !force {
                         return Err(format!("{why}; --force sends anyway"));
                     }
+                    // Forced: sends go out; a refusal (132068/132069) still pauses the run.
                     ctx.progress
                         .report(&format!("flowctl: {why}; going on (--force)"));
-                    apply_status(ctx, health, status, "GET /{flow-id}");
                 }
             }
             Ok(Err(e)) => ctx.progress.report(&format!(
