@@ -834,6 +834,10 @@ pub struct SandboxArgs {
     /// a lost SUCCESS answer); they check the second answer is the same SUCCESS.
     #[arg(long, value_name = "PCT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub retry_final_submit: u8,
+    /// Percent of the simulated people who answer the message with "STOP" (a text message
+    /// on --webhook) instead of filling in the Flow.
+    #[arg(long = "stop", value_name = "PCT", default_value_t = 0, requires = "complete_via", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub stop_pct: u8,
     /// Data API version the simulated people speak: 3.0, or 4.0 (requests carry a
     /// flow_token_signature signed with APP_SECRET).
     #[arg(long, value_name = "VERSION", default_value = "3.0", value_parser = ["3.0", "4.0"])]

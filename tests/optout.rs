@@ -312,3 +312,43 @@ async fn send_flow_api_refuses_a_suppressed_number_unless_forced() {
     assert_eq!(body["success"], true);
     assert_eq!(sandbox_messages(&sandbox.url).len(), 1);
 }
+
+#[test]
+fn simulated_people_who_reply_stop_are_skipped_by_the_next_campaign() {
+    let env = Env::new();
+    let (_server, sandbox) = serve_and_sandbox(
+        &env,
+        &[
+            "--complete-via",
+            "webhook",
+            "--stop",
+            "100",
+            "--user-delay-ms",
+            "20",
+        ],
+    );
+    let csv = env.write(
+        "spring.csv",
+        "phone_number,customer_name\n+212610059159,A\n+212610059160,B\n+212610059161,C\n",
+    );
+    let (code, first, err) = bulk_json(&env, &sandbox, &csv, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(first["sent"], 3, "{first}");
+    for p in ["+212610059159", "+212610059160", "+212610059161"] {
+        let entry = wait_suppressed(&env, p, true).unwrap();
+        assert_eq!(
+            (entry.source.as_str(), entry.reason.as_str()),
+            ("keyword", "replied \"STOP\"")
+        );
+    }
+    let users: Value = serde_json::from_str(&http_get(&format!("{}/_sandbox/users", sandbox.url)))
+        .unwrap_or(Value::Null);
+    assert_eq!(users["stopped"], 3, "{users}");
+    let (code, second, err) = bulk_json(&env, &sandbox, &csv, &["--campaign", "summer"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (second["sent"].as_u64(), second["suppressed"].as_u64()),
+        (Some(0), Some(3)),
+        "{second}"
+    );
+}
