@@ -344,6 +344,7 @@ fn simulated_people_who_reply_stop_are_skipped_by_the_next_campaign() {
     let users: Value = serde_json::from_str(&http_get(&format!("{}/_sandbox/users", sandbox.url)))
         .unwrap_or(Value::Null);
     assert_eq!(users["stopped"], 3, "{users}");
+    assert_eq!(users["completed"], 0, "{users}");
     let (code, second, err) = bulk_json(&env, &sandbox, &csv, &["--campaign", "summer"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(

@@ -139,6 +139,8 @@ impl Users {
         tokio::spawn(async move {
             tokio::time::sleep(users.opts.delay).await;
             match users.act(&msg).await {
+                // Someone who replied STOP did not complete the Flow.
+                Ok(()) if users.stops(&msg) => {}
                 Ok(()) => {
                     users.stats.completed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -155,6 +157,12 @@ impl Users {
         });
     }
 
+    /// Whether this person replies "STOP" instead of answering (`--stop PCT`; the reply
+    /// needs a webhook to go to).
+    fn stops(&self, msg: &Delivered) -> bool {
+        self.notifier.has_webhook() && chosen(&msg.to, "stop", self.opts.habits.stop_pct)
+    }
+
     async fn act(&self, msg: &Delivered) -> Result<(), String> {
         let via = self.opts.complete_via;
         if self.notifier.has_webhook() {
@@ -169,7 +177,7 @@ impl Users {
                 self.notifier.post_webhook(&event).await?;
             }
         }
-        if self.notifier.has_webhook() && chosen(&msg.to, "stop", self.opts.habits.stop_pct) {
+        if self.stops(msg) {
             // An opt-out: the person writes back instead of opening the Flow.
             let id = format!("wamid.stop.{}", hash(&msg.wamid));
             let event = super::inbound::text_event(&msg.wa_id, "STOP", &id);
