@@ -124,7 +124,12 @@ fn bulk_pauses_while_the_flow_is_throttled_and_resumes_when_published() {
     let env = Env::new();
     let (_server, sandbox) = serve_and_sandbox(&env, &[]);
     let csv = contacts(&env, 30);
-    let bulk = Bulk::start(&env, &sandbox, &csv, &["--rate", "10"]);
+    let bulk = Bulk::start(
+        &env,
+        &sandbox,
+        &csv,
+        &["--rate", "10", "--concurrency", "2"],
+    );
     wait_until("the run sends", || accepted(&sandbox) >= 5);
     set_flow_status(&sandbox, "THROTTLED");
     bulk.wait_for_line(&format!(
@@ -133,8 +138,8 @@ fn bulk_pauses_while_the_flow_is_throttled_and_resumes_when_published() {
     let before = accepted(&sandbox);
     std::thread::sleep(Duration::from_millis(1500));
     let during = accepted(&sandbox) - before;
-    // At 10/s, 15 messages would have left in that time; only requests already in flight
-    // when the pause began may land.
+    // At 10/s, 15 messages would have left in that time; only the (at most 2) requests in
+    // flight when the pause began may land.
     assert!(during <= 2, "{during} sends while paused");
     assert!(before < 30, "paused before the end ({before} sent)");
     set_flow_status(&sandbox, "PUBLISHED");
