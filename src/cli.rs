@@ -133,6 +133,78 @@ pub enum Command {
     /// Manage the account's message templates: list, get, create, delete.
     #[command(subcommand, after_help = help::TEMPLATES)]
     Templates(TemplatesCommand),
+    /// Manage the suppression list: people who asked not to be messaged.
+    ///
+    /// `bulk` skips them (and counts them), `send` and `/api/send-flow` refuse them unless
+    /// forced. STOP replies, Meta's marketing-preference webhook and 131050 refusals add
+    /// people; START replies and the resume webhook lift them.
+    #[command(subcommand, after_help = help::SUPPRESS)]
+    Suppress(SuppressCommand),
+}
+
+/// `flowctl suppress …`.
+#[derive(Debug, Subcommand)]
+pub enum SuppressCommand {
+    /// Suppress one number.
+    #[command(after_help = help::SUPPRESS)]
+    Add(SuppressAddArgs),
+    /// Lift the suppression of one number.
+    #[command(after_help = help::SUPPRESS)]
+    Remove(SuppressPhoneArgs),
+    /// List the suppressed numbers, with the reason and time (`--csv` or `--json`).
+    #[command(after_help = help::SUPPRESS)]
+    List(SuppressListArgs),
+    /// Suppress every number of a file: a CSV with a phone column, or one number a line.
+    #[command(after_help = help::SUPPRESS)]
+    Import(SuppressImportArgs),
+}
+
+/// `flowctl suppress add`.
+#[derive(Debug, Args)]
+pub struct SuppressAddArgs {
+    /// The number (E.164, digits with country code, or national with DEFAULT_COUNTRY).
+    pub phone: String,
+    /// Why, kept with the entry.
+    #[arg(long, default_value = "added by hand")]
+    pub reason: String,
+    /// ISO region (e.g. MA) for numbers written without a country code.
+    #[arg(long, env = "DEFAULT_COUNTRY", hide_env_values = true)]
+    pub default_country: Option<String>,
+}
+
+/// `flowctl suppress remove`.
+#[derive(Debug, Args)]
+pub struct SuppressPhoneArgs {
+    /// The number (E.164, digits with country code, or national with DEFAULT_COUNTRY).
+    pub phone: String,
+    /// ISO region (e.g. MA) for numbers written without a country code.
+    #[arg(long, env = "DEFAULT_COUNTRY", hide_env_values = true)]
+    pub default_country: Option<String>,
+}
+
+/// `flowctl suppress list`.
+#[derive(Debug, Args)]
+pub struct SuppressListArgs {
+    /// CSV with the columns phone_number,reason,source,suppressed_at.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+    /// A JSON array of {phone_number, reason, source, suppressed_at}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `flowctl suppress import`.
+#[derive(Debug, Args)]
+pub struct SuppressImportArgs {
+    /// A CSV whose header has a phone column (phone_number, phone or phoneNumber), or a
+    /// file of one number a line.
+    pub file: PathBuf,
+    /// Why, kept with each new entry.
+    #[arg(long, default_value = "imported")]
+    pub reason: String,
+    /// ISO region (e.g. MA) for numbers written without a country code.
+    #[arg(long, env = "DEFAULT_COUNTRY", hide_env_values = true)]
+    pub default_country: Option<String>,
 }
 
 impl Command {
@@ -146,6 +218,7 @@ impl Command {
                 | Command::Export(_)
                 | Command::Stats(_)
                 | Command::Doctor(_)
+                | Command::Suppress(_)
         )
     }
 }
@@ -371,6 +444,10 @@ pub struct SendArgs {
     #[arg(long, default_value = "send")]
     pub campaign: String,
 
+    /// Send even when the number is on the suppression list (the person opted out).
+    #[arg(long)]
+    pub force: bool,
+
     #[command(flatten)]
     pub template_button: TemplateButtonArgs,
 
@@ -479,6 +556,11 @@ pub struct BulkArgs {
     /// terminal, in a script or a pipe, nothing is asked.)
     #[arg(short = 'y', long)]
     pub yes: bool,
+
+    /// Send although the pre-flight check found the Flow not PUBLISHED, or more people in
+    /// the file than the number's messaging limit.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `bulk --encoding`: how the CSV's bytes are read.
@@ -569,6 +651,29 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub media_max_bytes: u64,
+
+    /// Messages that put their sender on the suppression list when they are the whole
+    /// message (case, accents and outer punctuation ignored), comma-separated. Default:
+    /// STOP, UNSUBSCRIBE, ARRÊT, DÉSABONNER, BAJA, ALTO, توقف, إلغاء and a few more.
+    #[arg(
+        long,
+        env = "FLOWCTL_STOP_KEYWORDS",
+        value_delimiter = ',',
+        value_name = "WORDS",
+        hide_env_values = true
+    )]
+    pub stop_keywords: Vec<String>,
+
+    /// Messages that lift their sender's suppression, comma-separated. Default: START,
+    /// RESUME, REPRENDRE, ALTA, ابدأ and a few more.
+    #[arg(
+        long,
+        env = "FLOWCTL_START_KEYWORDS",
+        value_delimiter = ',',
+        value_name = "WORDS",
+        hide_env_values = true
+    )]
+    pub start_keywords: Vec<String>,
 
     #[command(flatten)]
     pub graph: GraphArgs,
@@ -746,6 +851,10 @@ pub struct SandboxArgs {
     /// a lost SUCCESS answer); they check the second answer is the same SUCCESS.
     #[arg(long, value_name = "PCT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub retry_final_submit: u8,
+    /// Percent of the simulated people who answer the message with "STOP" (a text message
+    /// on --webhook) instead of filling in the Flow.
+    #[arg(long = "stop", value_name = "PCT", default_value_t = 0, requires = "complete_via", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub stop_pct: u8,
     /// Data API version the simulated people speak: 3.0, or 4.0 (requests carry a
     /// flow_token_signature signed with APP_SECRET).
     #[arg(long, value_name = "VERSION", default_value = "3.0", value_parser = ["3.0", "4.0"])]

@@ -18,6 +18,7 @@ pub mod doctor;
 pub mod flow_json;
 pub mod graph;
 pub mod media;
+pub mod optout;
 pub mod outbound;
 pub mod phone;
 pub mod sandbox;

@@ -76,6 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Keygen(args) => return commands::keys::run_keygen(args),
         Command::Export(args) => return commands::export::run(&cli.db, args),
         Command::Stats(args) => return commands::stats::run(&cli.db, args),
+        Command::Suppress(args) => return commands::suppress::run(&cli.db, args),
         _ => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

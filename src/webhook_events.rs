@@ -50,6 +50,26 @@ pub enum WebhookEvent {
         reference: String,
         detail: Value,
     },
+    /// A text message (or the text of a quick-reply button) a person sent: read against the
+    /// opt-out keywords, not stored.
+    Text {
+        /// The sender's WhatsApp id (digits).
+        sender: String,
+        /// What they wrote.
+        body: String,
+    },
+    /// Meta's `user_preferences` webhook: a person stopped or resumed a category of messages
+    /// (<https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/user_preferences>).
+    Preference {
+        /// The person's WhatsApp id (digits).
+        wa_id: String,
+        /// `marketing_messages` (the only category Meta reports today).
+        category: String,
+        /// `stop` or `resume`.
+        value: String,
+        /// Meta's description of the change, when given.
+        detail: Option<String>,
+    },
     /// Understood and deliberately not stored (e.g. a text message from a user).
     Ignored { what: String },
 }
@@ -61,6 +81,8 @@ impl WebhookEvent {
             WebhookEvent::Completion { .. } => "nfm_reply".into(),
             WebhookEvent::Status { .. } => "status".into(),
             WebhookEvent::Record { kind, .. } => (*kind).into(),
+            WebhookEvent::Text { .. } => "message_text".into(),
+            WebhookEvent::Preference { .. } => "user_preferences".into(),
             WebhookEvent::Ignored { what } => label(what),
         }
     }
@@ -145,10 +167,14 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<WebhookEvent>, PayloadError> {
             let value = change.get("value").unwrap_or(&Value::Null);
             match field {
                 "messages" => messages_change(value, &mut events),
+                // `entry.time` is part of the record: the same transition twice (THROTTLED,
+                // PUBLISHED, THROTTLED again) is two events, while Meta's retry of one
+                // delivery (same time) is still one.
                 "flows" => events.push(record(
                     "flow_alert",
-                    json!({ "waba_id": entry.get("id"), "value": value }),
+                    json!({ "waba_id": entry.get("id"), "time": entry.get("time"), "value": value }),
                 )),
+                "user_preferences" => preferences_change(value, &mut events),
                 _ => events.push(record(
                     "webhook_unhandled",
                     json!({ "field": field, "waba_id": entry.get("id"), "value": value }),
@@ -175,8 +201,44 @@ fn messages_change(value: &Value, events: &mut Vec<WebhookEvent>) {
     }
 }
 
+/// `user_preferences[]`: one event per entry that names a person, a category and a value.
+fn preferences_change(value: &Value, events: &mut Vec<WebhookEvent>) {
+    for p in array(value, "user_preferences") {
+        match (str_of(p, "wa_id"), str_of(p, "category"), str_of(p, "value")) {
+            (Some(wa_id), Some(category), Some(v)) => events.push(WebhookEvent::Preference {
+                wa_id: wa_id.to_string(),
+                category: category.to_string(),
+                value: v.to_ascii_lowercase(),
+                detail: str_of(p, "detail").map(str::to_string),
+            }),
+            _ => events.push(record(
+                "webhook_unhandled",
+                json!({ "reason": "user preference without wa_id, category or value", "preference": p }),
+            )),
+        }
+    }
+}
+
+/// The text of a message a person typed (`text.body`) or tapped (a quick-reply `button.text`,
+/// such as a marketing template's "Stop promotions"), with its sender.
+fn text_event(kind: &str, message: &Value, contacts: &[Value]) -> Option<WebhookEvent> {
+    let body = match kind {
+        "text" => message.get("text").and_then(|t| str_of(t, "body")),
+        "button" => message.get("button").and_then(|b| str_of(b, "text")),
+        _ => None,
+    }?;
+    let sender = sender_of(message, contacts)?;
+    Some(WebhookEvent::Text {
+        sender,
+        body: body.to_string(),
+    })
+}
+
 fn message_event(message: &Value, contacts: &[Value]) -> WebhookEvent {
     let kind = str_of(message, "type").unwrap_or("unknown");
+    if let Some(text) = text_event(kind, message, contacts) {
+        return text;
+    }
     let interactive = message.get("interactive").unwrap_or(&Value::Null);
     let nfm = match (kind, str_of(interactive, "type")) {
         ("interactive", Some("nfm_reply")) => interactive.get("nfm_reply").unwrap_or(&Value::Null),
@@ -392,6 +454,45 @@ mod tests {
         assert!(parse_events(b"not json").is_err());
         assert!(parse_events(b"[1]").is_err());
         assert_eq!(label("Weird\"label"), "other");
+    }
+
+    #[test]
+    fn texts_and_marketing_preferences_are_events() {
+        let body = envelope(
+            "messages",
+            json!({"contacts": [{"wa_id": "33612345678"}], "messages": [
+                {"from": "33612345678", "id": "wamid.T1", "type": "text", "text": {"body": "STOP"}},
+                {"from": "33612345678", "id": "wamid.T2", "type": "button", "button": {"text": "Stop promotions", "payload": "x"}}
+            ]}),
+        );
+        let events = parse_events(&body).unwrap();
+        assert_eq!(
+            events[0],
+            WebhookEvent::Text {
+                sender: "33612345678".into(),
+                body: "STOP".into()
+            }
+        );
+        assert!(matches!(&events[1], WebhookEvent::Text { body, .. } if body == "Stop promotions"));
+        let body = envelope(
+            "user_preferences",
+            json!({"messaging_product": "whatsapp", "contacts": [{"wa_id": "16505551234"}],
+                "user_preferences": [{"wa_id": "16505551234", "detail": "User requested to stop marketing messages",
+                    "category": "marketing_messages", "value": "stop", "timestamp": 1731705721},
+                    {"category": "marketing_messages"}]}),
+        );
+        let events = parse_events(&body).unwrap();
+        assert_eq!(
+            events[0],
+            WebhookEvent::Preference {
+                wa_id: "16505551234".into(),
+                category: "marketing_messages".into(),
+                value: "stop".into(),
+                detail: Some("User requested to stop marketing messages".into()),
+            }
+        );
+        assert_eq!(events[0].metric_type(), "user_preferences");
+        assert_eq!(events[1].metric_type(), "webhook_unhandled");
     }
 
     #[test]

@@ -211,6 +211,13 @@ pub fn webhook_envelope(data: &[u8]) {
             WebhookEvent::Record { reference, .. } => {
                 assert!(reference.starts_with("sha256:") && reference.len() == 39);
             }
+            WebhookEvent::Text { sender, body } => {
+                assert!(!sender.is_empty() && !body.is_empty());
+            }
+            WebhookEvent::Preference { wa_id, value, .. } => {
+                assert!(!wa_id.is_empty());
+                assert_eq!(value, &value.to_ascii_lowercase());
+            }
             WebhookEvent::Ignored { .. } => {}
         }
     }

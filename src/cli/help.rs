@@ -164,3 +164,11 @@ Examples:
 
 WABA_ID names the WhatsApp Business Account.
 Secrets (environment or .env only): WHATSAPP_ACCESS_TOKEN.";
+
+/// `flowctl suppress --help`.
+pub const SUPPRESS: &str = "\
+Examples:
+  flowctl suppress add +212610059159 --reason \"asked by phone\"
+  flowctl suppress remove +212610059159
+  flowctl suppress list --csv > suppressed.csv
+  flowctl suppress import unsubscribed.csv";

@@ -14,6 +14,7 @@ pub mod sandbox;
 pub mod send;
 pub mod serve;
 pub mod stats;
+pub mod suppress;
 pub mod templates;
 
 /// Exit codes of the spec.

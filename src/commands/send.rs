@@ -16,6 +16,11 @@ pub async fn run(db: &std::path::Path, settings: SendCommandSettings) -> anyhow:
         super::templates::preflight(&graph, t, None).await?;
     }
     let store = crate::store::Store::open(db)?;
+    if !settings.force {
+        if let Some(held) = store.suppression(settings.phone.e164())? {
+            return Err(super::UsageError(refusal(&settings.phone, &held)).into());
+        }
+    }
     let store = SharedStore::new(store);
     let req = SendRequest {
         phone: settings.phone,
@@ -52,4 +57,12 @@ pub async fn run(db: &std::path::Path, settings: SendCommandSettings) -> anyhow:
         return Ok(exit::FAILED);
     }
     Ok(exit::OK)
+}
+
+/// Why a send to a suppressed number is refused, and how to send anyway.
+pub fn refusal(phone: &crate::phone::Phone, held: &crate::store::Suppression) -> String {
+    format!(
+        "{phone} is on the suppression list since {} ({}, from {}): nothing sent; --force sends anyway, `flowctl suppress remove {phone}` lifts it",
+        held.at, held.reason, held.source
+    )
 }

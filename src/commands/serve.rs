@@ -90,6 +90,7 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         chatwoot_signing_secret: settings.chatwoot_signing_secret,
         media,
         db_file: Some(crate::server::health::DbFile::new(db)),
+        optout: settings.optout,
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -136,6 +136,7 @@ impl SandboxArgs {
                 forget_required_pct: self.forget_required,
                 retry_final_submit_pct: self.retry_final_submit,
                 data_api_4: self.data_api == "4.0",
+                stop_pct: self.stop_pct,
             },
         }))
     }

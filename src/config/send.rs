@@ -15,6 +15,10 @@ use encoding_rs::Encoding;
 /// Environment variable (no flag): interval of `bulk`'s plain progress lines (when stderr is
 /// not a terminal), in milliseconds.
 const PROGRESS_INTERVAL_VAR: &str = "FLOWCTL_PROGRESS_INTERVAL_MS";
+/// Environment variable (no flag): how often `bulk` reads the Flow alerts, in milliseconds.
+const FLOW_WATCH_INTERVAL_VAR: &str = "FLOWCTL_FLOW_WATCH_INTERVAL_MS";
+/// Interval of the Flow alert reads when [`FLOW_WATCH_INTERVAL_VAR`] is unset or unusable.
+const DEFAULT_FLOW_WATCH_INTERVAL: Duration = Duration::from_secs(3);
 /// Interval of the plain progress lines when [`PROGRESS_INTERVAL_VAR`] is unset or unusable.
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -33,6 +37,8 @@ pub struct SendCommandSettings {
     pub data: Option<Map<String, Value>>,
     /// `--campaign`.
     pub campaign: String,
+    /// `--force`: send even to a suppressed number.
+    pub force: bool,
 }
 
 impl SendArgs {
@@ -57,6 +63,7 @@ impl SendArgs {
             customer_name: self.name.clone().filter(|n| !n.trim().is_empty()),
             data,
             campaign: self.campaign.clone(),
+            force: self.force,
         })
     }
 }
@@ -103,6 +110,12 @@ pub struct BulkSettings {
     pub progress_interval: Duration,
     /// `--yes`: no confirmation asked before a large run.
     pub yes: bool,
+    /// `--force`: go on when the pre-flight check finds the Flow not PUBLISHED or the file
+    /// larger than the messaging limit.
+    pub force: bool,
+    /// How often a run reads the Flow alerts `serve` recorded
+    /// (`FLOWCTL_FLOW_WATCH_INTERVAL_MS`, default 3 s).
+    pub flow_watch_interval: Duration,
 }
 
 /// How `bulk` reads its CSV; `None` fields are detected from the file.
@@ -235,6 +248,11 @@ impl BulkArgs {
             max_outage: self.max_outage,
             progress_interval: progress_interval(env_value(PROGRESS_INTERVAL_VAR).as_deref()),
             yes: self.yes,
+            force: self.force,
+            flow_watch_interval: env_value(FLOW_WATCH_INTERVAL_VAR)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|ms| *ms > 0)
+                .map_or(DEFAULT_FLOW_WATCH_INTERVAL, Duration::from_millis),
         })
     }
 

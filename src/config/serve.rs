@@ -62,6 +62,8 @@ pub struct ServeSettings {
     pub media_dir: Option<std::path::PathBuf>,
     /// `--media-max-bytes`/`FLOWCTL_MEDIA_MAX_BYTES`.
     pub media_max_bytes: u64,
+    /// `--stop-keywords`/`--start-keywords` (each list replaces its default when given).
+    pub optout: crate::optout::Keywords,
 }
 
 impl ServeArgs {
@@ -115,7 +117,29 @@ impl ServeArgs {
             chatwoot_signing_secret: secret("CHATWOOT_SIGNING_SECRET"),
             media_dir: self.media_dir.clone(),
             media_max_bytes: self.media_max_bytes,
+            optout: self.optout_keywords(),
         })
+    }
+
+    /// The opt-out keywords: each list given replaces its default.
+    fn optout_keywords(&self) -> crate::optout::Keywords {
+        use crate::optout::{Keywords, DEFAULT_START, DEFAULT_STOP};
+        let given = |list: &[String], default: &[&str]| -> Vec<String> {
+            let list: Vec<String> = list
+                .iter()
+                .filter(|k| !k.trim().is_empty())
+                .cloned()
+                .collect();
+            if list.is_empty() {
+                default.iter().map(|k| k.to_string()).collect()
+            } else {
+                list
+            }
+        };
+        Keywords::new(
+            &given(&self.stop_keywords, DEFAULT_STOP),
+            &given(&self.start_keywords, DEFAULT_START),
+        )
     }
 
     /// `--flow-json`, with the lists of `--flow-data` when given.

@@ -36,6 +36,8 @@ pub(crate) struct Account {
     flows: Map<String, Value>,
     /// What `debug_token` reports about any token.
     token: Map<String, Value>,
+    /// When each THROTTLED Flow was last sent, within the hour (Meta lets 10 through).
+    throttled_sends: std::collections::HashMap<String, Vec<std::time::Instant>>,
 }
 
 /// The scopes a system user token for WhatsApp messaging carries.
@@ -113,6 +115,7 @@ impl Account {
             phone_number: object(phone_number),
             flows,
             token: object(token),
+            throttled_sends: Default::default(),
         }
     }
 }
@@ -121,6 +124,53 @@ impl Account {
     /// The Flows by id, for the Flows API (`flows_api`).
     pub(crate) fn flows_mut(&mut self) -> &mut Map<String, Value> {
         &mut self.flows
+    }
+
+    /// A Flow's status, when the account owns it.
+    pub(crate) fn flow_status(&self, id: &str) -> Option<String> {
+        self.flows
+            .get(id)
+            .and_then(|f| f.get("status"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    /// The Graph error a send of Flow `id` meets, per Flow Health and Monitoring
+    /// (<https://developers.facebook.com/docs/whatsapp/flows/guides/healthmonitoring>): none
+    /// sent while BLOCKED (132068), 10 an hour while THROTTLED (132069 past them). A Flow the
+    /// account does not know is let through, as before Flows had statuses here.
+    pub(crate) fn flow_send_refusal(&mut self, id: &str) -> Option<u32> {
+        const THROTTLED_PER_HOUR: usize = 10;
+        match self.flow_status(id).as_deref() {
+            Some("BLOCKED") => Some(132068),
+            Some("THROTTLED") => {
+                let hour = std::time::Duration::from_secs(3600);
+                let sends = self.throttled_sends.entry(id.to_string()).or_default();
+                sends.retain(|t| t.elapsed() < hour);
+                if sends.len() >= THROTTLED_PER_HOUR {
+                    Some(132069)
+                } else {
+                    sends.push(std::time::Instant::now());
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Sets a Flow's status (creating the Flow when unknown); returns the old status
+    /// (`DRAFT` for a new Flow).
+    pub(crate) fn set_flow_status(&mut self, id: &str, status: &str) -> String {
+        let old = self.flow_status(id).unwrap_or_else(|| "DRAFT".into());
+        let fresh = Account::new(&[(id.to_string(), status.to_string())], None);
+        let flow = self
+            .flows
+            .entry(id.to_string())
+            .or_insert_with(|| fresh.flows[id].clone());
+        if let Value::Object(flow) = flow {
+            flow.insert("status".into(), Value::String(status.to_string()));
+        }
+        old
     }
 }
 

@@ -113,6 +113,19 @@ fn message_answer(
         .map(str::to_owned);
     let wa_id = notify::wa_id_of(&accepted.to);
     let template = body.get("type").and_then(Value::as_str) == Some("template");
+    let flow_id = body
+        .pointer("/interactive/action/parameters/flow_id")
+        .and_then(Value::as_str);
+    if let Some(code) = flow_id.and_then(|id| {
+        state
+            .account
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .flow_send_refusal(id)
+    }) {
+        let (title, _) = super::errors::describe(code);
+        return (graph_error(log, code, &format!("(#{code}) {title}")), None);
+    }
     match state.rules.check(&accepted.to, template) {
         Some(Hit {
             fault: Fault::GraphError(code),

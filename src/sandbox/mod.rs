@@ -10,6 +10,9 @@
 //! - `POST|GET /{v}/{id}/whatsapp_business_encryption`
 //! - `GET /{v}/{id}?fields=…` (a Flow or the phone number) and `GET /{v}/debug_token`
 //!   (see `account`)
+//! - `POST /_sandbox/inbound` (a person's text, e.g. "STOP"), `POST /_sandbox/user-preferences`
+//!   (a marketing stop/resume), `POST /_sandbox/flow-status` (a Flow's status, with its
+//!   webhook): see `inbound`
 //! - `GET /_sandbox/requests`, `POST /_sandbox/key-status`, `POST /_sandbox/account`,
 //!   `GET /healthz` (control plane: not delayed, not recorded)
 //! - `GET /_sandbox/cdn/{name}`, `POST /_sandbox/cdn`: the CDN of the files people attach
@@ -28,6 +31,7 @@ mod answer;
 pub mod chatwoot;
 mod errors;
 mod flows_api;
+mod inbound;
 mod keys;
 pub mod media;
 mod messages;

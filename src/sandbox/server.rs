@@ -114,6 +114,18 @@ pub(crate) async fn handle(
         (&Method::GET, ["_sandbox", "flow-assets", id]) => {
             return Ok(super::flows_api::download(&state, id));
         }
+        (&Method::POST, ["_sandbox", "inbound"]) => {
+            let body = read_body(req).await;
+            return Ok(super::inbound::inbound(&state, body.as_deref()).await);
+        }
+        (&Method::POST, ["_sandbox", "user-preferences"]) => {
+            let body = read_body(req).await;
+            return Ok(super::inbound::user_preferences(&state, body.as_deref()).await);
+        }
+        (&Method::POST, ["_sandbox", "flow-status"]) => {
+            let body = read_body(req).await;
+            return Ok(super::inbound::flow_status(&state, body.as_deref()).await);
+        }
         (&Method::POST, ["_sandbox", "key-status"]) => {
             let body = read_body(req).await;
             return Ok(set_key_status(&state, body.as_deref()));

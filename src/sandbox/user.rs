@@ -58,6 +58,9 @@ pub struct Habits {
     /// Send data API 4.0 requests carrying a `flow_token_signature` signed with the app
     /// secret (`--data-api 4.0`).
     pub data_api_4: bool,
+    /// Percent of the people who reply "STOP" (a text message on the webhook) instead of
+    /// filling in the Flow (`--stop`).
+    pub stop_pct: u8,
 }
 
 /// Counters of what the simulated people did (`GET /_sandbox/users`).
@@ -72,6 +75,8 @@ pub struct UserStats {
     pub corrections: AtomicU64,
     /// Final submits sent again and answered with the same `SUCCESS`.
     pub retried_final_submits: AtomicU64,
+    /// People who replied "STOP" instead of answering.
+    pub stopped: AtomicU64,
     pub errors: Mutex<Vec<String>>,
 }
 
@@ -86,6 +91,7 @@ impl UserStats {
             "refreshes": self.refreshes.load(Ordering::Relaxed),
             "corrections": self.corrections.load(Ordering::Relaxed),
             "retried_final_submits": self.retried_final_submits.load(Ordering::Relaxed),
+            "stopped": self.stopped.load(Ordering::Relaxed),
             "errors": errors,
         })
     }
@@ -133,6 +139,8 @@ impl Users {
         tokio::spawn(async move {
             tokio::time::sleep(users.opts.delay).await;
             match users.act(&msg).await {
+                // Someone who replied STOP did not complete the Flow.
+                Ok(()) if users.stops(&msg) => {}
                 Ok(()) => {
                     users.stats.completed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -149,6 +157,12 @@ impl Users {
         });
     }
 
+    /// Whether this person replies "STOP" instead of answering (`--stop PCT`; the reply
+    /// needs a webhook to go to).
+    fn stops(&self, msg: &Delivered) -> bool {
+        self.notifier.has_webhook() && chosen(&msg.to, "stop", self.opts.habits.stop_pct)
+    }
+
     async fn act(&self, msg: &Delivered) -> Result<(), String> {
         let via = self.opts.complete_via;
         if self.notifier.has_webhook() {
@@ -162,6 +176,14 @@ impl Users {
                 });
                 self.notifier.post_webhook(&event).await?;
             }
+        }
+        if self.stops(msg) {
+            // An opt-out: the person writes back instead of opening the Flow.
+            let id = format!("wamid.stop.{}", hash(&msg.wamid));
+            let event = super::inbound::text_event(&msg.wa_id, "STOP", &id);
+            self.notifier.post_webhook(&event).await?;
+            self.stats.stopped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
         }
         if via == CompleteVia::Chatwoot {
             let mut answers = self.all_answers(msg);

@@ -101,6 +101,30 @@ pub async fn send_flow(
         Ok(s) => s,
         Err(message) => return http::json_error(StatusCode::BAD_REQUEST, &message),
     };
+    if !forced(&body) {
+        let phone = send.phone.e164().to_string();
+        match state.store.read(move |s| s.suppression(&phone)).await {
+            Ok(None) => {}
+            Ok(Some(held)) => {
+                state
+                    .metrics
+                    .inc("flowctl_api_sends_total", "outcome=\"suppressed\"".into());
+                // 409: the request is fine, the person's choice conflicts with it.
+                let message = format!(
+                    "{} is on the suppression list since {} ({}, from {}): nothing sent; \"force\": true sends anyway",
+                    send.phone, held.at, held.reason, held.source
+                );
+                return http::json_error(StatusCode::CONFLICT, &message);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "send-flow: cannot read the suppression list");
+                return http::json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot read the suppression list",
+                );
+            }
+        }
+    }
     let outcome = send_one(
         &state.store,
         &sender.graph,
@@ -174,6 +198,14 @@ fn parse_send(body: &[u8], settings: &SendSettings) -> Result<SendRequest, Strin
         campaign,
         origin: Origin::Api,
     })
+}
+
+/// `"force": true` in a `/api/send-flow` body: send even to a suppressed number.
+fn forced(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("force").and_then(Value::as_bool))
+        .unwrap_or(false)
 }
 
 fn optional_string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {

@@ -19,8 +19,10 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::AppState;
+use crate::optout::Intent;
 use crate::store::{
-    InboxRow, StatusInput, StatusOutcome, StoreError, WebhookCompletion, WebhookCompletionOutcome,
+    source, InboxRow, StatusInput, StatusOutcome, StoreError, WebhookCompletion,
+    WebhookCompletionOutcome,
 };
 use crate::webhook_events::{digest, label, parse_events, str_of, WebhookEvent};
 
@@ -236,6 +238,11 @@ async fn apply(state: &Arc<AppState>, event: WebhookEvent) -> Result<(), StoreEr
             callback,
         } => {
             let label_status = label(&status);
+            // Meta's 131050: "this recipient has chosen to stop receiving marketing messages
+            // on WhatsApp from your business" (error codes page). Known after the send was
+            // accepted, it suppresses the person the message was for.
+            let stopped = (error_code == Some(STOPPED_MARKETING))
+                .then(|| (message_id.clone(), recipient.clone()));
             let settle = (status == "failed").then(|| {
                 let when = crate::time::Timestamp::parse(&at)
                     .unwrap_or_else(|_| crate::time::Timestamp::now());
@@ -256,6 +263,9 @@ async fn apply(state: &Arc<AppState>, event: WebhookEvent) -> Result<(), StoreEr
                     })
                 })
                 .await?;
+            if let Some((wamid, recipient)) = stopped {
+                suppress_stopped_recipient(state, wamid, recipient).await?;
+            }
             match outcome {
                 StatusOutcome::Recorded { .. } => metrics.inc(
                     "flowctl_message_statuses_total",
@@ -279,9 +289,122 @@ async fn apply(state: &Arc<AppState>, event: WebhookEvent) -> Result<(), StoreEr
                 .call(move |s| s.record_webhook_event(kind, &reference, None, &detail))
                 .await?;
         }
+        WebhookEvent::Text { sender, body } => {
+            if let Some(intent) = state.optout.classify(&body) {
+                apply_optout(
+                    state,
+                    &sender,
+                    intent,
+                    format!("replied {:?}", body.trim()),
+                    source::KEYWORD,
+                )
+                .await?;
+            }
+        }
+        WebhookEvent::Preference {
+            wa_id,
+            category,
+            value,
+            detail,
+        } => {
+            // Meta reports the marketing category only; any other is left alone rather
+            // than read as a stop of everything.
+            let intent = match (category.as_str(), value.as_str()) {
+                ("marketing_messages", "stop") => Some(Intent::Stop),
+                ("marketing_messages", "resume") => Some(Intent::Start),
+                _ => None,
+            };
+            if let Some(intent) = intent {
+                let reason = detail.unwrap_or_else(|| format!("{value} {category}"));
+                apply_optout(state, &wa_id, intent, reason, source::USER_PREFERENCES).await?;
+            }
+        }
         WebhookEvent::Ignored { what } => {
             tracing::debug!(what, "message webhook: event not handled by flowctl");
         }
+    }
+    Ok(())
+}
+
+/// Graph error 131050: the recipient stopped marketing messages from this business.
+const STOPPED_MARKETING: i64 = 131050;
+
+/// Puts a sender on the suppression list (`Stop`) or takes them off it (`Start`).
+async fn apply_optout(
+    state: &Arc<AppState>,
+    wa_id: &str,
+    intent: Intent,
+    reason: String,
+    source: &'static str,
+) -> Result<(), StoreError> {
+    if !wa_id.bytes().all(|b| b.is_ascii_digit()) || wa_id.is_empty() {
+        // A business-scoped id names no number to suppress: keep it as an event instead.
+        let detail = json!({ "sender": wa_id, "intent": format!("{intent:?}"), "reason": reason });
+        let reference = digest(detail.to_string().as_bytes());
+        return state
+            .store
+            .call(move |s| {
+                s.record_webhook_event("optout_unmatched", &reference, None, &detail)
+                    .map(drop)
+            })
+            .await;
+    }
+    let phone = format!("+{wa_id}");
+    let changed = {
+        let phone = phone.clone();
+        state
+            .store
+            .call(move |s| match intent {
+                Intent::Stop => s.suppress(&phone, &reason, source),
+                Intent::Start => s.unsuppress(&phone),
+            })
+            .await?
+    };
+    let what = match intent {
+        Intent::Stop => "suppressed",
+        Intent::Start => "unsuppressed",
+    };
+    state.metrics.inc(
+        "flowctl_optouts_total",
+        format!("change=\"{what}\",source=\"{source}\""),
+    );
+    tracing::info!(phone = %phone, source, changed, "opt-out: {what}");
+    Ok(())
+}
+
+/// Suppresses the person a message refused with 131050 was for: the token's phone when
+/// flowctl sent the message, else the status's `recipient_id`.
+async fn suppress_stopped_recipient(
+    state: &Arc<AppState>,
+    wamid: String,
+    recipient: Option<String>,
+) -> Result<(), StoreError> {
+    let phone = state
+        .store
+        .call(move |s| {
+            let phone = s
+                .find_token_by_message_id(&wamid)?
+                .map(|t| t.phone.e164().to_string())
+                .or_else(|| recipient.map(|r| format!("+{r}")));
+            if let Some(phone) = &phone {
+                s.suppress(
+                    phone,
+                    "stopped marketing messages (131050)",
+                    source::REFUSED_131050,
+                )?;
+            }
+            Ok(phone)
+        })
+        .await?;
+    if let Some(phone) = phone {
+        tracing::info!(phone = %phone, "opt-out: suppressed after a 131050 status");
+        state.metrics.inc(
+            "flowctl_optouts_total",
+            format!(
+                "change=\"suppressed\",source=\"{}\"",
+                source::REFUSED_131050
+            ),
+        );
     }
     Ok(())
 }

@@ -109,6 +109,8 @@ pub struct AppState {
     pub media: media::MediaQueue,
     /// The database file, checked by `/healthz` (`None`: only the query is checked).
     pub db_file: Option<health::DbFile>,
+    /// The keywords that put a sender on the suppression list, or take them off it.
+    pub optout: crate::optout::Keywords,
 }
 
 impl AppState {

@@ -15,6 +15,8 @@
 //! | `export` | [`ExportQueries`] | [`ExportSnapshot`] |
 //! | `stats` | [`StatsQueries`] | [`FunnelReport`] |
 //! | Flow media downloads | [`MediaQueries`] | [`MediaJob`], [`MediaRecord`] |
+//! | who asked not to be messaged | [`SuppressionQueries`] | [`Suppression`] |
+//! | Flow alerts `bulk` watches while it runs | [`FlowAlertQueries`] | [`FlowAlert`] |
 //!
 //! Methods that read take `&self`, methods that write take `&mut self`: a handle opened read
 //! only ([`Store::open_read_only`]) or lent by [`SharedStore::read`] cannot be asked to write.
@@ -27,10 +29,12 @@ mod api;
 mod bulk;
 mod export;
 mod flow;
+mod flow_alerts;
 mod media;
 mod shared;
 mod sqlite;
 mod stats;
+mod suppressions;
 mod tokens;
 mod webhook;
 
@@ -42,10 +46,12 @@ pub use api::{ApiQueries, ApiResponse, ResponsesPage, ResponsesQuery};
 pub use bulk::{BulkMember, BulkOutcome, BulkQueries, Issued};
 pub use export::{ExportFilter, ExportQueries, ExportSnapshot, FailedSend, SnapshotReader};
 pub use flow::{Completion, CompletionInput, FlowQueries, StoredResponse};
+pub use flow_alerts::{FlowAlert, FlowAlertQueries};
 pub use media::{MediaJob, MediaQueries, MediaRecord, MediaState};
 pub use shared::SharedStore;
 pub use sqlite::{BUSY_TIMEOUT, WAL_LIMIT};
 pub use stats::{Funnel, FunnelReport, StatsQueries};
+pub use suppressions::{source, suppression_key, Suppression, SuppressionQueries};
 pub use tokens::{Failure, NewToken, Origin, SendState, TokenQueries, TokenRecord, UnknownValue};
 pub use webhook::{
     delivery_rank, Delivery, InboxRow, Settlement, StatusInput, StatusOutcome, StatusRecord,
@@ -115,6 +121,8 @@ pub trait Database:
     + ExportQueries
     + StatsQueries
     + MediaQueries
+    + SuppressionQueries
+    + FlowAlertQueries
     + Send
     + std::fmt::Debug
 {

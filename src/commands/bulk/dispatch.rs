@@ -10,11 +10,13 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::failures::FailureLog;
 use super::feed::Job;
+use super::flow_health::{self, FlowHealth};
 use super::misconfig::ConfigStreak;
 use super::outage::{self, OutageGate};
 use super::progress::{throttle_text, Progress};
 use super::writer::Writer;
 use super::{Pacer, Stats, Stop};
+use crate::config::BulkSettings;
 use crate::graph::{
     flow_message, ErrorClass, GraphClient, GraphError, MessageSettings, USER_LIMIT_DEFERRAL,
 };
@@ -49,6 +51,11 @@ pub(super) struct Ctx {
     pub(super) max_outage: Duration,
     /// Sends in a row refused with the same configuration-level error.
     pub(super) misconfig: ConfigStreak,
+    /// The Flow being sent and whether Meta holds it (`None` without a `FLOW_ID`); see
+    /// [`flow_health`].
+    pub(super) flow: Option<FlowHealth>,
+    /// The run's settings, for the pre-flight check before the first send.
+    pub(super) settings: Arc<BulkSettings>,
 }
 
 impl Ctx {
@@ -70,6 +77,7 @@ pub(super) async fn dispatch(ctx: Arc<Ctx>, mut jobs: mpsc::Receiver<Job>) {
     let mut stop = ctx.stop.subscribe();
     let mut tasks = tokio::task::JoinSet::new();
     let mut held: Option<Job> = None;
+    let mut checked = false;
     loop {
         let job = match held.take() {
             Some(j) => j,
@@ -79,9 +87,23 @@ pub(super) async fn dispatch(ctx: Arc<Ctx>, mut jobs: mpsc::Receiver<Job>) {
                 j = jobs.recv() => match j { Some(j) => j, None => break },
             },
         };
-        // Nothing new leaves while the API is down.
+        // Checked once, when the first row is about to leave (a run with nothing to send
+        // asks Graph nothing).
+        if !checked {
+            checked = true;
+            if let Err(why) = flow_health::preflight(&ctx, &ctx.settings).await {
+                ctx.request_stop(Stop::Fatal(why));
+                break;
+            }
+        }
+        // Nothing new leaves while the API is down, nor while Meta holds the Flow.
         if !ctx.outage.wait_open(&mut stop).await {
             break;
+        }
+        if let Some(flow) = &ctx.flow {
+            if !flow.gate.wait_open(&mut stop).await {
+                break;
+            }
         }
         let permit = tokio::select! {
             biased;
@@ -170,7 +192,16 @@ async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
             close_gate(&ctx, &err);
         }
         permit = None;
-        if err.is_outage() {
+        let flow_held = ctx.flow.as_ref().zip(flow_health::refused_status(&err));
+        if let Some((flow, status)) = flow_held {
+            // Meta holds the Flow (132068/132069): the row waits with the whole run until
+            // the Flow is PUBLISHED again; it is not the row's fault.
+            flow_health::apply_status(&ctx, flow, status, "a send was refused");
+            if !flow.gate.wait_open(&mut ctx.stop.subscribe()).await {
+                break Ended::Stopped(err);
+            }
+            uncounted += 1;
+        } else if err.is_outage() {
             // Refused before the API took it: safe to send again once the API answers.
             if !ctx.outage.wait_open(&mut ctx.stop.subscribe()).await {
                 break Ended::Stopped(err);
@@ -293,7 +324,7 @@ async fn probe_until_up(ctx: Arc<Ctx>) {
 }
 
 /// Sleeps `wait` (then waits for nothing more); false when the run is stopping.
-async fn wait_unless_stopped(ctx: &Ctx, wait: Duration) -> bool {
+pub(super) async fn wait_unless_stopped(ctx: &Ctx, wait: Duration) -> bool {
     let mut stop = ctx.stop.subscribe();
     let stopped = tokio::select! {
         _ = stop.wait_for(Option::is_some) => true,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::decision::{account, decide, Mode, Rerun};
 use super::failures::FailureLog;
-use super::feed::{row_line, Row, RowLoop};
+use super::feed::{drop_suppressed, row_line, Row, RowLoop};
 use super::reader::{self, CsvRows};
 use super::{exit, Stats, Summary};
 use crate::config::BulkSettings;
@@ -65,6 +65,13 @@ fn dry_count(
     let expected = reader::count_records(rows.path(), rows.format()).unwrap_or(0);
     let mut seen: HashMap<u64, u64> = HashMap::with_capacity(expected as usize);
     let settle = |chunk: &mut Vec<Row>| -> anyhow::Result<bool> {
+        if let Some(store) = &store {
+            drop_suppressed(store, chunk, &stats, &|text| {
+                if !crate::commands::quiet() {
+                    eprintln!("{text}");
+                }
+            })?;
+        }
         let phones: Vec<Phone> = chunk.iter().map(|(_, r)| r.phone.clone()).collect();
         let members = match &store {
             Some(s) => s.bulk_members(campaign, &phones)?,

@@ -15,7 +15,7 @@ use super::reader::{self, CsvRows};
 use super::writer::Writer;
 use super::{Stats, Stop};
 use crate::phone::Phone;
-use crate::store::{Issued, NewToken, Origin};
+use crate::store::{Issued, NewToken, Origin, Store};
 use crate::token::FlowToken;
 
 /// Rows issued per transaction by the reader.
@@ -112,6 +112,38 @@ pub(super) struct Feed {
     pub(super) progress: Progress,
     pub(super) failures: FailureLog,
     pub(super) stop: watch::Receiver<Option<Stop>>,
+    /// A read handle on the database, for the suppression list (read chunk by chunk, so
+    /// that a STOP received while the run goes on spares the rows not yet issued).
+    pub(super) suppressions: Store,
+}
+
+/// Takes out of `chunk` the rows whose person is on the suppression list: counted as
+/// `suppressed` and told, before any token is issued for them.
+pub(super) fn drop_suppressed(
+    store: &Store,
+    chunk: &mut Vec<Row>,
+    stats: &Stats,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<()> {
+    let phones: Vec<Phone> = chunk.iter().map(|(_, r)| r.phone.clone()).collect();
+    let suppressed = store.suppressed_among(&phones)?;
+    if !suppressed.contains(&true) {
+        return Ok(());
+    }
+    let mut flags = suppressed.into_iter();
+    chunk.retain(|(line, r)| {
+        let out = flags.next().unwrap_or(false);
+        if out {
+            Stats::bump(&stats.suppressed);
+            say(&row_line(
+                line.line,
+                &r.phone,
+                "is suppressed (opted out): not sent",
+            ));
+        }
+        !out
+    });
+    Ok(())
 }
 
 impl Feed {
@@ -135,6 +167,12 @@ impl Feed {
     /// resend with a fresh token, and queues what is to be sent. Returns false when the
     /// dispatcher has stopped.
     fn flush(&self, chunk: &mut Vec<Row>, jobs: &mpsc::Sender<Job>) -> anyhow::Result<bool> {
+        drop_suppressed(&self.suppressions, chunk, &self.stats, &|text| {
+            self.progress.report(text)
+        })?;
+        if chunk.is_empty() {
+            return Ok(true);
+        }
         let tokens: Vec<NewToken> = chunk
             .iter()
             .map(|(_, r)| NewToken {

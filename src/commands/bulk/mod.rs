@@ -27,6 +27,7 @@ mod dispatch;
 mod dry_run;
 mod failures;
 mod feed;
+mod flow_health;
 mod lock;
 mod misconfig;
 mod outage;
@@ -136,7 +137,20 @@ pub async fn run(db: &Path, mut args: BulkSettings) -> anyhow::Result<i32> {
         outage: OutageGate::default(),
         max_outage: args.max_outage,
         misconfig: Default::default(),
+        flow: Some(settings.message.flow_id.trim())
+            .filter(|id| !id.is_empty())
+            .map(|id| flow_health::FlowHealth::new(id.to_string())),
+        settings: Arc::new(args.clone()),
     });
+    // Flow alerts recorded by `serve` in this database, read while the run goes on.
+    let watcher = match crate::store::Store::open_read_only(db)? {
+        Some(store) if ctx.flow.is_some() => Some(tokio::spawn(flow_health::watch(
+            ctx.clone(),
+            store,
+            args.flow_watch_interval,
+        ))),
+        _ => None,
+    };
     let start = Instant::now();
     let signals = tokio::spawn(watch_signals(ctx.clone()));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -146,6 +160,7 @@ pub async fn run(db: &Path, mut args: BulkSettings) -> anyhow::Result<i32> {
         move || Pace {
             rate: pacer_ctx.pacer.rate(),
             throttled_until: pacer_ctx.pacer.throttled_until(),
+            flow_held: pacer_ctx.flow.as_ref().and_then(|f| f.paused_by()),
         },
         done_rx,
     );
@@ -160,6 +175,8 @@ pub async fn run(db: &Path, mut args: BulkSettings) -> anyhow::Result<i32> {
         progress: progress.clone(),
         failures,
         stop: ctx.stop.subscribe(),
+        suppressions: crate::store::Store::open_read_only(db)?
+            .ok_or_else(|| anyhow::anyhow!("database {} vanished", db.display()))?,
     };
     let reader_ctx = ctx.clone();
     let reader = tokio::task::spawn_blocking(move || {
@@ -170,6 +187,9 @@ pub async fn run(db: &Path, mut args: BulkSettings) -> anyhow::Result<i32> {
     dispatch(ctx.clone(), job_rx).await;
     let _ = reader.await;
     signals.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
     let stopped = ctx.stop.borrow().clone();
     drop(ctx);
     let _ = done_tx.send(());

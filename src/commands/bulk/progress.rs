@@ -52,6 +52,12 @@ pub struct Stats {
     /// Rows held back by a per-user limit: deferred by this run, or by an earlier one and
     /// their time has not come.
     pub deferred: AtomicU64,
+    /// Rows not sent because their person is on the suppression list (opted out).
+    pub suppressed: AtomicU64,
+    /// Pauses because Meta held the Flow (THROTTLED, BLOCKED, DEPRECATED).
+    pub flow_pauses: AtomicU64,
+    /// Milliseconds of those pauses.
+    pub flow_pause_ms: AtomicU64,
     /// The earliest time one of the `deferred` rows may be sent.
     next_deferred: Mutex<Option<Timestamp>>,
     /// Of `previously_failed`: rows Meta accepted in an earlier run and a `failed` status
@@ -119,6 +125,7 @@ impl Stats {
     pub fn done(&self) -> u64 {
         self.sent.load(Relaxed)
             + self.deferred.load(Relaxed)
+            + self.suppressed.load(Relaxed)
             + self.failed.load(Relaxed)
             + self.invalid.load(Relaxed)
             + self.skipped.load(Relaxed)
@@ -161,6 +168,11 @@ pub struct Summary {
     /// retries), by this run or an earlier one: not sent before `next_deferred_at` at the
     /// earliest.
     pub deferred: u64,
+    /// Rows not sent because their person opted out (`flowctl suppress list`).
+    pub suppressed: u64,
+    /// Pauses while Meta held the Flow (THROTTLED, BLOCKED, DEPRECATED), and their seconds.
+    pub flow_pauses: u64,
+    pub flow_pause_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_deferred_at: Option<Timestamp>,
     /// Rows Meta accepted in an earlier run and a `failed` status settled afterwards (of
@@ -206,6 +218,9 @@ impl Summary {
             outages: stats.outages.load(Relaxed),
             outage_s: stats.outage_ms.load(Relaxed) as f64 / 1000.0,
             deferred: stats.deferred.load(Relaxed),
+            suppressed: stats.suppressed.load(Relaxed),
+            flow_pauses: stats.flow_pauses.load(Relaxed),
+            flow_pause_s: stats.flow_pause_ms.load(Relaxed) as f64 / 1000.0,
             next_deferred_at: stats.next_deferred(),
             failed_after_acceptance: stats.failed_after_acceptance(),
             throttles: stats.throttles.load(Relaxed),
@@ -398,6 +413,21 @@ impl Summary {
             s.push('\n');
             s.push_str(&hint);
         }
+        if self.flow_pauses > 0 {
+            s.push_str(&format!(
+                "\nsends paused {} time{} while Meta held the Flow (THROTTLED, BLOCKED or DEPRECATED; {:.1}s in all)",
+                self.flow_pauses,
+                if self.flow_pauses == 1 { "" } else { "s" },
+                self.flow_pause_s
+            ));
+        }
+        if self.suppressed > 0 {
+            s.push_str(&format!(
+                "\nsuppressed: {} (opted out; not {}; `flowctl suppress list` shows who and why)",
+                rows(self.suppressed),
+                if self.dry_run { "to be sent" } else { "sent" }
+            ));
+        }
         if self.not_attempted > 0 {
             s.push_str(&format!(
                 "\n{} not attempted",
@@ -531,6 +561,8 @@ pub struct Pace {
     pub rate: f64,
     /// Until when Meta's throttle of the app or account holds every send, while it does.
     pub throttled_until: Option<Instant>,
+    /// The Flow's status while Meta holds it (THROTTLED, BLOCKED, DEPRECATED).
+    pub flow_held: Option<&'static str>,
 }
 
 /// How the display names a pause Meta asked for: `paused by Meta until 14:05:09
@@ -578,13 +610,18 @@ fn status_line(stats: &Stats, elapsed: Duration, pace: &Pace) -> StatusLine {
             "sent {sent}, failed {}, deferred {}, skipped {}, invalid {}, unknown {}",
             stats.failed.load(Relaxed),
             stats.deferred.load(Relaxed),
-            stats.skipped.load(Relaxed) + stats.duplicates.load(Relaxed),
+            stats.skipped.load(Relaxed)
+                + stats.duplicates.load(Relaxed)
+                + stats.suppressed.load(Relaxed),
             stats.invalid.load(Relaxed),
             stats.unknown.load(Relaxed),
         ),
-        rate: match pace.throttled_until {
-            Some(until) => format!("{rate:.1} msg/s, {}", throttle_text(until)),
-            None => format!("{rate:.1} msg/s (pacing at {:.0}/s)", pace.rate),
+        rate: match (pace.flow_held, pace.throttled_until) {
+            (Some(status), _) => {
+                format!("{rate:.1} msg/s, paused: the Flow is {status} (waiting for PUBLISHED)")
+            }
+            (None, Some(until)) => format!("{rate:.1} msg/s, {}", throttle_text(until)),
+            (None, None) => format!("{rate:.1} msg/s (pacing at {:.0}/s)", pace.rate),
         },
         tail: format!("| {of} rows | ETA {eta}"),
     }

@@ -6,6 +6,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_later_failures.sql")),
     (3, include_str!("migrations/0003_media.sql")),
+    (4, include_str!("migrations/0004_suppressions.sql")),
 ];
 
 /// The version this build brings a database to.

@@ -118,10 +118,28 @@ pub(crate) fn record_outcome_tx(
     state: SendState,
     f: &Failure,
 ) -> rusqlite::Result<usize> {
-    tx.execute(
+    let n = tx.execute(
         "UPDATE tokens SET state = ?2, error_code = ?3, error_message = ?4, error_retryable = ?5 WHERE token = ?1",
         params![token, state, f.code, f.message, f.retryable],
-    )
+    )?;
+    // 131050: the recipient stopped marketing messages from this business. Suppressed in
+    // the same commit, so that no later send (this run's rerun, `send`, the API) tries again.
+    if f.code == Some(131050) {
+        let phone: Option<String> = tx
+            .query_row("SELECT phone FROM tokens WHERE token = ?1", [token], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(phone) = phone {
+            super::suppressions::suppress_tx(
+                tx,
+                &phone,
+                "stopped marketing messages (131050)",
+                crate::store::source::REFUSED_131050,
+            )?;
+        }
+    }
+    Ok(n)
 }
 
 fn add_attempts_tx(
