@@ -260,3 +260,135 @@ fn preflight_refuses_a_draft_flow_and_a_file_over_the_messaging_limit_unless_for
     );
     assert_eq!(accepted(&sandbox), 3, "nothing more sent");
 }
+
+/// A MARKETING template whose FLOW button opens the Flow deployed as `survey`.
+const FLOW_TEMPLATE: &str = r#"{
+  "name": "enquete_visite",
+  "language": "fr",
+  "category": "MARKETING",
+  "components": [
+    { "type": "BODY", "text": "Bonjour {{1}}, comment s'est passée votre visite à {{2}} ?" },
+    { "type": "BUTTONS", "buttons": [
+      { "type": "FLOW", "text": "Répondre", "flow_name": "survey",
+        "navigate_screen": "ACCUEIL_SERVICE", "flow_action": "navigate" }
+    ] }
+  ]
+}"#;
+
+/// The whole campaign of issue 16, as a business runs it: the Flow deployed from the
+/// repository and published, a template with a FLOW button created, two people who replied
+/// STOP, then `bulk --template` with parameters from CSV columns, paused while Meta says the
+/// Flow is THROTTLED and resumed when it is PUBLISHED again; nobody messaged twice, nobody who
+/// said STOP messaged at all.
+#[test]
+fn a_deployed_flow_and_its_template_campaign_pause_while_throttled_and_skip_stop() {
+    const WABA_ID: &str = "102290129340398";
+    let env = Env::new();
+    let (_server, sandbox) = serve_and_sandbox(&env, &[]);
+
+    let mut c = env.graph_cmd(&sandbox.url);
+    c.env("WABA_ID", WABA_ID)
+        .args(["flows", "deploy"])
+        .arg(survey_flow())
+        .args(["--name", "survey", "--categories", "SURVEY", "--publish"]);
+    let out = run(c, LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let deployed = stdout(&out);
+    let flow_id: String = deployed
+        .lines()
+        .find_map(|l| l.strip_prefix("published Flow \"survey\" ("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no published Flow id in: {deployed}"))
+        .to_string();
+
+    let template = env.write("template.json", FLOW_TEMPLATE);
+    let mut c = env.graph_cmd(&sandbox.url);
+    c.env("WABA_ID", WABA_ID)
+        .args(["templates", "create", "--file"])
+        .arg(&template);
+    let out = run(c, LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let phones: Vec<String> = (0..30)
+        .map(|i| format!("+2126100{:05}", 20_000 + i))
+        .collect();
+    let stop = [&phones[3], &phones[17]];
+    for phone in stop {
+        let (code, body) = http_post_json(
+            &format!("{}/_sandbox/inbound", sandbox.url),
+            &format!(r#"{{"from": "{phone}", "text": "Stop"}}"#),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+    wait_until("serve recorded both STOP replies", || {
+        stop.iter()
+            .all(|p| env.store().suppression(p).ok().flatten().is_some())
+    });
+
+    let mut text = String::from("phone_number,customer_name,ville\n");
+    for (i, phone) in phones.iter().enumerate() {
+        text.push_str(&format!("{phone},Client {i},Rabat\n"));
+    }
+    let csv = env.write("campaign.csv", &text);
+    let stderr_path = env.path("bulk.stderr");
+    let mut c = env.graph_cmd(&sandbox.url);
+    c.env("FLOW_ID", &flow_id)
+        .env("WABA_ID", WABA_ID)
+        .env("FLOWCTL_FLOW_WATCH_INTERVAL_MS", "100")
+        .arg("bulk")
+        .arg(&csv)
+        .args(["--json", "--rate", "10", "--concurrency", "2"])
+        .args(["--template", "enquete_visite", "--lang", "fr"])
+        .args(["--template-param", "body.1=customer_name"])
+        .args(["--template-param", "body.2=ville"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+    let bulk = Bulk {
+        child: c.spawn().expect("spawn bulk"),
+        stderr: stderr_path,
+    };
+    wait_until("the run sends", || accepted(&sandbox) >= 5);
+    let (code, body) = http_post_json(
+        &format!("{}/_sandbox/flow-status", sandbox.url),
+        &format!(r#"{{"flow_id": "{flow_id}", "status": "THROTTLED"}}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    bulk.wait_for_line(&format!("the Flow {flow_id} is THROTTLED"));
+    let before = accepted(&sandbox);
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = accepted(&sandbox) - before;
+    let (code, body) = http_post_json(
+        &format!("{}/_sandbox/flow-status", sandbox.url),
+        &format!(r#"{{"flow_id": "{flow_id}", "status": "PUBLISHED"}}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, summary, err) = bulk.finish();
+    assert_eq!(code, 0, "{summary} {err}");
+    // At 10/s, 15 would have left in that time; only the (at most 2) requests in flight when
+    // the pause began may land.
+    assert!(during <= 2, "{during} sent while THROTTLED: {err}");
+    assert_eq!(summary["sent"], 28, "{summary}");
+    assert_eq!(summary["suppressed"], 2, "{summary}");
+    assert_eq!(summary["flow_pauses"], 1, "{summary}");
+
+    // Every template message went to a different person who did not say STOP, with the
+    // row's own parameters; nobody got two.
+    let mut to: Vec<String> = sandbox_messages(&sandbox.url)
+        .iter()
+        .filter(|r| r["status"] == 200 && r["body"]["type"] == "template")
+        .map(|r| format!("+{}", r["to"].as_str().unwrap_or("")))
+        .collect();
+    to.sort();
+    let mut expected: Vec<String> = phones
+        .iter()
+        .filter(|p| !stop.contains(p))
+        .cloned()
+        .collect();
+    expected.sort();
+    assert_eq!(to, expected);
+    eprintln!(
+        "Flow {flow_id}: sent before the pause {before}, while THROTTLED {during}, after {}; suppressed {}",
+        28 - before - during,
+        summary["suppressed"]
+    );
+}
