@@ -20,6 +20,7 @@ pub mod graph;
 pub mod media;
 pub mod outbound;
 pub mod phone;
+pub mod report;
 pub mod sandbox;
 pub mod secret;
 pub mod server;

@@ -59,6 +59,14 @@ Examples:
   flowctl stats
   flowctl stats --campaign spring --json";
 
+/// `flowctl report --help`.
+pub const REPORT: &str = "\
+Examples:
+  flowctl report --out report.html
+  flowctl report --campaign spring --flow-json survey_flow.json --out spring.html
+
+Phone numbers are masked unless --show-phones is given.";
+
 /// `flowctl keygen --help`.
 pub const KEYGEN: &str = "\
 Examples:

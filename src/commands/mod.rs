@@ -8,6 +8,7 @@ pub mod export;
 pub mod init;
 pub mod keygen;
 pub mod keys;
+pub mod report;
 pub mod sandbox;
 pub mod send;
 pub mod serve;

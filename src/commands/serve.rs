@@ -89,6 +89,7 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         chatwoot_signing_secret: settings.chatwoot_signing_secret,
         media,
         db_file: Some(crate::server::health::DbFile::new(db)),
+        ui_questions: settings.ui_questions.map(Arc::new),
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await

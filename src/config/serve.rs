@@ -62,6 +62,8 @@ pub struct ServeSettings {
     pub media_dir: Option<std::path::PathBuf>,
     /// `--media-max-bytes`/`FLOWCTL_MEDIA_MAX_BYTES`.
     pub media_max_bytes: u64,
+    /// The questions of `--flow-json` (labels, option titles) for the `/ui` pages.
+    pub ui_questions: Option<crate::report::Questions>,
 }
 
 impl ServeArgs {
@@ -115,6 +117,12 @@ impl ServeArgs {
             chatwoot_signing_secret: secret("CHATWOOT_SIGNING_SECRET"),
             media_dir: self.media_dir.clone(),
             media_max_bytes: self.media_max_bytes,
+            ui_questions: match &self.flow_json {
+                Some(path) => Some(crate::report::Questions::load(path).map_err(|e| {
+                    ConfigError::Unusable(format!("--flow-json {}: {e}", path.display()))
+                })?),
+                None => None,
+            },
         })
     }
 

@@ -12,6 +12,7 @@ pub mod io;
 pub mod media;
 pub mod metrics;
 mod signed;
+pub mod ui;
 pub mod webhook;
 
 use std::convert::Infallible;
@@ -108,6 +109,8 @@ pub struct AppState {
     pub media: media::MediaQueue,
     /// The database file, checked by `/healthz` (`None`: only the query is checked).
     pub db_file: Option<health::DbFile>,
+    /// The questions of `--flow-json` for the `/ui` pages' labels and option titles.
+    pub ui_questions: Option<Arc<crate::report::Questions>>,
 }
 
 impl AppState {
@@ -221,6 +224,9 @@ async fn route(
             "/metrics",
             http::text(StatusCode::OK, state.metrics.render()),
         ),
+        (_, p) if p == ui::PREFIX || p.starts_with("/ui/") => {
+            (ui::PREFIX, ui::handle(&state, budget, req).await)
+        }
         (&Method::POST, p) if p.starts_with(chatwoot::PREFIX) => {
             let given = p
                 .strip_prefix(chatwoot::PREFIX)
