@@ -314,11 +314,20 @@ pub fn kind_of(stats: &AnswerStats, declared: Option<QuestionKind>) -> QuestionK
         QuestionKind::Multi
     } else if stats.number_answers > 0 && stats.number_answers >= half {
         QuestionKind::Number
-    } else if !stats.overflow && stats.values.len() <= 12 && stats.values.len() as u64 * 2 <= stats.answered {
+    } else if !stats.overflow
+        && stats.values.len() <= 12
+        && (stats.values.keys().all(|v| looks_like_an_id(v))
+            || stats.values.len() as u64 * 2 <= stats.answered)
+    {
         QuestionKind::Single
     } else {
         QuestionKind::Text
     }
+}
+
+/// An option id rather than prose: short, no spaces.
+fn looks_like_an_id(v: &str) -> bool {
+    v.chars().count() <= 40 && !v.contains(char::is_whitespace)
 }
 
 fn question(key: &str, s: &AnswerStats, responses: u64, questions: Option<&Questions>) -> Markup {

@@ -18,7 +18,7 @@ pub const IMG: &str = "<img src=x onerror=alert(2)>";
 pub const PHONE: &str = "+212610059159";
 
 /// The Flow JSON of the fixture: titles for `q1_accueil`, a multi-select, a number, a text.
-pub const FLOW: &str = r#"{"version":"7.2","screens":[{"id":"S","terminal":true,"layout":{"type":"SingleColumnLayout","children":[
+pub const FLOW: &str = r#"{"version":"7.2","routing_model":{"S":[]},"screens":[{"id":"S","terminal":true,"layout":{"type":"SingleColumnLayout","children":[
   {"type":"RadioButtonsGroup","name":"q1_accueil","label":"Comment avez-vous trouvé l'accueil ?","data-source":[
      {"id":"5_etoiles","title":"★★★★★ Excellent"},{"id":"4_etoiles","title":"★★★★ Très bien"},
      {"id":"3_etoiles","title":"★★★ Bien"},{"id":"1_etoile","title":"★ Décevant"}]},
@@ -26,7 +26,7 @@ pub const FLOW: &str = r#"{"version":"7.2","screens":[{"id":"S","terminal":true,
      {"id":"wifi","title":"Wi-Fi"},{"id":"parking","title":"Parking"},{"id":"spa","title":"Spa"}]},
   {"type":"TextInput","name":"age","label":"Your age","input-type":"number"},
   {"type":"TextArea","name":"commentaire","label":"Un commentaire ?"},
-  {"type":"Footer","label":"OK","on-click-action":{"name":"complete","payload":{}}}]}}]}"#;
+  {"type":"Footer","label":"OK","on-click-action":{"name":"data_exchange","payload":{"q1_accueil":"${form.q1_accueil}"}}}]}}]}"#;
 
 fn token(store: &mut Store, phone: &str, name: &str, campaign: &str) -> String {
     let t = flowctl::token::FlowToken::generate();
