@@ -78,7 +78,13 @@ fn fill(db: &std::path::Path, n: u64) -> rusqlite::Result<()> {
                  completed_at, received_at)
              VALUES (?1, ?2, ?3, 'bench', 'endpoint', ?4, 1, ?5, ?5)",
         )?;
-        let stars = ["1_etoile", "2_etoiles", "3_etoiles", "4_etoiles", "5_etoiles"];
+        let stars = [
+            "1_etoile",
+            "2_etoiles",
+            "3_etoiles",
+            "4_etoiles",
+            "5_etoiles",
+        ];
         for i in 0..n {
             let token = format!("flow_bench{i:016}");
             let phone = format!("+2126{:08}", i % 100_000_000);
@@ -86,7 +92,8 @@ fn fill(db: &std::path::Path, n: u64) -> rusqlite::Result<()> {
             let sent_secs = 1_767_225_600 + (i * 604_800 / n.max(1)) as i64;
             let sent = flowctl::time::from_unix(sent_secs).unwrap_or_default();
             let completed = i % 10 == 0;
-            let done = flowctl::time::from_unix(sent_secs + 60 + (i % 3600) as i64).unwrap_or_default();
+            let done =
+                flowctl::time::from_unix(sent_secs + 60 + (i % 3600) as i64).unwrap_or_default();
             let (delivery, rank) = match i % 10 {
                 0..=5 => ("read", 3),
                 6..=8 => ("delivered", 2),
@@ -111,7 +118,13 @@ fn fill(db: &std::path::Path, n: u64) -> rusqlite::Result<()> {
                     "q5_recommandation": stars[(i / 20 % 5) as usize],
                     "commentaire": format!("Commentaire {i} <b>ok</b>"),
                 });
-                resp.execute(rusqlite::params![token, phone, name, answers.to_string(), done])?;
+                resp.execute(rusqlite::params![
+                    token,
+                    phone,
+                    name,
+                    answers.to_string(),
+                    done
+                ])?;
             }
         }
     }

@@ -44,8 +44,14 @@ fn the_report_shows_the_funnel_of_stats_and_prints_its_path() {
     let env = Env::new();
     build(&env.db());
     let (out, html) = report(&env, &["--campaign", "spring"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).trim().ends_with("report.html"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .ends_with("report.html"));
     let s = stats(&env);
     let spring = s["campaigns"]
         .as_array()
@@ -53,14 +59,28 @@ fn the_report_shows_the_funnel_of_stats_and_prints_its_path() {
         .iter()
         .find(|c| c["campaign"] == "spring")
         .unwrap();
-    let expected: Vec<String> = ["issued", "sent", "delivered", "read", "completed", "failed", "deferred", "pending", "unknown", "unmatched"]
-        .iter()
-        .map(|k| spring[k].to_string())
-        .collect();
+    let expected: Vec<String> = [
+        "issued",
+        "sent",
+        "delivered",
+        "read",
+        "completed",
+        "failed",
+        "deferred",
+        "pending",
+        "unknown",
+        "unmatched",
+    ]
+    .iter()
+    .map(|k| spring[k].to_string())
+    .collect();
     assert_eq!(funnel_cells(&html), expected);
     assert_eq!(expected[..6], ["7", "4", "4", "3", "4", "2"]);
     // Failures with their meaning.
-    assert!(html.contains("131026") && html.contains("Message undeliverable"), "{html}");
+    assert!(
+        html.contains("131026") && html.contains("Message undeliverable"),
+        "{html}"
+    );
     assert!(html.contains("131047") && html.contains("Re-engagement message"));
     // One campaign only.
     assert!(html.contains("Campaign spring") && !html.contains("Campaign autumn"));
@@ -84,9 +104,15 @@ fn questions_use_the_flow_titles_with_flow_json_and_ids_without() {
     build(&env.db());
     let flow = env.write("flow.json", FLOW);
     let (_, with) = report(&env, &["--flow-json", flow.to_str().unwrap()]);
-    assert!(with.contains("★★★★★ Excellent</text>"), "option title drawn as a bar label");
+    assert!(
+        with.contains("★★★★★ Excellent</text>"),
+        "option title drawn as a bar label"
+    );
     assert!(with.contains("2 (50.0%)"), "two of four chose 5 stars");
-    assert!(with.contains("Comment avez-vous trouvé l&#39;accueil ?") || with.contains("Comment avez-vous trouvé l'accueil ?"));
+    assert!(
+        with.contains("Comment avez-vous trouvé l&#39;accueil ?")
+            || with.contains("Comment avez-vous trouvé l'accueil ?")
+    );
     // Multi-select: per option, a zero bar for an option nobody chose.
     assert!(with.contains("Wi-Fi</text>") && with.contains("Spa</text>"));
     let (_, without) = report(&env, &[]);
@@ -103,8 +129,11 @@ fn answers_are_escaped_and_phones_masked_unless_asked() {
     build(&env.db());
     let (_, html) = report(&env, &["--campaign", "spring"]);
     assert!(!html.contains(SCRIPT) && !html.contains("<script"));
-    assert!(html.contains("&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;")
-        || html.contains("&lt;script&gt;document.title='pwned'&lt;/script&gt;"), "the script is shown as text");
+    assert!(
+        html.contains("&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;")
+            || html.contains("&lt;script&gt;document.title='pwned'&lt;/script&gt;"),
+        "the script is shown as text"
+    );
     assert!(!html.contains(IMG) && html.contains("&lt;img src=x onerror=alert(2)&gt;"));
     assert!(html.contains("&lt;b&gt;bold&lt;/b&gt; &amp; co"));
     // A formula is plain text in HTML: shown exactly as sent (it cannot run in a browser).
@@ -142,7 +171,10 @@ async fn login(server: &Running, key: &str, proto: Option<&str>) -> reqwest::Res
     let mut req = no_redirect()
         .post(format!("{}/ui/login", server.url))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("key={}", url::form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>()));
+        .body(format!(
+            "key={}",
+            url::form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>()
+        ));
     if let Some(p) = proto {
         req = req.header("x-forwarded-proto", p);
     }
@@ -198,10 +230,16 @@ async fn a_session_shows_the_campaigns_with_a_csp_and_escaped_answers() {
     assert_eq!(r.status().as_u16(), 303);
     assert_eq!(r.headers()["location"], "/ui");
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.contains("; HttpOnly") && cookie.contains("; SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("; HttpOnly") && cookie.contains("; SameSite=Strict"),
+        "{cookie}"
+    );
     assert!(!cookie.contains("Secure") && !cookie.contains(API_KEY));
     let secure = login(&server, API_KEY, Some("https")).await;
-    assert!(secure.headers()["set-cookie"].to_str().unwrap().ends_with("; Secure"));
+    assert!(secure.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .ends_with("; Secure"));
     let session = cookie.split(';').next().unwrap().to_string();
     let get = |path: &str| {
         no_redirect()
@@ -211,18 +249,30 @@ async fn a_session_shows_the_campaigns_with_a_csp_and_escaped_answers() {
     };
     let r = get("/ui").await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
-    assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "{csp}");
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
     assert_eq!(r.headers()["cache-control"], "no-store");
     let body = r.text().await.unwrap();
     assert!(body.contains("href=\"/ui/campaign/spring\"") && body.contains("/ui/campaign/autumn"));
     let r = get("/ui/campaign/spring").await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    assert!(r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
     let page = r.text().await.unwrap();
     assert_eq!(funnel_cells(&page)[..6], ["7", "4", "4", "3", "4", "2"]);
     assert!(page.contains("★★★★★ Excellent</text>"));
     assert!(!page.contains("<script") && page.contains("&lt;script&gt;"));
     assert!(!page.contains(PHONE));
-    assert_eq!(get("/ui/campaign/nope").await.unwrap().status().as_u16(), 404);
+    assert_eq!(
+        get("/ui/campaign/nope").await.unwrap().status().as_u16(),
+        404
+    );
 }

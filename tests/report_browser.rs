@@ -150,7 +150,16 @@ impl Browser {
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| e.as_object().unwrap().values().next().unwrap().as_str().unwrap().to_string())
+            .map(|e| {
+                e.as_object()
+                    .unwrap()
+                    .values()
+                    .next()
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect()
     }
 
@@ -191,8 +200,12 @@ impl Browser {
 
     async fn click(&self, css: &str) {
         let id = self.elements(css).await.remove(0);
-        self.call(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({})))
-            .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
     }
 
     async fn cookies(&self) -> Vec<Value> {
@@ -209,7 +222,10 @@ impl Browser {
         let png = base64::engine::general_purpose::STANDARD
             .decode(b64.as_str().unwrap())
             .unwrap();
-        assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot");
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "a real screenshot"
+        );
         let path = shots().join(name);
         std::fs::write(&path, png).unwrap();
         eprintln!("screenshot: {}", path.display());
@@ -240,10 +256,21 @@ fn stats_funnel(env: &Env, campaign: &str) -> Vec<String> {
         .find(|c| c["campaign"] == campaign)
         .unwrap()
         .clone();
-    ["issued", "sent", "delivered", "read", "completed", "failed", "deferred", "pending", "unknown", "unmatched"]
-        .iter()
-        .map(|k| c[k].to_string())
-        .collect()
+    [
+        "issued",
+        "sent",
+        "delivered",
+        "read",
+        "completed",
+        "failed",
+        "deferred",
+        "pending",
+        "unknown",
+        "unmatched",
+    ]
+    .iter()
+    .map(|k| c[k].to_string())
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,10 +291,18 @@ async fn the_report_file_shows_the_funnel_the_titles_and_scripts_as_text() {
     assert!(status.success());
     browser.goto(&format!("file://{}", out.display())).await;
     let text = browser.visible_text().await;
-    assert!(text.contains("Campaign spring") && text.contains("Campaign autumn"), "{text}");
+    assert!(
+        text.contains("Campaign spring") && text.contains("Campaign autumn"),
+        "{text}"
+    );
     let headings = browser.texts("section.campaign h2").await;
-    let i = headings.iter().position(|h| h == "Campaign spring").unwrap();
-    let spring = browser.texts(&format!("#campaign-{i} table.funnel td")).await;
+    let i = headings
+        .iter()
+        .position(|h| h == "Campaign spring")
+        .unwrap();
+    let spring = browser
+        .texts(&format!("#campaign-{i} table.funnel td"))
+        .await;
     assert_eq!(spring, stats_funnel(&env, "spring"));
     let labels = browser.texts("svg text.label").await;
     for want in ["★★★★★ Excellent", "★ Décevant", "Wi-Fi", "completed"] {
@@ -296,7 +331,10 @@ async fn the_live_ui_refuses_a_wrong_key_then_shows_the_campaign() {
     browser.fill("#key", "not-the-key").await;
     browser.click("button[type=submit]").await;
     assert!(browser.visible_text().await.contains("Wrong key."));
-    assert!(browser.cookies().await.is_empty(), "no cookie for a wrong key");
+    assert!(
+        browser.cookies().await.is_empty(),
+        "no cookie for a wrong key"
+    );
     browser.screenshot("ui-login-refused.png").await;
 
     browser.fill("#key", API_KEY).await;
@@ -331,9 +369,16 @@ async fn the_demo_writes_a_report_a_browser_shows() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = dir.join("report.html");
-    assert!(stdout.contains(&report.display().to_string()), "the demo prints the report's path: {stdout}");
+    assert!(
+        stdout.contains(&report.display().to_string()),
+        "the demo prints the report's path: {stdout}"
+    );
     browser.goto(&format!("file://{}", report.display())).await;
     let text = browser.visible_text().await;
     assert!(text.contains("Campaign demo"), "{text}");
@@ -346,10 +391,21 @@ async fn the_demo_writes_a_report_a_browser_shows() {
             .unwrap();
         let s: Value = serde_json::from_slice(&out.stdout).unwrap();
         let c = s["campaigns"][0].clone();
-        ["issued", "sent", "delivered", "read", "completed", "failed", "deferred", "pending", "unknown", "unmatched"]
-            .iter()
-            .map(|k| c[k].to_string())
-            .collect::<Vec<_>>()
+        [
+            "issued",
+            "sent",
+            "delivered",
+            "read",
+            "completed",
+            "failed",
+            "deferred",
+            "pending",
+            "unknown",
+            "unmatched",
+        ]
+        .iter()
+        .map(|k| c[k].to_string())
+        .collect::<Vec<_>>()
     };
     assert_eq!(browser.texts("table.funnel td").await, expected);
     let labels = browser.texts("svg text.label").await;

@@ -225,11 +225,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     super::print_or_closed(&text)?;
     drop(sandbox);
     drop(serve);
-    Ok(if export.status.success() && stats.status.success() && report.status.success() {
-        exit::OK
-    } else {
-        exit::FAILED
-    })
+    Ok(
+        if export.status.success() && stats.status.success() && report.status.success() {
+            exit::OK
+        } else {
+            exit::FAILED
+        },
+    )
 }
 
 /// Waits until every simulated person has finished (or 30 s).

@@ -31,18 +31,20 @@ pub fn run(db: &Path, args: &ReportArgs) -> anyhow::Result<i32> {
         }
     }
     let out = &args.out;
-    let cannot =
-        |e: &dyn std::fmt::Display| UsageError(format!("cannot write --out {}: {e}", out.display()));
+    let cannot = |e: &dyn std::fmt::Display| {
+        UsageError(format!("cannot write --out {}: {e}", out.display()))
+    };
     if out.is_dir() {
         return Err(cannot(&"it is a directory").into());
     }
     // Owner-only for a new file: the report names people and their answers.
-    let mut file = AtomicFile::create(out, ".flowctl-report-", Mode::KeepExisting).map_err(
-        |e| match e.io_error() {
-            Some(io) => cannot(io),
-            None => cannot(&e),
-        },
-    )?;
+    let mut file =
+        AtomicFile::create(out, ".flowctl-report-", Mode::KeepExisting).map_err(|e| {
+            match e.io_error() {
+                Some(io) => cannot(io),
+                None => cannot(&e),
+            }
+        })?;
     let opts = Options {
         questions: questions.as_ref(),
         show_phones: args.show_phones,

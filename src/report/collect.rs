@@ -188,7 +188,12 @@ impl CampaignData {
                 .answers
                 .iter()
                 .take(MAX_KEYS)
-                .map(|(k, v)| (truncate(k), truncate(&crate::commands::export::render_answer(v))))
+                .map(|(k, v)| {
+                    (
+                        truncate(k),
+                        truncate(&crate::commands::export::render_answer(v)),
+                    )
+                })
                 .collect(),
             completed_at: at,
         });

@@ -88,7 +88,9 @@ fn walk(v: &Value, data: Option<&serde_json::Map<String, Value>>, out: &mut Vec<
                 Some(match t {
                     "RadioButtonsGroup" | "Dropdown" | "OptIn" => QuestionKind::Single,
                     "CheckboxGroup" | "ChipsSelector" => QuestionKind::Multi,
-                    "TextInput" if o.get("input-type").and_then(Value::as_str) == Some("number") => {
+                    "TextInput"
+                        if o.get("input-type").and_then(Value::as_str) == Some("number") =>
+                    {
                         QuestionKind::Number
                     }
                     "TextInput" | "TextArea" | "DatePicker" | "CalendarPicker" => {
@@ -120,7 +122,10 @@ fn walk(v: &Value, data: Option<&serde_json::Map<String, Value>>, out: &mut Vec<
 
 /// The `{"id","title"}` pairs of a `data-source`, or of the screen data's `__example__` when
 /// the source is `${data.x}`.
-fn options(source: Option<&Value>, data: Option<&serde_json::Map<String, Value>>) -> Vec<(String, String)> {
+fn options(
+    source: Option<&Value>,
+    data: Option<&serde_json::Map<String, Value>>,
+) -> Vec<(String, String)> {
     let list = match source {
         Some(Value::Array(a)) => Some(a),
         Some(Value::String(s)) => s
@@ -134,7 +139,11 @@ fn options(source: Option<&Value>, data: Option<&serde_json::Map<String, Value>>
         .flatten()
         .filter_map(|o| {
             let id = o.get("id")?.as_str()?.to_string();
-            let title = o.get("title").and_then(Value::as_str).unwrap_or(&id).to_string();
+            let title = o
+                .get("title")
+                .and_then(Value::as_str)
+                .unwrap_or(&id)
+                .to_string();
             seen.insert(id.clone(), ()).is_none().then_some((id, title))
         })
         .collect()
@@ -150,12 +159,25 @@ mod tests {
         let names: Vec<&str> = q.iter().map(|q| q.name.as_str()).collect();
         assert_eq!(
             names,
-            ["q1_accueil", "q2_delai", "q3_qualite", "q4_prix", "q5_recommandation", "commentaire"]
+            [
+                "q1_accueil",
+                "q2_delai",
+                "q3_qualite",
+                "q4_prix",
+                "q5_recommandation",
+                "commentaire"
+            ]
         );
         let q1 = q.get("q1_accueil").unwrap();
         assert_eq!(q1.kind, QuestionKind::Single);
-        assert_eq!(q1.label.as_deref(), Some("Comment avez-vous trouvé l'accueil ?"));
-        assert_eq!(q1.options[0], ("5_etoiles".into(), "★★★★★ Excellent".into()));
+        assert_eq!(
+            q1.label.as_deref(),
+            Some("Comment avez-vous trouvé l'accueil ?")
+        );
+        assert_eq!(
+            q1.options[0],
+            ("5_etoiles".into(), "★★★★★ Excellent".into())
+        );
         assert_eq!(q.get("commentaire").unwrap().kind, QuestionKind::Text);
     }
 
@@ -171,7 +193,10 @@ mod tests {
         .unwrap();
         let c = q.get("c").unwrap();
         assert_eq!(c.kind, QuestionKind::Multi);
-        assert_eq!(c.options, [("a".into(), "A".into()), ("b".into(), "b".into())]);
+        assert_eq!(
+            c.options,
+            [("a".into(), "A".into()), ("b".into(), "b".into())]
+        );
         assert_eq!(q.get("n").unwrap().kind, QuestionKind::Number);
         assert_eq!(q.get("d").unwrap().options, [("x".into(), "Ex".into())]);
         assert!(q.get("f").is_none());

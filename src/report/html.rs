@@ -194,8 +194,8 @@ fn funnel_table(f: &Funnel) -> Markup {
     html! {
         table.funnel {
             thead { tr {
-                th { "issued" } th { "sent" } th { "delivered" } th { "read" } th { "completed" }
-                th { "failed" } th { "deferred" } th { "pending" } th { "unknown" } th { "unmatched" }
+                th.n { "issued" } th.n { "sent" } th.n { "delivered" } th.n { "read" } th.n { "completed" }
+                th.n { "failed" } th.n { "deferred" } th.n { "pending" } th.n { "unknown" } th.n { "unmatched" }
             } }
             tbody { tr {
                 td.n { (f.issued) } td.n { (f.sent) } td.n { (f.delivered) } td.n { (f.read) }
@@ -333,7 +333,9 @@ fn looks_like_an_id(v: &str) -> bool {
 fn question(key: &str, s: &AnswerStats, responses: u64, questions: Option<&Questions>) -> Markup {
     let q = questions.and_then(|q| q.get(key));
     let kind = kind_of(s, q.map(|q| q.kind));
-    let title = q.and_then(|q| q.label.clone()).unwrap_or_else(|| key.to_string());
+    let title = q
+        .and_then(|q| q.label.clone())
+        .unwrap_or_else(|| key.to_string());
     let options: &[(String, String)] = q.map(|q| q.options.as_slice()).unwrap_or(&[]);
     html! {
         h4 { (title) " " span.muted { "(" (key) ")" } }
@@ -355,7 +357,10 @@ fn question(key: &str, s: &AnswerStats, responses: u64, questions: Option<&Quest
 
 /// Bars of a choice: the Flow's options in its order (with their titles, zero counts
 /// included), then the values it does not declare, most frequent first.
-fn choice_bars(counts: &std::collections::HashMap<String, u64>, options: &[(String, String)]) -> Vec<Bar> {
+fn choice_bars(
+    counts: &std::collections::HashMap<String, u64>,
+    options: &[(String, String)],
+) -> Vec<Bar> {
     let mut bars: Vec<Bar> = options
         .iter()
         .map(|(id, title)| Bar {
@@ -443,7 +448,10 @@ pub fn mask_phone(phone: &str) -> String {
 }
 
 fn responses(c: &CampaignData, opts: Options<'_>) -> Markup {
-    let keys: Vec<&str> = ordered_answers(c, opts.questions).into_iter().map(|(k, _)| k).collect();
+    let keys: Vec<&str> = ordered_answers(c, opts.questions)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     html! {
         p.note {
             @if c.responses as usize > TABLE_ROWS {

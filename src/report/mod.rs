@@ -21,7 +21,11 @@ use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
 
 /// Reads the campaigns of `store` (all, or only `campaign`) and renders the report file.
-pub fn render(store: &Store, campaign: Option<&str>, opts: Options<'_>) -> Result<String, StoreError> {
+pub fn render(
+    store: &Store,
+    campaign: Option<&str>,
+    opts: Options<'_>,
+) -> Result<String, StoreError> {
     let campaigns = collect(store, campaign)?;
     Ok(html::document(&campaigns, Timestamp::now(), opts).into_string())
 }

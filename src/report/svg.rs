@@ -60,7 +60,8 @@ pub fn columns(title: &str, cols: &[Bar], label_every: usize) -> Markup {
     let (top, bottom, left) = (16.0, 36.0, 36.0);
     let plot_h = height - top - bottom;
     let max = cols.iter().map(|b| b.count).max().unwrap_or(0).max(1);
-    let slot = (WIDTH - left - 8.0) / cols.len().max(1) as f64;
+    // A few columns stay narrow instead of filling the whole width.
+    let slot = ((WIDTH - left - 8.0) / cols.len().max(1) as f64).min(48.0);
     let every = label_every.max(1);
     html! {
         svg class="chart" xmlns="http://www.w3.org/2000/svg" role="img" aria-label=(title)

@@ -64,7 +64,11 @@ pub async fn handle(
                 .unwrap_or_default();
             campaign(state, name).await
         }
-        ("GET", _) => page(StatusCode::NOT_FOUND, "Not found", html! { p { "No such page." } }),
+        ("GET", _) => page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            html! { p { "No such page." } },
+        ),
         _ => http::empty(StatusCode::METHOD_NOT_ALLOWED),
     }
 }
@@ -98,7 +102,11 @@ fn over_tls(req: &Request<Incoming>) -> bool {
     req.headers()
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
+        .is_some_and(|v| {
+            v.split(',')
+                .next()
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+        })
 }
 
 /// The `Set-Cookie` value of a new session.
@@ -158,7 +166,11 @@ async fn index(state: &Arc<AppState>) -> Resp {
         Ok(r) => r,
         Err(e) => return store_error(e),
     };
-    page(StatusCode::OK, "flowctl — campaigns", campaign_list(&report))
+    page(
+        StatusCode::OK,
+        "flowctl — campaigns",
+        campaign_list(&report),
+    )
 }
 
 fn campaign_list(report: &FunnelReport) -> maud::Markup {
@@ -246,7 +258,10 @@ fn page(status: StatusCode, title: &str, body: maud::Markup) -> Resp {
 fn protect(mut resp: Resp) -> Resp {
     let h = resp.headers_mut();
     h.insert("content-security-policy", HeaderValue::from_static(CSP));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

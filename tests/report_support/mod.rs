@@ -59,7 +59,13 @@ fn delivery(db: &Path, token: &str, status: &str, rank: i64, code: Option<i64>) 
 }
 
 fn complete(store: &mut Store, token: &str, answers: Value, minutes_after_send: i64) {
-    let sent = store.find_token(token).unwrap().unwrap().sent_at.unwrap().as_datetime();
+    let sent = store
+        .find_token(token)
+        .unwrap()
+        .unwrap()
+        .sent_at
+        .unwrap()
+        .as_datetime();
     let at = flowctl::time::format(sent + chrono::Duration::minutes(minutes_after_send));
     store
         .complete(&CompletionInput {
@@ -98,9 +104,24 @@ pub fn build(db: &Path) {
     delivery(db, &c, "read", 3, None);
     delivery(db, &d, "delivered", 2, None);
     delivery(db, &e, "failed", 1, Some(131047));
-    complete(&mut s, &a, json!({"q1_accueil": "5_etoiles", "services": ["wifi", "parking"], "age": 31, "commentaire": SCRIPT}), 3);
-    complete(&mut s, &b, json!({"q1_accueil": "5_etoiles", "services": ["wifi"], "age": 45, "commentaire": FORMULA}), 5);
-    complete(&mut s, &c, json!({"q1_accueil": "4_etoiles", "services": [], "age": 31, "commentaire": "<b>bold</b> & co"}), 7);
+    complete(
+        &mut s,
+        &a,
+        json!({"q1_accueil": "5_etoiles", "services": ["wifi", "parking"], "age": 31, "commentaire": SCRIPT}),
+        3,
+    );
+    complete(
+        &mut s,
+        &b,
+        json!({"q1_accueil": "5_etoiles", "services": ["wifi"], "age": 45, "commentaire": FORMULA}),
+        5,
+    );
+    complete(
+        &mut s,
+        &c,
+        json!({"q1_accueil": "4_etoiles", "services": [], "age": 31, "commentaire": "<b>bold</b> & co"}),
+        7,
+    );
     complete(&mut s, &d, json!({"q1_accueil": "1_etoile", "age": 60}), 9);
     sent(&mut s, "+33612345678", "Paul", "autumn");
 }
