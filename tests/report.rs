@@ -78,10 +78,10 @@ fn the_report_shows_the_funnel_of_stats_and_prints_its_path() {
     assert_eq!(expected[..6], ["7", "4", "4", "3", "4", "2"]);
     // Failures with their meaning.
     assert!(
-        html.contains("131026") && html.contains("Message undeliverable"),
+        html.contains("131026") && html.contains("message undeliverable"),
         "{html}"
     );
-    assert!(html.contains("131047") && html.contains("Re-engagement message"));
+    assert!(html.contains("131047") && html.contains("more than 24 hours since the user last wrote"));
     // One campaign only.
     assert!(html.contains("Campaign spring") && !html.contains("Campaign autumn"));
     // Self-contained: no script, no external resource.

@@ -206,14 +206,13 @@ fn funnel_table(f: &Funnel) -> Markup {
     }
 }
 
-/// What an error code means, from the table of Meta's error codes the project keeps.
-pub fn code_meaning(code: &str) -> String {
-    match code.parse::<u32>() {
-        Ok(n) => match crate::sandbox::error_title(n) {
-            Some(title) => title.to_string(),
-            None => "not in flowctl's table: see Meta's error codes page".into(),
-        },
-        Err(_) => "no error code was given".into(),
+/// What an error code means, from the table of Meta's error codes `stats` uses too
+/// ([`crate::graph::meaning`]).
+pub fn code_meaning(code: &str) -> &'static str {
+    match code.parse::<i64>().ok().and_then(crate::graph::meaning) {
+        Some(m) => m,
+        None if code == "unknown" => "no error code was given",
+        None => "not in flowctl's table: see Meta's error codes page",
     }
 }
 
@@ -501,7 +500,7 @@ mod tests {
 
     #[test]
     fn codes_have_their_meaning() {
-        assert_eq!(code_meaning("131026"), "Message undeliverable");
+        assert!(code_meaning("131026").starts_with("message undeliverable"));
         assert!(code_meaning("999999").contains("not in flowctl's table"));
         assert_eq!(code_meaning("unknown"), "no error code was given");
     }

@@ -285,10 +285,3 @@ async fn serve(
     }
     Ok(())
 }
-
-/// Meta's title of a Graph API error code (`131026` → "Message undeliverable"), from the
-/// table of Meta's error codes the sandbox answers with; `None` for a code not in it.
-pub fn error_title(code: u32) -> Option<&'static str> {
-    let (title, _) = errors::describe(code);
-    (title != "Unknown error").then_some(title)
-}
