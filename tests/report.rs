@@ -81,7 +81,9 @@ fn the_report_shows_the_funnel_of_stats_and_prints_its_path() {
         html.contains("131026") && html.contains("message undeliverable"),
         "{html}"
     );
-    assert!(html.contains("131047") && html.contains("more than 24 hours since the user last wrote"));
+    assert!(
+        html.contains("131047") && html.contains("more than 24 hours since the user last wrote")
+    );
     // One campaign only.
     assert!(html.contains("Campaign spring") && !html.contains("Campaign autumn"));
     // Self-contained: no script, no external resource.
@@ -275,4 +277,54 @@ async fn a_session_shows_the_campaigns_with_a_csp_and_escaped_answers() {
         get("/ui/campaign/nope").await.unwrap().status().as_u16(),
         404
     );
+}
+
+#[test]
+fn the_demo_ends_with_the_report_and_its_path() {
+    let env = Env::new();
+    let dir = env.path("demo");
+    let out = env
+        .cmd()
+        .args(["demo", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let path = dir.join("report.html");
+    assert!(
+        stdout.contains(&format!("Report: {}", path.display())),
+        "{stdout}"
+    );
+    let html = std::fs::read_to_string(&path).unwrap();
+    assert!(html.contains("Campaign demo"));
+    assert!(
+        html.contains("★★★★★ Excellent</text>"),
+        "the demo's Flow titles"
+    );
+    let stats = std::process::Command::new(bin())
+        .env_clear()
+        .env("FLOWCTL_DB", dir.join("flowctl.db"))
+        .args(["stats", "--json"])
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let expected: Vec<String> = [
+        "issued",
+        "sent",
+        "delivered",
+        "read",
+        "completed",
+        "failed",
+        "deferred",
+        "pending",
+        "unknown",
+        "unmatched",
+    ]
+    .iter()
+    .map(|k| s["campaigns"][0][k].to_string())
+    .collect();
+    assert_eq!(funnel_cells(&html), expected);
+    // Masked by default: the sample's first phone is not in the file.
+    assert!(!html.contains("+212610059159"));
 }
