@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use flowctl::report::{Options, Questions};
-use flowctl::store::{StatsQueries as _, Store};
+use flowctl::store::Store;
 
 const SURVEY: &str = include_str!("survey_flow.json");
 
