@@ -112,6 +112,10 @@ fn questions_use_the_flow_titles_with_flow_json_and_ids_without() {
     );
     assert!(with.contains("2 (50.0%)"), "two of four chose 5 stars");
     assert!(
+        with.contains("<td>★ Décevant</td>"),
+        "titles in the responses table too"
+    );
+    assert!(
         with.contains("Comment avez-vous trouvé l&#39;accueil ?")
             || with.contains("Comment avez-vous trouvé l'accueil ?")
     );

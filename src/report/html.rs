@@ -446,6 +446,17 @@ pub fn mask_phone(phone: &str) -> String {
     format!("{head}{}{tail}", "•".repeat(chars.len() - 7))
 }
 
+/// A row's answer to `key`: an option's title instead of its id when the Flow declares it.
+fn cell<'a>(r: &'a super::collect::Row, key: &str, questions: Option<&'a Questions>) -> &'a str {
+    let Some((_, v)) = r.answers.iter().find(|(a, _)| a == key) else {
+        return "";
+    };
+    questions
+        .and_then(|q| q.get(key))
+        .and_then(|q| q.options.iter().find(|(id, _)| id == v))
+        .map_or(v.as_str(), |(_, title)| title.as_str())
+}
+
 fn responses(c: &CampaignData, opts: Options<'_>) -> Markup {
     let keys: Vec<&str> = ordered_answers(c, opts.questions)
         .into_iter()
@@ -477,7 +488,7 @@ fn responses(c: &CampaignData, opts: Options<'_>) -> Markup {
                             td { (r.name.as_deref().unwrap_or("")) }
                             td { (r.completed_at) }
                             @for k in &keys {
-                                td { (r.answers.iter().find(|(a, _)| a == k).map_or("", |(_, v)| v.as_str())) }
+                                td { (cell(r, k, opts.questions)) }
                             }
                         }
                     }
