@@ -86,7 +86,7 @@ impl Browser {
             http: reqwest::Client::new(),
             _profile: profile,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ready = b.http.get(format!("{}/status", b.base)).send().await;
             if let Ok(r) = ready {
@@ -96,7 +96,7 @@ impl Browser {
                 }
             }
             if Instant::now() > deadline {
-                return Err("chromedriver did not get ready in 20 s".into());
+                return Err("chromedriver did not get ready in 60 s".into());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -123,14 +123,66 @@ impl Browser {
         Ok(b)
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let v: Value = req.send().await.unwrap().json().await.unwrap();
-        assert!(v["value"].get("error").is_none(), "WebDriver {path}: {v}");
-        v["value"].clone()
+        let v: Value = req
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        match v["value"].get("error") {
+            Some(_) => Err(format!("WebDriver {path}: {v}")),
+            None => Ok(v["value"].clone()),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The page's text once it contains `needle` (a click that submits a form or follows a
+    /// link returns before the next page is there); panics after 30 s (a loaded CI machine).
+    async fn wait_text(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let found = self
+                .try_call(
+                    reqwest::Method::POST,
+                    "/element",
+                    Some(json!({"using": "css selector", "value": "body"})),
+                )
+                .await;
+            if let Ok(e) = found {
+                let id = e
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .and_then(Value::as_str);
+                if let Some(id) = id {
+                    let path = format!("/element/{id}/text");
+                    if let Ok(t) = self.try_call(reqwest::Method::GET, &path, None).await {
+                        last = t.as_str().unwrap_or("").to_string();
+                        if last.contains(needle) {
+                            return last;
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the page never showed {needle:?}; last text: {last}");
     }
 
     async fn goto(&self, url: &str) {
@@ -330,7 +382,7 @@ async fn the_live_ui_refuses_a_wrong_key_then_shows_the_campaign() {
     assert!(browser.visible_text().await.contains("API key"));
     browser.fill("#key", "not-the-key").await;
     browser.click("button[type=submit]").await;
-    assert!(browser.visible_text().await.contains("Wrong key."));
+    browser.wait_text("Wrong key.").await;
     assert!(
         browser.cookies().await.is_empty(),
         "no cookie for a wrong key"
@@ -339,14 +391,14 @@ async fn the_live_ui_refuses_a_wrong_key_then_shows_the_campaign() {
 
     browser.fill("#key", API_KEY).await;
     browser.click("button[type=submit]").await;
-    let list = browser.visible_text().await;
-    assert!(list.contains("spring") && list.contains("autumn"), "{list}");
+    let list = browser.wait_text("autumn").await;
+    assert!(list.contains("spring"), "{list}");
     let cookies = browser.cookies().await;
     assert_eq!(cookies.len(), 1);
     assert_eq!(cookies[0]["httpOnly"], true);
     assert_eq!(cookies[0]["sameSite"], "Strict");
     browser.click("a[href='/ui/campaign/spring']").await;
-    let text = browser.visible_text().await;
+    let text = browser.wait_text("Campaign spring").await;
     let cells = browser.texts("table.funnel td").await;
     assert_eq!(cells, stats_funnel(&env, "spring"));
     let labels = browser.texts("svg text.label").await;
