@@ -64,27 +64,27 @@ fn shots() -> PathBuf {
 }
 
 impl Browser {
-    /// Starts chromedriver and a session, or says why it cannot (the test is then skipped).
+    /// Starts chromedriver and a session. `Err` says which program is missing (the test is
+    /// then skipped); with both installed, any failure to start fails the test.
     async fn start() -> Result<Browser, String> {
         let chromium = which(&["chromium", "chromium-browser", "google-chrome"])
             .ok_or("no chromium on PATH")?;
         let chromedriver = which(&["chromedriver"]).ok_or("no chromedriver on PATH")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
+            .expect("a free port")
             .port();
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("chromedriver: {e}"))?;
-        let profile = tempfile::tempdir().map_err(|e| e.to_string())?;
+            .expect("starting chromedriver");
         let mut b = Browser {
             driver,
             base: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
-            _profile: profile,
+            _profile: tempfile::tempdir().expect("tempdir"),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -95,9 +95,10 @@ impl Browser {
                     break;
                 }
             }
-            if Instant::now() > deadline {
-                return Err("chromedriver did not get ready in 60 s".into());
-            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not get ready in 60 s"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
@@ -112,13 +113,13 @@ impl Browser {
             .json(&caps)
             .send()
             .await
-            .map_err(|e| e.to_string())?
+            .expect("POST /session")
             .json()
             .await
-            .map_err(|e| e.to_string())?;
+            .expect("the session's JSON");
         let id = r["value"]["sessionId"]
             .as_str()
-            .ok_or(format!("no session: {r}"))?;
+            .unwrap_or_else(|| panic!("Chromium did not start a session: {r}"));
         b.base = format!("{}/session/{id}", b.base);
         Ok(b)
     }
