@@ -100,6 +100,9 @@ pub enum Command {
     /// Show the funnel per campaign: issued, sent, delivered, read, completed.
     #[command(after_help = help::STATS)]
     Stats(StatsArgs),
+    /// Write the campaign report: one HTML file with the funnel, charts and responses.
+    #[command(after_help = help::REPORT)]
+    Report(ReportArgs),
     /// Generate the RSA key pair of the data endpoint.
     #[command(after_help = help::KEYGEN)]
     Keygen(KeygenArgs),
@@ -217,6 +220,7 @@ impl Command {
                 | Command::Serve(_)
                 | Command::Export(_)
                 | Command::Stats(_)
+                | Command::Report(_)
                 | Command::Doctor(_)
                 | Command::Suppress(_)
         )
@@ -741,6 +745,23 @@ pub struct StatsArgs {
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `flowctl report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Only this campaign (all of them otherwise).
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// Flow JSON whose labels and option titles name the questions and the bars.
+    #[arg(long, env = "FLOW_JSON", hide_env_values = true)]
+    pub flow_json: Option<PathBuf>,
+    /// Show phone numbers in full (masked by default: the file may be emailed).
+    #[arg(long)]
+    pub show_phones: bool,
+    /// The HTML file to write (atomically).
+    #[arg(long, default_value = "report.html")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,7 @@ pub mod media;
 pub mod optout;
 pub mod outbound;
 pub mod phone;
+pub mod report;
 pub mod sandbox;
 pub mod secret;
 pub mod server;

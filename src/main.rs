@@ -55,7 +55,7 @@ fn parse() -> Cli {
         cmd.error(
             clap::error::ErrorKind::ArgumentConflict,
             format!(
-                "`flowctl {}` uses no database: --db is not accepted here (it is for send, bulk, serve, export, stats and doctor)",
+                "`flowctl {}` uses no database: --db is not accepted here (it is for send, bulk, serve, export, stats, report and doctor)",
                 path.join(" ")
             ),
         )
@@ -77,6 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Export(args) => return commands::export::run(&cli.db, args),
         Command::Stats(args) => return commands::stats::run(&cli.db, args),
         Command::Suppress(args) => return commands::suppress::run(&cli.db, args),
+        Command::Report(args) => return commands::report::run(&cli.db, args),
         _ => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -16,6 +16,7 @@ const COMMANDS: &[&[&str]] = &[
     &["serve"],
     &["export"],
     &["stats"],
+    &["report"],
     &["keygen"],
     &["keys"],
     &["keys", "upload"],

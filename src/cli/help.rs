@@ -11,6 +11,7 @@ Examples:
   flowctl bulk contacts.csv --campaign spring
   flowctl serve --listen 0.0.0.0:8080
   flowctl --env-file prod.env stats
+  flowctl report --out report.html  # the campaigns as one HTML page
 
 Settings come from flags, then the environment, then ./.env (or --env-file PATH).
 Run `flowctl COMMAND --help` for a command's options and the secrets it needs.";
@@ -58,6 +59,14 @@ pub const STATS: &str = "\
 Examples:
   flowctl stats
   flowctl stats --campaign spring --json";
+
+/// `flowctl report --help`.
+pub const REPORT: &str = "\
+Examples:
+  flowctl report --out report.html
+  flowctl report --campaign spring --flow-json survey_flow.json --out spring.html
+
+Phone numbers are masked unless --show-phones is given.";
 
 /// `flowctl keygen --help`.
 pub const KEYGEN: &str = "\

@@ -1,6 +1,6 @@
 //! `flowctl demo`: the whole loop offline in one command, on the real pieces — `sandbox`
 //! playing the Graph API and the recipients, `serve` with a generated key, `bulk` over the
-//! sample contacts — then the funnel and the first rows of the export.
+//! sample contacts — then the funnel, the first rows of the export and the HTML report.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -204,6 +204,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         text.push_str(line);
         text.push('\n');
     }
+    let report_path = dir.join("report.html");
+    let report = Command::new(&exe)
+        .env("FLOWCTL_DB", &db)
+        .args(["report", "--flow-json"])
+        .arg(&flow)
+        .arg("--out")
+        .arg(&report_path)
+        .stdout(Stdio::null())
+        .output()?;
+    text.push_str(&format!(
+        "\n== flowctl report ==\nReport: {} (open it in a browser: funnel, charts per question, responses)\n",
+        report_path.display()
+    ));
     text.push_str(&format!(
         "\nFiles: {dir}/flowctl.db (the store), export with `flowctl --db {dir}/flowctl.db export --csv`,\n\
          {dir}/graph-requests.ndjson (what the Graph API stand-in received), serve.log, sandbox.log.\n",
@@ -212,11 +225,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     super::print_or_closed(&text)?;
     drop(sandbox);
     drop(serve);
-    Ok(if export.status.success() && stats.status.success() {
-        exit::OK
-    } else {
-        exit::FAILED
-    })
+    Ok(
+        if export.status.success() && stats.status.success() && report.status.success() {
+            exit::OK
+        } else {
+            exit::FAILED
+        },
+    )
 }
 
 /// Waits until every simulated person has finished (or 30 s).

@@ -10,6 +10,7 @@ pub mod flows;
 pub mod init;
 pub mod keygen;
 pub mod keys;
+pub mod report;
 pub mod sandbox;
 pub mod send;
 pub mod serve;

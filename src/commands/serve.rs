@@ -91,6 +91,7 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         media,
         db_file: Some(crate::server::health::DbFile::new(db)),
         optout: settings.optout,
+        ui_questions: settings.ui_questions.map(Arc::new),
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -64,6 +64,8 @@ pub struct ServeSettings {
     pub media_max_bytes: u64,
     /// `--stop-keywords`/`--start-keywords` (each list replaces its default when given).
     pub optout: crate::optout::Keywords,
+    /// The questions of `--flow-json` (labels, option titles) for the `/ui` pages.
+    pub ui_questions: Option<crate::report::Questions>,
 }
 
 impl ServeArgs {
@@ -118,6 +120,12 @@ impl ServeArgs {
             media_dir: self.media_dir.clone(),
             media_max_bytes: self.media_max_bytes,
             optout: self.optout_keywords(),
+            ui_questions: match &self.flow_json {
+                Some(path) => Some(crate::report::Questions::load(path).map_err(|e| {
+                    ConfigError::Unusable(format!("--flow-json {}: {e}", path.display()))
+                })?),
+                None => None,
+            },
         })
     }
 

@@ -13,6 +13,7 @@ pub mod media;
 pub mod metrics;
 pub mod rsa_pool;
 mod signed;
+pub mod ui;
 pub mod webhook;
 
 use std::convert::Infallible;
@@ -111,6 +112,8 @@ pub struct AppState {
     pub db_file: Option<health::DbFile>,
     /// The keywords that put a sender on the suppression list, or take them off it.
     pub optout: crate::optout::Keywords,
+    /// The questions of `--flow-json` for the `/ui` pages' labels and option titles.
+    pub ui_questions: Option<Arc<crate::report::Questions>>,
 }
 
 impl AppState {
@@ -224,6 +227,9 @@ async fn route(
             "/metrics",
             http::text(StatusCode::OK, state.metrics.render()),
         ),
+        (_, p) if p == ui::PREFIX || p.starts_with("/ui/") => {
+            (ui::PREFIX, ui::handle(&state, budget, req).await)
+        }
         (&Method::POST, p) if p.starts_with(chatwoot::PREFIX) => {
             let given = p
                 .strip_prefix(chatwoot::PREFIX)
