@@ -19,13 +19,12 @@
 //! exist, nor does an id that is really a phone number (`212612345678`: a common mistake for
 //! `PHONE_NUMBER_ID`). Every other numeric id is the business phone number, as before.
 
-use std::sync::PoisonError;
+use std::sync::{Mutex, PoisonError};
 
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 
 use super::answer::{graph_error, json_response, Answer, LogFields, Resp};
-use super::state::State;
 
 /// The objects of the simulated account.
 #[derive(Debug)]
@@ -195,14 +194,14 @@ fn merge(target: &mut Map<String, Value>, changes: &Map<String, Value>) {
 /// `POST /_sandbox/account {"phone_number": {…}, "flows": {"ID": {…} | null}, "token": {…}}`:
 /// changes the account's objects field by field (`null` removes a field, or a Flow). A Flow
 /// not yet known is created PUBLISHED first.
-pub(super) fn update(state: &State, body: Option<&[u8]>) -> Resp {
+pub(super) fn update(account: &Mutex<Account>, body: Option<&[u8]>) -> Resp {
     let Some(Value::Object(changes)) = body.and_then(|b| serde_json::from_slice(b).ok()) else {
         return json_response(
             StatusCode::BAD_REQUEST,
             &json!({ "error": "expected {\"phone_number\": {…}, \"flows\": {\"ID\": {…}}, \"token\": {…}}" }),
         );
     };
-    let mut account = state.account.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut account = account.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(Value::Object(c)) = changes.get("phone_number") {
         merge(&mut account.phone_number, c);
     }
@@ -271,7 +270,7 @@ const UNAUTHORIZED: &str =
 
 /// `GET /{version}/{id}?fields=…`: a Flow when `id` is one, else the phone number's profile.
 pub(super) fn node(
-    state: &State,
+    account: &Mutex<Account>,
     id: &str,
     query: Option<&str>,
     authorized: bool,
@@ -280,7 +279,7 @@ pub(super) fn node(
     if !authorized {
         return graph_error(log, 190, UNAUTHORIZED);
     }
-    let account = state.account.lock().unwrap_or_else(PoisonError::into_inner);
+    let account = account.lock().unwrap_or_else(PoisonError::into_inner);
     let requested = query_param(query, "fields").map(|f| field_names(&f));
     let (node_type, fields, known): (_, _, &[&str]) = match account.flows.get(id) {
         Some(Value::Object(flow)) => ("WhatsAppFlow", flow, FLOW_FIELDS),
@@ -332,7 +331,7 @@ pub(super) fn node(
 
 /// `GET /{version}/debug_token?input_token=…`: what the account says about the token.
 pub(super) fn debug_token(
-    state: &State,
+    account: &Mutex<Account>,
     query: Option<&str>,
     authorized: bool,
     log: &mut LogFields,
@@ -343,7 +342,7 @@ pub(super) fn debug_token(
     if query_param(query, "input_token").is_none_or(|t| t.trim().is_empty()) {
         return graph_error(log, 100, "(#100) The parameter input_token is required");
     }
-    let account = state.account.lock().unwrap_or_else(PoisonError::into_inner);
+    let account = account.lock().unwrap_or_else(PoisonError::into_inner);
     Answer::Reply(json_response(
         StatusCode::OK,
         &json!({ "data": account.token }),

@@ -17,9 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{json, Map, Value};
 
-use super::notify::Notifier;
-use super::user::Delivered;
-
 /// Where the sandbox's Chatwoot forwards to (`--chatwoot-webhook`), and how it signs.
 #[derive(Clone)]
 pub struct ChatwootTarget {
@@ -46,21 +43,20 @@ static NEXT_MESSAGE_ID: AtomicU64 = AtomicU64::new(4500);
 const ACCOUNT_ID: u64 = 1;
 const INBOX_ID: u64 = 3;
 
-/// Forwards a simulated person's Flow submission (`answers`, with the `flow_token`) the way
-/// Chatwoot does; `Err` unless the server answers 2xx.
+/// Forwards a simulated person's Flow submission (`answers`, with the `flow_token`) to
+/// `target` the way Chatwoot does, over `http`; `wa_id` is the person and `wamid` the Flow
+/// message answered. `Err` unless the server answers 2xx.
 pub(crate) async fn forward_submission(
-    notifier: &Notifier,
-    msg: &Delivered,
+    http: &reqwest::Client,
+    target: &ChatwootTarget,
+    wa_id: &str,
+    wamid: &str,
     answers: Map<String, Value>,
 ) -> Result<(), String> {
-    let target = notifier
-        .chatwoot()
-        .ok_or("--complete-via chatwoot needs --chatwoot-webhook URL")?;
     let id = NEXT_MESSAGE_ID.fetch_add(1, Ordering::Relaxed);
-    let reply_wamid = format!("wamid.chatwoot.{}", hash(&msg.wamid));
-    let body = message_created(id, &msg.wa_id, &msg.wamid, &reply_wamid, answers).to_string();
-    let mut req = notifier
-        .http()
+    let reply_wamid = format!("wamid.chatwoot.{}", hash(wamid));
+    let body = message_created(id, wa_id, wamid, &reply_wamid, answers).to_string();
+    let mut req = http
         .post(&target.url)
         .header("content-type", "application/json")
         .header("X-Chatwoot-Delivery", format!("sandbox-{id}"));

@@ -17,13 +17,13 @@
 //!   the sandbox answers sample values shaped like the reference's examples)
 
 use std::collections::HashMap;
-use std::sync::PoisonError;
+use std::sync::{Mutex, PoisonError};
 
 use hyper::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
+use super::account::Account;
 use super::answer::{bytes_response, graph_error, json_response, Answer, LogFields, Resp};
-use super::state::State;
 
 /// The categories a Flow may have.
 const CATEGORIES: [&str; 9] = [
@@ -62,7 +62,7 @@ fn ok(v: Value) -> Answer {
 
 /// `GET|POST /{v}/{waba-id}/flows`: the Flows, or a new draft.
 pub(super) fn waba_flows(
-    state: &State,
+    account: &Mutex<Account>,
     method: &Method,
     authorized: bool,
     body: &Value,
@@ -71,7 +71,7 @@ pub(super) fn waba_flows(
     if !authorized {
         return graph_error(log, 190, UNAUTHORIZED);
     }
-    let mut account = state.account.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut account = account.lock().unwrap_or_else(PoisonError::into_inner);
     let flows = account.flows_mut();
     if method == Method::GET {
         let data: Vec<Value> = flows
@@ -164,7 +164,8 @@ fn new_flow_id() -> String {
 
 /// `POST /{v}/{flow-id}` (metadata) and `DELETE /{v}/{flow-id}` (a draft).
 pub(super) fn flow_node(
-    state: &State,
+    account: &Mutex<Account>,
+    assets: &Mutex<FlowAssets>,
     method: &Method,
     id: &str,
     authorized: bool,
@@ -174,7 +175,7 @@ pub(super) fn flow_node(
     if !authorized {
         return Some(graph_error(log, 190, UNAUTHORIZED));
     }
-    let mut account = state.account.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut account = account.lock().unwrap_or_else(PoisonError::into_inner);
     let flows = account.flows_mut();
     let status = flows
         .get(id)?
@@ -191,8 +192,7 @@ pub(super) fn flow_node(
             ));
         }
         flows.remove(id);
-        state
-            .flow_assets
+        assets
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .assets
@@ -230,7 +230,12 @@ pub(super) fn flow_node(
 }
 
 /// `POST /{v}/{flow-id}/assets|publish|deprecate` and `GET /{v}/{flow-id}/assets`.
-pub(super) fn flow_edge(state: &State, req: EdgeRequest<'_>, log: &mut LogFields) -> Answer {
+pub(super) fn flow_edge(
+    account: &Mutex<Account>,
+    assets: &Mutex<FlowAssets>,
+    req: EdgeRequest<'_>,
+    log: &mut LogFields,
+) -> Answer {
     let EdgeRequest {
         method,
         id,
@@ -242,7 +247,7 @@ pub(super) fn flow_edge(state: &State, req: EdgeRequest<'_>, log: &mut LogFields
     if !authorized {
         return graph_error(log, 190, UNAUTHORIZED);
     }
-    let mut account = state.account.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut account = account.lock().unwrap_or_else(PoisonError::into_inner);
     let flows = account.flows_mut();
     let Some(Value::Object(flow)) = flows.get_mut(id) else {
         return no_such_flow(log, id);
@@ -252,10 +257,7 @@ pub(super) fn flow_edge(state: &State, req: EdgeRequest<'_>, log: &mut LogFields
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let mut assets = state
-        .flow_assets
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    let mut assets = assets.lock().unwrap_or_else(PoisonError::into_inner);
     match (method, edge) {
         (&Method::GET, "assets") => {
             let data: Vec<Value> = assets
@@ -382,7 +384,8 @@ fn fields_param(query: Option<&str>) -> Option<String> {
 
 /// `GET /{flow-id}?fields=preview.invalidate(B)` and `?fields=metric.name(…)…`.
 pub(super) fn preview_or_metric(
-    state: &State,
+    account: &Mutex<Account>,
+    assets: &Mutex<FlowAssets>,
     id: &str,
     query: Option<&str>,
     authorized: bool,
@@ -391,8 +394,7 @@ pub(super) fn preview_or_metric(
     if !authorized {
         return graph_error(log, 190, UNAUTHORIZED);
     }
-    if state
-        .account
+    if account
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .flows_mut()
@@ -404,10 +406,7 @@ pub(super) fn preview_or_metric(
     let fields = fields_param(query).unwrap_or_default();
     if let Some(rest) = fields.strip_prefix("preview") {
         let invalidate = rest.contains("invalidate(true)");
-        let mut assets = state
-            .flow_assets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut assets = assets.lock().unwrap_or_else(PoisonError::into_inner);
         let n = assets.previews.entry(id.to_string()).or_insert(1);
         if invalidate {
             *n += 1;
@@ -488,11 +487,8 @@ fn metric(fields: &str) -> Result<Value, String> {
 }
 
 /// `GET /_sandbox/flow-assets/{id}`: the uploaded `flow.json` (the CDN of the download URL).
-pub(super) fn download(state: &State, id: &str) -> Resp {
-    let assets = state
-        .flow_assets
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+pub(super) fn download(assets: &Mutex<FlowAssets>, id: &str) -> Resp {
+    let assets = assets.lock().unwrap_or_else(PoisonError::into_inner);
     match assets.assets.get(id) {
         Some(bytes) => bytes_response(StatusCode::OK, "application/json", bytes.clone()),
         None => json_response(StatusCode::NOT_FOUND, &json!({ "error": "no such asset" })),

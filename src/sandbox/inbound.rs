@@ -19,7 +19,7 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use super::answer::{json_response, Resp};
-use super::notify::{self, PHONE_NUMBER_ID};
+use super::notify::{self, text_event, PHONE_NUMBER_ID};
 use super::state::State;
 
 /// The WhatsApp business account id the sandbox puts in webhook entries.
@@ -77,22 +77,6 @@ pub(super) async fn inbound(state: &State, body: Option<&[u8]>) -> Resp {
     };
     let event = text_event(&wa_id, text, &super::messages::next_wamid());
     post(state, event).await
-}
-
-/// A text message from `wa_id`.
-pub(crate) fn text_event(wa_id: &str, text: &str, id: &str) -> Value {
-    notify::envelope(json!({
-        "messaging_product": "whatsapp",
-        "metadata": { "display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID },
-        "contacts": [{ "profile": { "name": "Sandbox user" }, "wa_id": wa_id }],
-        "messages": [{
-            "from": wa_id,
-            "id": id,
-            "timestamp": unix_now().to_string(),
-            "type": "text",
-            "text": { "body": text }
-        }]
-    }))
 }
 
 /// `POST /_sandbox/user-preferences {"wa_id": "212…", "value": "stop" | "resume"}`: the person

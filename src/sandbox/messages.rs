@@ -103,7 +103,7 @@ fn message_answer(
         Err(invalid) => return (graph_error(log, invalid.code, &invalid.message), None),
     };
     if body.get("type").and_then(Value::as_str) == Some("template") {
-        if let Err((code, message)) = super::templates::check_send(state, body) {
+        if let Err((code, message)) = super::templates::check_send(&state.templates, body) {
             return (graph_error(log, code, &message), None);
         }
     }

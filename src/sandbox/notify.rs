@@ -1,6 +1,6 @@
-//! What the sandbox posts to the server under test, signed as Meta signs it: statuses and
-//! completions on the message webhook (the simulated people's, and the `failed` statuses of
-//! failures that arrive after the send was accepted).
+//! What the sandbox posts to the server under test, signed as Meta signs it: statuses,
+//! completions and text messages on the message webhook (the simulated people's, and the
+//! `failed` statuses of failures that arrive after the send was accepted).
 //!
 //! Shapes follow the status webhook reference
 //! (<https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/status>):
@@ -116,6 +116,23 @@ pub(crate) fn envelope(value: Value) -> Value {
         "object": "whatsapp_business_account",
         "entry": [{ "id": "102290129340398", "changes": [{ "field": "messages", "value": value }] }]
     })
+}
+
+/// A text message from `wa_id` (the `messages` field with `messages[].type = "text"`:
+/// <https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/text>).
+pub(crate) fn text_event(wa_id: &str, text: &str, id: &str) -> Value {
+    envelope(json!({
+        "messaging_product": "whatsapp",
+        "metadata": { "display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID },
+        "contacts": [{ "profile": { "name": "Sandbox user" }, "wa_id": wa_id }],
+        "messages": [{
+            "from": wa_id,
+            "id": id,
+            "timestamp": unix_now(),
+            "type": "text",
+            "text": { "body": text }
+        }]
+    }))
 }
 
 fn metadata() -> Value {

@@ -75,7 +75,7 @@ pub(crate) async fn handle(
         }
         (&Method::POST, ["_sandbox", "account"]) => {
             let body = read_body(req).await;
-            return Ok(super::account::update(&state, body.as_deref()));
+            return Ok(super::account::update(&state.account, body.as_deref()));
         }
         (&Method::GET, ["_sandbox", "cdn", name]) => {
             let (status, body) = state.cdn.get(name);
@@ -109,10 +109,10 @@ pub(crate) async fn handle(
         }
         (&Method::POST, ["_sandbox", "templates"]) => {
             let body = read_body(req).await;
-            return Ok(super::templates::control(&state, body.as_deref()));
+            return Ok(super::templates::control(&state.templates, body.as_deref()));
         }
         (&Method::GET, ["_sandbox", "flow-assets", id]) => {
-            return Ok(super::flows_api::download(&state, id));
+            return Ok(super::flows_api::download(&state.flow_assets, id));
         }
         (&Method::POST, ["_sandbox", "inbound"]) => {
             let body = read_body(req).await;
@@ -233,7 +233,7 @@ async fn graph_answer(state: &State, req: GraphRequest<'_>, log: &mut LogFields)
     } = req;
     match (method, route, phone_number_id) {
         (&Method::GET, None, Some("debug_token")) => {
-            super::account::debug_token(state, query, authorized, log)
+            super::account::debug_token(&state.account, query, authorized, log)
         }
         (_, _, Some(id)) if !id.bytes().all(|b| b.is_ascii_digit()) || id.is_empty() => {
             let message = format!(
@@ -247,11 +247,17 @@ async fn graph_answer(state: &State, req: GraphRequest<'_>, log: &mut LogFields)
             encryption(state, method, id, authorized, raw, log)
         }
         (_, Some("flows"), Some(_)) => {
-            super::flows_api::waba_flows(state, method, authorized, body, log)
+            super::flows_api::waba_flows(&state.account, method, authorized, body, log)
         }
-        (_, Some("message_templates"), Some(_)) => {
-            super::templates::edge(state, method, query, authorized, body, log)
-        }
+        (_, Some("message_templates"), Some(_)) => super::templates::edge(
+            &state.account,
+            &state.templates,
+            method,
+            query,
+            authorized,
+            body,
+            log,
+        ),
         (_, Some(edge @ ("assets" | "publish" | "deprecate")), Some(id)) => {
             let req = super::flows_api::EdgeRequest {
                 method,
@@ -261,13 +267,28 @@ async fn graph_answer(state: &State, req: GraphRequest<'_>, log: &mut LogFields)
                 raw: raw.map(|b| b.as_ref()),
                 base_url: &state.base_url,
             };
-            super::flows_api::flow_edge(state, req, log)
+            super::flows_api::flow_edge(&state.account, &state.flow_assets, req, log)
         }
         (&Method::GET, None, Some(id)) if super::flows_api::is_preview_or_metric(query) => {
-            super::flows_api::preview_or_metric(state, id, query, authorized, log)
+            super::flows_api::preview_or_metric(
+                &state.account,
+                &state.flow_assets,
+                id,
+                query,
+                authorized,
+                log,
+            )
         }
         (&Method::POST | &Method::DELETE, None, Some(id)) => {
-            match super::flows_api::flow_node(state, method, id, authorized, body, log) {
+            match super::flows_api::flow_node(
+                &state.account,
+                &state.flow_assets,
+                method,
+                id,
+                authorized,
+                body,
+                log,
+            ) {
                 Some(answer) => answer,
                 None => graph_error(
                     log,
@@ -279,7 +300,7 @@ async fn graph_answer(state: &State, req: GraphRequest<'_>, log: &mut LogFields)
         (&Method::GET, None, Some(id)) => match state.cdn.media_url(id) {
             Some(_) if !authorized => graph_error(log, 190, "(#190) Invalid OAuth access token"),
             Some(found) => Answer::Reply(json_response(StatusCode::OK, &found)),
-            None => super::account::node(state, id, query, authorized, log),
+            None => super::account::node(&state.account, id, query, authorized, log),
         },
         _ => {
             let message = format!("(#100) Unsupported request: {method} {path}");

@@ -18,13 +18,13 @@
 //! - <https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes/>
 //!   (132000, 132001, 132012, 132015, 132016)
 
-use std::sync::PoisonError;
+use std::sync::{Mutex, PoisonError};
 
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use super::account::Account;
 use super::answer::{graph_error, json_response, Answer, LogFields, Resp};
-use super::state::State;
 
 const STATUSES: [&str; 6] = [
     "APPROVED",
@@ -55,7 +55,8 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 /// `GET|POST|DELETE /{v}/{waba-id}/message_templates`.
 pub(super) fn edge(
-    state: &State,
+    account: &Mutex<Account>,
+    templates: &Mutex<Templates>,
     method: &Method,
     query: Option<&str>,
     authorized: bool,
@@ -66,8 +67,7 @@ pub(super) fn edge(
         return graph_error(log, 190, UNAUTHORIZED);
     }
     // The Flows a FLOW button may name, read before the templates are locked.
-    let flows: Vec<(String, String)> = state
-        .account
+    let flows: Vec<(String, String)> = account
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .flows_mut()
@@ -77,10 +77,7 @@ pub(super) fn edge(
             (id.clone(), name.to_string())
         })
         .collect();
-    let mut t = state
-        .templates
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    let mut t = templates.lock().unwrap_or_else(PoisonError::into_inner);
     let name = query_param(query, "name");
     match *method {
         Method::GET => {
@@ -236,14 +233,11 @@ fn kind(c: &Value) -> String {
 
 /// `POST /_sandbox/templates {"name": N, "status": S}` sets a template's status (every
 /// language); `{"strict": true}` refuses templates the sandbox does not know.
-pub(super) fn control(state: &State, body: Option<&[u8]>) -> Resp {
+pub(super) fn control(templates: &Mutex<Templates>, body: Option<&[u8]>) -> Resp {
     let v: Value = body
         .and_then(|b| serde_json::from_slice(b).ok())
         .unwrap_or(Value::Null);
-    let mut t = state
-        .templates
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    let mut t = templates.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(strict) = v.get("strict").and_then(Value::as_bool) {
         t.strict = strict;
     }
@@ -311,11 +305,8 @@ fn given<'a>(send: &'a Value, kind: &str) -> Vec<&'a Value> {
 
 /// Checks a template send (`type: template`) against the stored template: `Err((code,
 /// message))` as Meta would answer.
-pub(super) fn check_send(state: &State, send: &Value) -> Result<(), (u32, String)> {
-    let t = state
-        .templates
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+pub(super) fn check_send(templates: &Mutex<Templates>, send: &Value) -> Result<(), (u32, String)> {
+    let t = templates.lock().unwrap_or_else(PoisonError::into_inner);
     let name = send
         .pointer("/template/name")
         .and_then(Value::as_str)

@@ -180,7 +180,7 @@ impl Users {
         if self.stops(msg) {
             // An opt-out: the person writes back instead of opening the Flow.
             let id = format!("wamid.stop.{}", hash(&msg.wamid));
-            let event = super::inbound::text_event(&msg.wa_id, "STOP", &id);
+            let event = notify::text_event(&msg.wa_id, "STOP", &id);
             self.notifier.post_webhook(&event).await?;
             self.stats.stopped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
@@ -188,7 +188,15 @@ impl Users {
         if via == CompleteVia::Chatwoot {
             let mut answers = self.all_answers(msg);
             answers.insert("flow_token".into(), Value::String(msg.flow_token.clone()));
-            return super::chatwoot::forward_submission(&self.notifier, msg, answers).await;
+            let target = self
+                .notifier
+                .chatwoot()
+                .ok_or("--complete-via chatwoot needs --chatwoot-webhook URL")?;
+            let http = self.notifier.http();
+            return super::chatwoot::forward_submission(
+                http, target, &msg.wa_id, &msg.wamid, answers,
+            )
+            .await;
         }
         let mut params = None;
         if matches!(via, CompleteVia::Endpoint | CompleteVia::Both) {

@@ -10,12 +10,12 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::failures::FailureLog;
 use super::feed::Job;
-use super::flow_health::{self, FlowHealth};
+use super::flow_health::{self, FlowHealth, FlowRun};
 use super::misconfig::ConfigStreak;
 use super::outage::{self, OutageGate};
 use super::progress::{throttle_text, Progress};
 use super::writer::Writer;
-use super::{Pacer, Stats, Stop};
+use super::{request_stop, Pacer, Stats, Stop};
 use crate::config::BulkSettings;
 use crate::graph::{
     flow_message, ErrorClass, GraphClient, GraphError, MessageSettings, USER_LIMIT_DEFERRAL,
@@ -61,13 +61,18 @@ pub(super) struct Ctx {
 impl Ctx {
     /// Stops the run taking rows, for the first reason given.
     pub(super) fn request_stop(&self, why: Stop) {
-        self.stop.send_if_modified(|cur| {
-            let first = cur.is_none();
-            if first {
-                *cur = Some(why);
-            }
-            first
-        });
+        request_stop(&self.stop, why);
+    }
+
+    /// The parts of the run that the Flow's health check reads, reports to and stops.
+    pub(super) fn flow_run(&self) -> FlowRun<'_> {
+        FlowRun {
+            graph: &self.graph,
+            stats: &self.stats,
+            progress: &self.progress,
+            stop: &self.stop,
+            max_outage: self.max_outage,
+        }
     }
 }
 
@@ -91,7 +96,9 @@ pub(super) async fn dispatch(ctx: Arc<Ctx>, mut jobs: mpsc::Receiver<Job>) {
         // asks Graph nothing).
         if !checked {
             checked = true;
-            if let Err(why) = flow_health::preflight(&ctx, &ctx.settings).await {
+            if let Err(why) =
+                flow_health::preflight(&ctx.flow_run(), ctx.flow.as_ref(), &ctx.settings).await
+            {
                 ctx.request_stop(Stop::Fatal(why));
                 break;
             }
@@ -196,7 +203,7 @@ async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
         if let Some((flow, status)) = flow_held {
             // Meta holds the Flow (132068/132069): the row waits with the whole run until
             // the Flow is PUBLISHED again; it is not the row's fault.
-            flow_health::apply_status(&ctx, flow, status, "a send was refused");
+            flow_health::apply_status(&ctx.flow_run(), flow, status, "a send was refused");
             if !flow.gate.wait_open(&mut ctx.stop.subscribe()).await {
                 break Ended::Stopped(err);
             }
@@ -222,7 +229,7 @@ async fn send_job(ctx: Arc<Ctx>, job: Job, permit: OwnedSemaphorePermit) {
                 // every other request.
                 ctx.pacer.on_rate_limit();
             }
-            if !wait_unless_stopped(&ctx, wait).await {
+            if !outage::wait_unless_stopped(&ctx.stop, wait).await {
                 break Ended::Stopped(err);
             }
         }
@@ -271,7 +278,7 @@ async fn wait_out_throttle(ctx: &Ctx, err: &GraphError, regain: Duration) -> boo
         .throttled_until()
         .map(|until| until.saturating_duration_since(Instant::now()))
         .unwrap_or_default();
-    wait_unless_stopped(ctx, left).await
+    outage::wait_unless_stopped(&ctx.stop, left).await
 }
 
 /// Closes the outage gate after `err`; the first to close it starts the prober.
@@ -292,7 +299,7 @@ async fn probe_until_up(ctx: Arc<Ctx>) {
     let since = ctx.outage.closed_since().unwrap_or_else(Instant::now);
     let mut probes = 0;
     loop {
-        if !wait_unless_stopped(&ctx, outage::probe_wait(probes)).await {
+        if !outage::wait_unless_stopped(&ctx.stop, outage::probe_wait(probes)).await {
             return;
         }
         probes += 1;
@@ -321,16 +328,6 @@ async fn probe_until_up(ctx: Arc<Ctx>) {
             Err(e) => tracing::debug!(probes, error = %e, "Graph API still unreachable"),
         }
     }
-}
-
-/// Sleeps `wait` (then waits for nothing more); false when the run is stopping.
-pub(super) async fn wait_unless_stopped(ctx: &Ctx, wait: Duration) -> bool {
-    let mut stop = ctx.stop.subscribe();
-    let stopped = tokio::select! {
-        _ = stop.wait_for(Option::is_some) => true,
-        _ = tokio::time::sleep(wait) => false,
-    };
-    !stopped && ctx.stop.borrow().is_none()
 }
 
 /// How long a row refused by a limit of its recipient is left alone, instead of failing it:

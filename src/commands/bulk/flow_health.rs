@@ -28,12 +28,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::dispatch::Ctx;
-use super::outage::OutageGate;
+use tokio::sync::watch;
+
+use super::outage::{self, OutageGate};
+use super::progress::Progress;
 use super::reader::CsvRows;
-use super::{Stats, Stop};
+use super::{request_stop, Stats, Stop};
 use crate::config::BulkSettings;
-use crate::graph::GraphError;
+use crate::graph::{GraphClient, GraphError};
 use crate::store::Store;
 
 /// How long one pre-flight or status read may take: the check must not hold a run that
@@ -41,6 +43,21 @@ use crate::store::Store;
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// Least time between two reads of the Flow's status while the gate is closed.
 const STATUS_READ_EVERY: Duration = Duration::from_secs(5);
+
+/// The parts of a run that the Flow's health reads (Graph), reports to (counters, progress
+/// lines) and stops; borrowed from the run's shared context.
+pub(super) struct FlowRun<'a> {
+    /// The Graph API client, for the Flow's status and the number's messaging limit.
+    pub(super) graph: &'a GraphClient,
+    /// The run's counters.
+    pub(super) stats: &'a Stats,
+    /// Where the run's progress lines go.
+    pub(super) progress: &'a Progress,
+    /// The run's stop signal.
+    pub(super) stop: &'a watch::Sender<Option<Stop>>,
+    /// How long a held Flow is waited out before the run stops (`--max-outage`).
+    pub(super) max_outage: Duration,
+}
 
 /// The Flow a run sends, and whether Meta holds it.
 pub(super) struct FlowHealth {
@@ -90,7 +107,7 @@ pub(super) fn refused_status(err: &GraphError) -> Option<&'static str> {
 
 /// Applies a status learned from `how` (the webhook, a refusal, Graph): PUBLISHED opens the
 /// gate, a holding status closes it; each change is told once.
-pub(super) fn apply_status(ctx: &Ctx, health: &FlowHealth, status: &str, how: &str) {
+pub(super) fn apply_status(ctx: &FlowRun<'_>, health: &FlowHealth, status: &str, how: &str) {
     if status == "PUBLISHED" {
         if let Some(paused) = health.gate.open() {
             *health.status.lock().unwrap_or_else(PoisonError::into_inner) = None;
@@ -121,10 +138,7 @@ pub(super) fn apply_status(ctx: &Ctx, health: &FlowHealth, status: &str, how: &s
 
 /// Reads the alerts `serve` records, and the Flow's status while the gate is closed, until
 /// the run stops; stops the run when the Flow stays held longer than `--max-outage`.
-pub(super) async fn watch(ctx: Arc<Ctx>, store: Store, interval: Duration) {
-    let Some(health) = ctx.flow.as_ref() else {
-        return;
-    };
+pub(super) async fn watch(ctx: FlowRun<'_>, health: &FlowHealth, store: Store, interval: Duration) {
     let store = Arc::new(Mutex::new(store));
     let mut last = {
         let store = store.clone();
@@ -141,7 +155,7 @@ pub(super) async fn watch(ctx: Arc<Ctx>, store: Store, interval: Duration) {
     };
     let mut status_read: Option<Instant> = None;
     loop {
-        if !super::dispatch::wait_unless_stopped(&ctx, interval).await {
+        if !outage::wait_unless_stopped(ctx.stop, interval).await {
             return;
         }
         let after = last;
@@ -175,16 +189,19 @@ pub(super) async fn watch(ctx: Arc<Ctx>, store: Store, interval: Duration) {
             ctx.stats
                 .flow_pause_ms
                 .fetch_add(since.elapsed().as_millis() as u64, Relaxed);
-            ctx.request_stop(Stop::Fatal(format!(
+            request_stop(
+                ctx.stop,
+                Stop::Fatal(format!(
                 "the Flow {} has been {held} for {} (--max-outage); the rows not sent stay pending",
                 health.flow_id,
                 humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()))
-            )));
+            )),
+            );
             return;
         }
         if status_read.is_none_or(|t| t.elapsed() >= STATUS_READ_EVERY) {
             status_read = Some(Instant::now());
-            if let Some(status) = read_status(&ctx, &health.flow_id).await {
+            if let Some(status) = read_status(ctx.graph, &health.flow_id).await {
                 apply_status(&ctx, health, &status, "GET /{flow-id}");
             }
         }
@@ -209,8 +226,8 @@ fn status_change_of(value: &Value, flow_id: &str) -> Option<String> {
 }
 
 /// The Flow's status as Graph says it now, when it answers in time.
-async fn read_status(ctx: &Ctx, flow_id: &str) -> Option<String> {
-    match tokio::time::timeout(READ_TIMEOUT, ctx.graph.flow(flow_id)).await {
+async fn read_status(graph: &GraphClient, flow_id: &str) -> Option<String> {
+    match tokio::time::timeout(READ_TIMEOUT, graph.flow(flow_id)).await {
         Ok(Ok(v)) => v.get("status").and_then(Value::as_str).map(str::to_string),
         _ => None,
     }
@@ -218,9 +235,13 @@ async fn read_status(ctx: &Ctx, flow_id: &str) -> Option<String> {
 
 /// The pre-flight check before the first send. `Err` is why the run must not start (the
 /// caller stops it); a check that cannot be made is told and does not hold the run.
-pub(super) async fn preflight(ctx: &Ctx, args: &BulkSettings) -> Result<(), String> {
+pub(super) async fn preflight(
+    ctx: &FlowRun<'_>,
+    flow: Option<&FlowHealth>,
+    args: &BulkSettings,
+) -> Result<(), String> {
     let force = args.force;
-    if let Some(health) = &ctx.flow {
+    if let Some(health) = flow {
         match tokio::time::timeout(READ_TIMEOUT, ctx.graph.flow(&health.flow_id)).await {
             Ok(Ok(v)) => {
                 let status = v.get("status").and_then(Value::as_str).unwrap_or("unknown");
@@ -256,7 +277,7 @@ pub(super) async fn preflight(ctx: &Ctx, args: &BulkSettings) -> Result<(), Stri
 }
 
 /// The file's people vs the number's messaging limit.
-async fn limit_check(ctx: &Ctx, args: &BulkSettings) -> Result<(), String> {
+async fn limit_check(ctx: &FlowRun<'_>, args: &BulkSettings) -> Result<(), String> {
     let profile = match tokio::time::timeout(READ_TIMEOUT, ctx.graph.phone_number_profile()).await {
         Ok(Ok(v)) => v,
         _ => return Ok(()),

@@ -73,6 +73,17 @@ enum Stop {
     Misconfigured(String),
 }
 
+/// Stops the run taking rows, for the first reason given: a later reason changes nothing.
+fn request_stop(stop: &watch::Sender<Option<Stop>>, why: Stop) {
+    stop.send_if_modified(|cur| {
+        let first = cur.is_none();
+        if first {
+            *cur = Some(why);
+        }
+        first
+    });
+}
+
 /// `flowctl bulk`.
 pub async fn run(db: &Path, mut args: BulkSettings) -> anyhow::Result<i32> {
     // `bulk -`: stdin is copied to a temporary file first (streamed, so memory stays flat):
@@ -144,11 +155,15 @@ pub async fn run(db: &Path, mut args: BulkSettings) -> anyhow::Result<i32> {
     });
     // Flow alerts recorded by `serve` in this database, read while the run goes on.
     let watcher = match crate::store::Store::open_read_only(db)? {
-        Some(store) if ctx.flow.is_some() => Some(tokio::spawn(flow_health::watch(
-            ctx.clone(),
-            store,
-            args.flow_watch_interval,
-        ))),
+        Some(store) if ctx.flow.is_some() => {
+            let ctx = ctx.clone();
+            let interval = args.flow_watch_interval;
+            Some(tokio::spawn(async move {
+                if let Some(health) = &ctx.flow {
+                    flow_health::watch(ctx.flow_run(), health, store, interval).await;
+                }
+            }))
+        }
         _ => None,
     };
     let start = Instant::now();

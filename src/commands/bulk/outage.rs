@@ -75,6 +75,17 @@ impl OutageGate {
     }
 }
 
+/// Sleeps `wait` (then waits for nothing more); false when the run is stopping, i.e. when
+/// `stop` holds a reason or receives one meanwhile.
+pub async fn wait_unless_stopped<S>(stop: &watch::Sender<Option<S>>, wait: Duration) -> bool {
+    let mut stopping = stop.subscribe();
+    let stopped = tokio::select! {
+        _ = stopping.wait_for(Option::is_some) => true,
+        _ = tokio::time::sleep(wait) => false,
+    };
+    !stopped && stop.borrow().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
