@@ -8,6 +8,7 @@
 //! `webhook_events`, `chatwoot_events`. The domain types (`Phone`, `FlowToken`, `Timestamp`)
 //! and `secret` are shared by all, and `crypto` is pure functions.
 
+pub mod answer_text;
 pub mod atomic_file;
 pub mod chatwoot_events;
 pub mod cli;

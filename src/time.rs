@@ -149,9 +149,28 @@ pub fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("invalid duration {s:?}: {e} (examples: 30d, 12h, 90m)"))
 }
 
+/// `45s`, `3m 05s`, `2h 07m`, `3d 04h`.
+pub fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_short_and_readable() {
+        assert_eq!(human_duration(4.4), "4s");
+        assert_eq!(human_duration(185.0), "3m 05s");
+        assert_eq!(human_duration(7620.0), "2h 07m");
+        assert_eq!(human_duration(273600.0), "3d 04h");
+    }
 
     #[test]
     fn stored_times_sort_in_time_order() {

@@ -8,6 +8,7 @@ use std::path::Path;
 use super::{exit, UsageError};
 use crate::cli::StatsArgs;
 use crate::store::{Funnel, FunnelReport};
+use crate::time::human_duration;
 
 /// Runs `flowctl stats`.
 pub fn run(db: &Path, args: &StatsArgs) -> anyhow::Result<i32> {
@@ -194,28 +195,9 @@ fn cells(name: &str, f: &Funnel) -> [String; COLUMNS] {
     ]
 }
 
-/// `45s`, `3m 05s`, `2h 07m`, `3d 04h`.
-pub fn human_duration(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_are_short_and_readable() {
-        assert_eq!(human_duration(4.4), "4s");
-        assert_eq!(human_duration(185.0), "3m 05s");
-        assert_eq!(human_duration(7620.0), "2h 07m");
-        assert_eq!(human_duration(273600.0), "3d 04h");
-    }
 
     #[test]
     fn the_table_is_aligned_with_a_total_row() {

@@ -110,7 +110,7 @@ impl AnswerStats {
 fn scalar_text(v: &Value) -> String {
     match v {
         Value::String(s) => truncate(s),
-        other => truncate(&crate::commands::export::render_answer(other)),
+        other => truncate(&crate::answer_text::render_answer(other)),
     }
 }
 
@@ -188,12 +188,7 @@ impl CampaignData {
                 .answers
                 .iter()
                 .take(MAX_KEYS)
-                .map(|(k, v)| {
-                    (
-                        truncate(k),
-                        truncate(&crate::commands::export::render_answer(v)),
-                    )
-                })
+                .map(|(k, v)| (truncate(k), truncate(&crate::answer_text::render_answer(v))))
                 .collect(),
             completed_at: at,
         });

@@ -7,8 +7,8 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use super::collect::{AnswerStats, CampaignData, TABLE_ROWS};
 use super::flow::{QuestionKind, Questions};
 use super::svg::{self, Bar};
-use crate::commands::stats::human_duration;
 use crate::store::Funnel;
+use crate::time::human_duration;
 use crate::time::Timestamp;
 
 /// How a page is rendered.
