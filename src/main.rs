@@ -23,6 +23,9 @@ fn main() {
     init_tracing(&cli);
     let code = match dotenv.map_err(anyhow::Error::from).and_then(|_| run(cli)) {
         Ok(code) => code,
+        // `flowctl … | head`: the reader went away; a closed pipe is a normal end, not an
+        // error to report (every command that prints checks this too; this is the net).
+        Err(err) if closed_stdout(&err) => exit::OK,
         Err(err) => {
             eprintln!(
                 "flowctl: {}",
@@ -32,6 +35,15 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Whether `err` comes from writing to a stdout whose reader has gone.
+fn closed_stdout(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Parses the command line; `--db` given on the command line to a command that uses no

@@ -372,10 +372,16 @@ fn many_completions(db: &Path, n: usize) {
 }
 
 #[test]
-fn a_closed_stdout_is_a_normal_end_for_export_and_stats() {
+fn a_closed_stdout_is_a_normal_end_for_export_stats_and_completions() {
     let env = Env::new();
     many_completions(&env.db(), 2_000);
-    for cmd in ["export --ndjson", "export --csv", "stats"] {
+    for cmd in [
+        "export --ndjson",
+        "export --csv",
+        "stats",
+        "completions bash",
+        "completions powershell",
+    ] {
         let out = Command::new("bash")
             .arg("-c")
             .arg(format!(

@@ -39,9 +39,14 @@ pub fn run_man(out: Option<&Path>) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
+/// Writes the generated text; a reader that went away (`flowctl completions bash | head`)
+/// is a normal end, as everywhere else.
 fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(bytes)?;
-    stdout.flush()?;
-    Ok(())
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::from(e).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
+    }
 }
