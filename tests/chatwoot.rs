@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -260,24 +260,6 @@ async fn with_a_signing_secret_an_unsigned_or_badly_signed_delivery_is_401() {
     assert_eq!(response_count(&env), 0);
     let (status, answer) = post(&server, CW_SECRET, &body, Some(CW_SIGNING)).await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("stored")));
-}
-
-fn wait_for_people(sandbox_url: &str, expected: u64) -> Value {
-    let start = Instant::now();
-    loop {
-        let stats: Value =
-            serde_json::from_str(&http_get(&format!("{sandbox_url}/_sandbox/users")))
-                .unwrap_or_default();
-        let n = |k: &str| stats[k].as_u64().unwrap_or(0);
-        if n("completed") + n("failed") >= expected {
-            return stats;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "people did not finish: {stats}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The whole of Option B: the sandbox plays the Graph API, the recipients, and the Chatwoot

@@ -8,24 +8,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-fn wait_for_people(sandbox_url: &str, expected: u64) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        let stats: serde_json::Value =
-            serde_json::from_str(&http_get(&format!("{sandbox_url}/_sandbox/users")))
-                .unwrap_or_default();
-        let n = |k: &str| stats[k].as_u64().unwrap_or(0);
-        if n("completed") + n("failed") >= expected {
-            return stats;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "people did not finish: {stats}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn every_completion_of_a_bulk_run_is_joined_to_the_right_phone() {
     let env = Env::new();

@@ -46,24 +46,6 @@ fn sandbox_people(env: &Env, server: &Running) -> Running {
     Running::start(sb)
 }
 
-fn wait_for_people(sandbox_url: &str, expected: u64) -> Value {
-    let start = Instant::now();
-    loop {
-        let stats: Value =
-            serde_json::from_str(&http_get(&format!("{sandbox_url}/_sandbox/users")))
-                .unwrap_or_default();
-        let n = |k: &str| stats[k].as_u64().unwrap_or(0);
-        if n("completed") + n("failed") >= expected {
-            return stats;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "people did not finish: {stats}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Waits until `token` has `count` files and none is pending any more.
 fn settled_media(env: &Env, token: &str, count: usize) -> Vec<MediaRecord> {
     let start = Instant::now();

@@ -438,21 +438,7 @@ fn people_complete(
     let out = run(bulk, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
-    let start = Instant::now();
-    let stats = loop {
-        let stats: Value =
-            serde_json::from_str(&http_get(&format!("{}/_sandbox/users", sandbox.url)))
-                .unwrap_or_default();
-        let n = |k: &str| stats[k].as_u64().unwrap_or(0);
-        if n("completed") + n("failed") >= phones.len() as u64 {
-            break stats;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "people did not finish: {stats}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let stats = wait_for_people(&sandbox.url, phones.len() as u64);
     assert_eq!(
         stats["completed"],
         phones.len(),

@@ -531,3 +531,23 @@ pub fn webhook_vectors() -> Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/webhook-signatures.json");
     serde_json::from_str(&std::fs::read_to_string(p).expect("vectors")).expect("vectors json")
 }
+
+/// Waits until the sandbox's simulated people have all finished (`completed + failed` reaches
+/// `expected`, at most 60 s) and returns their counters (`GET /_sandbox/users`).
+pub fn wait_for_people(sandbox_url: &str, expected: u64) -> Value {
+    let start = Instant::now();
+    loop {
+        let stats: Value =
+            serde_json::from_str(&http_get(&format!("{sandbox_url}/_sandbox/users")))
+                .unwrap_or_default();
+        let n = |k: &str| stats[k].as_u64().unwrap_or(0);
+        if n("completed") + n("failed") >= expected {
+            return stats;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "people did not finish: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
