@@ -53,27 +53,7 @@ fn the_report_shows_the_funnel_of_stats_and_prints_its_path() {
         .trim()
         .ends_with("report.html"));
     let s = stats(&env);
-    let spring = s["campaigns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["campaign"] == "spring")
-        .unwrap();
-    let expected: Vec<String> = [
-        "issued",
-        "sent",
-        "delivered",
-        "read",
-        "completed",
-        "failed",
-        "deferred",
-        "pending",
-        "unknown",
-        "unmatched",
-    ]
-    .iter()
-    .map(|k| spring[k].to_string())
-    .collect();
+    let expected = funnel_of(&s, Some("spring"));
     assert_eq!(funnel_cells(&html), expected);
     assert_eq!(expected[..6], ["7", "4", "4", "3", "4", "2"]);
     // Failures with their meaning.

@@ -302,28 +302,7 @@ macro_rules! browser_or_skip {
 fn stats_funnel(env: &Env, campaign: &str) -> Vec<String> {
     let out = env.cmd().args(["stats", "--json"]).output().unwrap();
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let c = s["campaigns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["campaign"] == campaign)
-        .unwrap()
-        .clone();
-    [
-        "issued",
-        "sent",
-        "delivered",
-        "read",
-        "completed",
-        "failed",
-        "deferred",
-        "pending",
-        "unknown",
-        "unmatched",
-    ]
-    .iter()
-    .map(|k| c[k].to_string())
-    .collect()
+    funnel_of(&s, Some(campaign))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,22 +422,7 @@ async fn the_demo_writes_a_report_a_browser_shows() {
             .output()
             .unwrap();
         let s: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let c = s["campaigns"][0].clone();
-        [
-            "issued",
-            "sent",
-            "delivered",
-            "read",
-            "completed",
-            "failed",
-            "deferred",
-            "pending",
-            "unknown",
-            "unmatched",
-        ]
-        .iter()
-        .map(|k| c[k].to_string())
-        .collect::<Vec<_>>()
+        funnel_of(&s, None)
     };
     assert_eq!(browser.texts("table.funnel td").await, expected);
     let labels = browser.texts("svg text.label").await;

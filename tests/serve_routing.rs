@@ -550,9 +550,11 @@ fn check_appointments(run: &PeopleRun) {
             && branches_taken.iter().any(|b| b == "CONFIRM"),
         "both branches taken: {branches_taken:?}"
     );
+    // Half the people forget a required answer: some corrections happened.
+    let corrections = run.stats["corrections"].as_u64().unwrap();
+    assert!(corrections > 0, "{}", run.stats);
     // One city refresh each, and one more after each correction (the refused BOOKING is
     // re-shown without the forgotten city's branches).
-    let corrections = run.stats["corrections"].as_u64().unwrap();
     assert_eq!(
         run.stats["refreshes"].as_u64().unwrap(),
         PHONES.len() as u64 + corrections,
@@ -632,11 +634,6 @@ fn the_people_complete_the_appointment_flow_with_built_in_routing() {
         &PHONES,
     );
     check_appointments(&run);
-    assert!(
-        run.stats["corrections"].as_u64().unwrap() > 0,
-        "{}",
-        run.stats
-    );
     let m = metrics(&run.server);
     assert!(
         m.contains("flowctl_token_signatures_total{outcome=\"valid\"}"),
@@ -665,11 +662,6 @@ fn the_people_complete_the_appointment_flow_through_the_forward_handler() {
         &PHONES,
     );
     check_appointments(&run);
-    assert!(
-        run.stats["corrections"].as_u64().unwrap() > 0,
-        "{}",
-        run.stats
-    );
     let m = metrics(&run.server);
     assert!(
         m.contains("flowctl_forward_requests_total{outcome=\"complete\"} 8"),

@@ -17,6 +17,34 @@ pub const IMG: &str = "<img src=x onerror=alert(2)>";
 /// The first recipient's phone (masked by default).
 pub const PHONE: &str = "+212610059159";
 
+/// The funnel columns of the report's table, in its order (the keys of `stats --json`).
+pub const FUNNEL: [&str; 10] = [
+    "issued",
+    "sent",
+    "delivered",
+    "read",
+    "completed",
+    "failed",
+    "deferred",
+    "pending",
+    "unknown",
+    "unmatched",
+];
+
+/// The funnel of `campaign` (the first campaign when `None`) in `stats --json` output, in
+/// the report's table order.
+pub fn funnel_of(stats: &Value, campaign: Option<&str>) -> Vec<String> {
+    let campaigns = stats["campaigns"].as_array().expect("campaigns");
+    let c = match campaign {
+        Some(name) => campaigns
+            .iter()
+            .find(|c| c["campaign"] == name)
+            .unwrap_or_else(|| panic!("no campaign {name} in {stats}")),
+        None => &campaigns[0],
+    };
+    FUNNEL.iter().map(|k| c[k].to_string()).collect()
+}
+
 /// The Flow JSON of the fixture: titles for `q1_accueil`, a multi-select, a number, a text.
 pub const FLOW: &str = r#"{"version":"7.2","routing_model":{"S":[]},"screens":[{"id":"S","terminal":true,"layout":{"type":"SingleColumnLayout","children":[
   {"type":"RadioButtonsGroup","name":"q1_accueil","label":"Comment avez-vous trouvé l'accueil ?","data-source":[
