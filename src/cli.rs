@@ -25,7 +25,8 @@ mod help;
     after_help = help::MAIN
 )]
 pub struct Cli {
-    /// SQLite database file (send, bulk, serve, export, stats, doctor; refused elsewhere).
+    /// The database: a SQLite file, or a `postgres://` URL (else `DATABASE_URL`). For send,
+    /// bulk, serve, export, stats, report, suppress and doctor; refused elsewhere.
     #[arg(
         long,
         env = "FLOWCTL_DB",
@@ -34,7 +35,7 @@ pub struct Cli {
         hide_env_values = true,
         help_heading = GLOBAL
     )]
-    pub db: PathBuf,
+    pub db: crate::store::DbTarget,
 
     /// Read settings from this file instead of `./.env` (it must exist). Values already in
     /// the environment still win.
@@ -843,7 +844,7 @@ pub struct SandboxArgs {
     /// Check, for every message received, that its flow_token is already stored in this
     /// database (proves tokens are stored before the request leaves).
     #[arg(long)]
-    pub check_db: Option<PathBuf>,
+    pub check_db: Option<crate::store::DbTarget>,
     /// Play the recipients: after accepting a Flow message, post statuses and complete the
     /// Flow through the data endpoint, the webhook, or both.
     #[arg(long, value_enum)]

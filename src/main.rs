@@ -52,7 +52,21 @@ fn closed_stdout(err: &anyhow::Error) -> bool {
 fn parse() -> Cli {
     let mut cmd = Cli::command();
     let matches = cmd.get_matches_mut();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit());
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit());
+    // Without --db or FLOWCTL_DB, DATABASE_URL (the name hosting platforms set) is used.
+    if matches.value_source("db") == Some(clap::parser::ValueSource::DefaultValue) {
+        if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+            match url.parse() {
+                Ok(db) => cli.db = db,
+                Err(e) => cmd
+                    .error(
+                        clap::error::ErrorKind::ValueValidation,
+                        format!("DATABASE_URL: {e}"),
+                    )
+                    .exit(),
+            }
+        }
+    }
     let on_command_line =
         |m: &clap::ArgMatches| m.value_source("db") == Some(clap::parser::ValueSource::CommandLine);
     let mut given = on_command_line(&matches);

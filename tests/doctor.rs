@@ -28,7 +28,7 @@ fn healthy(env: &Env) -> (Running, Command) {
     up.args(["keys", "upload", "--private-key-file"]).arg(&key);
     let out = run(up, LIMIT);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    drop(flowctl::store::Store::open(&env.db()).unwrap());
+    drop(flowctl::store::Store::open(env.db()).unwrap());
     let mut c = env.graph_cmd(&sb.url);
     c.env("APP_SECRET", APP_SECRET)
         .env("WEBHOOK_VERIFY_TOKEN", VERIFY_TOKEN)

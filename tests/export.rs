@@ -86,7 +86,7 @@ struct Survey {
 
 fn survey() -> Survey {
     let env = Env::new();
-    let mut s = Store::open(&env.db()).unwrap();
+    let mut s = Store::open(env.db()).unwrap();
     let ahmed = sent_token(
         &mut s,
         "+212610059159",
@@ -698,7 +698,7 @@ fn read_only_commands_leave_an_unmigrated_database_to_the_writers() {
         "not migrated"
     );
     // Once a writer has migrated it, both read it.
-    drop(Store::open(&env.db()).unwrap());
+    drop(Store::open(env.db()).unwrap());
     assert!(export(&env, &[]).status.success());
     assert!(stats(&env, &[]).status.success());
 }
@@ -706,7 +706,7 @@ fn read_only_commands_leave_an_unmigrated_database_to_the_writers() {
 #[test]
 fn stats_on_an_empty_database() {
     let env = Env::new();
-    Store::open(&env.db()).unwrap();
+    Store::open(env.db()).unwrap();
     let v: Value = serde_json::from_str(&ok_stdout(&stats(&env, &["--json"]))).unwrap();
     assert_eq!(v["campaigns"], json!([]));
     assert_eq!(v["total"]["issued"], 0);

@@ -143,7 +143,7 @@ fn stats_columns_add_up_to_the_tokens_issued_and_the_codes_are_named() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     // A token stored whose send never left (a run stopped before it): pending.
     {
-        let mut store = Store::open(&env.db()).unwrap();
+        let mut store = Store::open(env.db()).unwrap();
         let new = NewToken {
             token: flowctl::token::FlowToken::generate(),
             phone: flowctl::phone::Phone::parse("+212610059170", None).unwrap(),

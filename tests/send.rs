@@ -51,7 +51,7 @@ fn success_prints_the_outcome_and_stores_the_token() {
         "1234567890123456"
     );
 
-    let store = flowctl::store::Store::open(&env.db()).unwrap();
+    let store = flowctl::store::Store::open(env.db()).unwrap();
     let t = store.find_token(token).unwrap().unwrap();
     assert_eq!(t.phone.e164(), "+212610059159");
     assert_eq!(t.customer_name.as_deref(), Some("Ahmed"));
@@ -156,7 +156,7 @@ fn a_permanent_error_fails_once_without_retry() {
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("131026"));
     assert_eq!(sandbox_messages(&sb.url).len(), 1, "exactly one request");
-    let store = flowctl::store::Store::open(&env.db()).unwrap();
+    let store = flowctl::store::Store::open(env.db()).unwrap();
     let t = store
         .find_token(j["flowToken"].as_str().unwrap())
         .unwrap()
@@ -226,7 +226,7 @@ fn template_mode_sends_a_template_with_a_flow_button() {
 fn the_token_row_exists_before_the_request_leaves() {
     let env = Env::new();
     // Create the database first so the sandbox can open it.
-    drop(flowctl::store::Store::open(&env.db()).unwrap());
+    drop(flowctl::store::Store::open(env.db()).unwrap());
     let db = env.db();
     let sb = env.sandbox(&["--check-db", db.to_str().unwrap()]);
     let mut c = env.graph_cmd(&sb.url);
@@ -259,7 +259,7 @@ fn a_graph_api_that_never_answers_times_out_cleanly() {
         1,
         "an ambiguous send is not repeated"
     );
-    let store = flowctl::store::Store::open(&env.db()).unwrap();
+    let store = flowctl::store::Store::open(env.db()).unwrap();
     let t = store
         .find_token(j["flowToken"].as_str().unwrap())
         .unwrap()

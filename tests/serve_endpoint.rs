@@ -104,7 +104,7 @@ async fn a_multi_screen_survey_completes_joined_to_the_phone() {
     // Only the token by default: these params reach every app subscribed to the account.
     assert_eq!(params.as_object().unwrap().len(), 1, "{params}");
 
-    let store = flowctl::store::Store::open(&env.db()).unwrap();
+    let store = flowctl::store::Store::open(env.db()).unwrap();
     let responses = store.responses_for_token(&token).unwrap();
     assert_eq!(responses.len(), 1);
     let r = &responses[0];
@@ -204,7 +204,7 @@ async fn a_replayed_completion_creates_nothing_new() {
         "{}",
         replay.status
     );
-    let store = flowctl::store::Store::open(&env.db()).unwrap();
+    let store = flowctl::store::Store::open(env.db()).unwrap();
     assert_eq!(store.responses_for_token(&token).unwrap().len(), 1);
 }
 
@@ -242,7 +242,7 @@ async fn error_notifications_are_acknowledged_and_stored() {
                       "data": {"error": "payload-schema-error", "error_message": "Property 'x' expected number"}}))
         .await;
     assert_eq!(a.json, Some(json!({"data": {"acknowledged": true}})));
-    let store = flowctl::store::Store::open(&env.db()).unwrap();
+    let store = flowctl::store::Store::open(env.db()).unwrap();
     let events = store.events("error_notification").unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].0.as_deref(), Some(token.as_str()));

@@ -1,13 +1,12 @@
 //! `flowctl doctor`: every check at once, one line each, or `--json`; exit 1 when any fails.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
 
 use super::exit;
 use crate::cli::DoctorArgs;
 
 /// Runs every check and prints the report on stdout.
-pub async fn run(db: &Path, args: &DoctorArgs) -> anyhow::Result<i32> {
+pub async fn run(db: &crate::store::DbTarget, args: &DoctorArgs) -> anyhow::Result<i32> {
     let settings = args.resolve_all(db);
     let checks = crate::doctor::run(&settings).await;
     let text = if args.json {

@@ -60,7 +60,7 @@ pub const MATCHED_COLUMN: &str = "matched";
 const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
 /// Runs `flowctl export`.
-pub fn run(db: &Path, args: &ExportArgs) -> anyhow::Result<i32> {
+pub fn run(db: &crate::store::DbTarget, args: &ExportArgs) -> anyhow::Result<i32> {
     let format = format_of(args);
     let since = args
         .since

@@ -39,11 +39,11 @@ pub struct UsageError(pub String);
 /// created, migrated or written. A database that does not exist is a usage error, instead of
 /// an empty one created to report nothing; one this build cannot read as it is (an older or
 /// newer schema) is an error that says so.
-pub fn open_db_read_only(db: &std::path::Path) -> anyhow::Result<crate::store::Store> {
+pub fn open_db_read_only(db: &crate::store::DbTarget) -> anyhow::Result<crate::store::Store> {
     crate::store::Store::open_read_only(db)?.ok_or_else(|| {
         UsageError(format!(
             "database {} does not exist (set FLOWCTL_DB or pass --db)",
-            db.display()
+            db
         ))
         .into()
     })

@@ -2,7 +2,6 @@
 //! store opened read-only (like `export` and `stats`). See [`crate::report`].
 
 use std::io::Write as _;
-use std::path::Path;
 
 use anyhow::Context as _;
 
@@ -12,7 +11,7 @@ use crate::cli::ReportArgs;
 use crate::report::{Options, Questions};
 
 /// Runs `flowctl report`: prints the path of the file written.
-pub fn run(db: &Path, args: &ReportArgs) -> anyhow::Result<i32> {
+pub fn run(db: &crate::store::DbTarget, args: &ReportArgs) -> anyhow::Result<i32> {
     let questions = match &args.flow_json {
         Some(path) => Some(
             Questions::load(path)
@@ -23,11 +22,9 @@ pub fn run(db: &Path, args: &ReportArgs) -> anyhow::Result<i32> {
     let store = super::open_db_read_only(db)?;
     if let Some(name) = &args.campaign {
         if store.funnel(Some(name))?.campaigns.is_empty() {
-            return Err(UsageError(format!(
-                "--campaign {name}: no such campaign in {}",
-                db.display()
-            ))
-            .into());
+            return Err(
+                UsageError(format!("--campaign {name}: no such campaign in {}", db)).into(),
+            );
         }
     }
     let out = &args.out;

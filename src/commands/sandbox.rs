@@ -1,6 +1,5 @@
 //! `flowctl sandbox`: runs the local Graph API stand-in.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -55,10 +54,10 @@ pub fn message_flow_token(body: &Value) -> Option<&str> {
 
 /// A probe that looks each message's flow_token up in the flowctl database at the moment the
 /// request arrives, proving the token was stored before the request left.
-fn token_probe(db: &Path) -> anyhow::Result<Probe> {
+fn token_probe(db: &crate::store::DbTarget) -> anyhow::Result<Probe> {
     let store = Store::open_read_only(db)
         .map_err(|e| UsageError(format!("--check-db: {e}")))?
-        .ok_or_else(|| UsageError(format!("--check-db: {} does not exist", db.display())))?;
+        .ok_or_else(|| UsageError(format!("--check-db: {} does not exist", db)))?;
     let store = Mutex::new(store);
     Ok(Arc::new(move |body: &Value| {
         let Some(token) = message_flow_token(body) else {

@@ -6,7 +6,10 @@ use crate::outbound::{send_one, RetryPolicy, SendRequest};
 use crate::store::{Origin, SharedStore};
 
 /// `flowctl send`: prints the JSON outcome on stdout; on failure one line on stderr.
-pub async fn run(db: &std::path::Path, settings: SendCommandSettings) -> anyhow::Result<i32> {
+pub async fn run(
+    db: &crate::store::DbTarget,
+    settings: SendCommandSettings,
+) -> anyhow::Result<i32> {
     use anyhow::Context;
 
     use super::exit;

@@ -28,7 +28,7 @@ fn sender(resolved: Result<(GraphSettings, SendSettings), String>) -> Result<Arc
 }
 
 /// Binds, serves until a signal, drains.
-pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
+pub async fn run(db: &crate::store::DbTarget, settings: ServeSettings) -> anyhow::Result<i32> {
     if settings.app_secrets.is_empty() {
         tracing::warn!(
             "APP_SECRET is not set and --allow-unsigned was given: requests are NOT authenticated"
@@ -65,7 +65,7 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
     })
     .map_err(UsageError)?;
     tracing::info!(dir = %media.settings().dir.display(), "Flow media (photos, documents) are stored here");
-    let store = Store::open(db).with_context(|| format!("opening {}", db.display()))?;
+    let store = Store::open(db).with_context(|| format!("opening {}", db))?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -89,7 +89,7 @@ pub async fn run(db: &Path, settings: ServeSettings) -> anyhow::Result<i32> {
         chatwoot_secret: settings.chatwoot_secret,
         chatwoot_signing_secret: settings.chatwoot_signing_secret,
         media,
-        db_file: Some(crate::server::health::DbFile::new(db)),
+        db_file: db.sqlite_path().map(crate::server::health::DbFile::new),
         optout: settings.optout,
         ui_questions: settings.ui_questions.map(Arc::new),
     });
@@ -132,9 +132,11 @@ pub fn stop_code(received: Option<crate::signals::Received>) -> i32 {
     }
 }
 
-/// The default media folder: `media/` in the database's directory.
-fn media_dir_beside(db: &Path) -> std::path::PathBuf {
-    db.parent()
+/// The default media folder: `media/` in the database's directory (in the working directory
+/// for a PostgreSQL database).
+fn media_dir_beside(db: &crate::store::DbTarget) -> std::path::PathBuf {
+    db.sqlite_path()
+        .and_then(Path::parent)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| Path::new("."))
         .join("media")

@@ -3,7 +3,6 @@
 //! of [`crate::store::Funnel`].
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use super::{exit, UsageError};
 use crate::cli::StatsArgs;
@@ -11,7 +10,7 @@ use crate::store::{Funnel, FunnelReport};
 use crate::time::human_duration;
 
 /// Runs `flowctl stats`.
-pub fn run(db: &Path, args: &StatsArgs) -> anyhow::Result<i32> {
+pub fn run(db: &crate::store::DbTarget, args: &StatsArgs) -> anyhow::Result<i32> {
     let store = super::open_db_read_only(db)?;
     let report = store.funnel(args.campaign.as_deref())?;
     if let (Some(name), true) = (&args.campaign, report.campaigns.is_empty()) {

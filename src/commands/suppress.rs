@@ -16,7 +16,7 @@ use crate::phone::{DefaultCountry, Phone};
 use crate::store::{source, Store, Suppression};
 
 /// Runs one `suppress` subcommand against the database at `db`.
-pub fn run(db: &Path, command: &SuppressCommand) -> anyhow::Result<i32> {
+pub fn run(db: &crate::store::DbTarget, command: &SuppressCommand) -> anyhow::Result<i32> {
     match command {
         SuppressCommand::Add(args) => add(db, args),
         SuppressCommand::Remove(args) => remove(db, args),
@@ -40,11 +40,11 @@ fn phone(text: &str, country_code: Option<&str>) -> anyhow::Result<Phone> {
     Phone::parse(text, country(country_code)?).map_err(|e| UsageError(e.to_string()).into())
 }
 
-fn open(db: &Path) -> anyhow::Result<Store> {
-    Store::open(db).with_context(|| format!("opening {}", db.display()))
+fn open(db: &crate::store::DbTarget) -> anyhow::Result<Store> {
+    Store::open(db).with_context(|| format!("opening {}", db))
 }
 
-fn add(db: &Path, args: &SuppressAddArgs) -> anyhow::Result<i32> {
+fn add(db: &crate::store::DbTarget, args: &SuppressAddArgs) -> anyhow::Result<i32> {
     let phone = phone(&args.phone, args.default_country.as_deref())?;
     let mut store = open(db)?;
     if store.suppress(phone.e164(), &args.reason, source::MANUAL)? {
@@ -60,7 +60,7 @@ fn add(db: &Path, args: &SuppressAddArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-fn remove(db: &Path, args: &SuppressPhoneArgs) -> anyhow::Result<i32> {
+fn remove(db: &crate::store::DbTarget, args: &SuppressPhoneArgs) -> anyhow::Result<i32> {
     let phone = phone(&args.phone, args.default_country.as_deref())?;
     let mut store = open(db)?;
     if store.unsuppress(phone.e164())? {
@@ -72,7 +72,7 @@ fn remove(db: &Path, args: &SuppressPhoneArgs) -> anyhow::Result<i32> {
     }
 }
 
-fn list(db: &Path, args: &SuppressListArgs) -> anyhow::Result<i32> {
+fn list(db: &crate::store::DbTarget, args: &SuppressListArgs) -> anyhow::Result<i32> {
     let store = super::open_db_read_only(db)?;
     let entries = store.suppressions()?;
     let mut out = std::io::stdout().lock();
@@ -112,7 +112,7 @@ fn json_row(s: &Suppression) -> serde_json::Value {
 
 /// Imports a CSV with a phone column, or a file of one number a line. Bad lines are named
 /// (line number and value) and skipped; the good ones are imported all the same.
-fn import(db: &Path, args: &SuppressImportArgs) -> anyhow::Result<i32> {
+fn import(db: &crate::store::DbTarget, args: &SuppressImportArgs) -> anyhow::Result<i32> {
     let country_code = country(args.default_country.as_deref())?;
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| UsageError(format!("cannot read {}: {e}", args.file.display())))?;

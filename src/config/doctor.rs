@@ -2,7 +2,6 @@
 //! of stopping at the first, so that one run lists them all.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 
 use super::serve::{app_secrets, private_key};
 use super::{require_secret, required, secret, ConfigError};
@@ -33,12 +32,12 @@ pub struct DoctorSettings {
     /// Whether `WEBHOOK_VERIFY_TOKEN` is set (Meta's webhook verification needs it).
     pub verify_token: bool,
     /// The database file.
-    pub db: PathBuf,
+    pub db: crate::store::DbTarget,
 }
 
 impl DoctorArgs {
     /// Resolves everything it can and collects every problem (never fails).
-    pub fn resolve_all(&self, db: &Path) -> DoctorSettings {
+    pub fn resolve_all(&self, db: &crate::store::DbTarget) -> DoctorSettings {
         let mut problems = Vec::new();
         let mut keep = |r: Result<(), ConfigError>| {
             if let Err(e) = r {
@@ -96,7 +95,7 @@ impl DoctorArgs {
             key,
             listen,
             verify_token: secret("WEBHOOK_VERIFY_TOKEN").is_some(),
-            db: db.to_path_buf(),
+            db: db.clone(),
         }
     }
 }

@@ -1,6 +1,5 @@
 //! Settings of `sandbox`, the local Graph API stand-in, and of the recipients it plays.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ pub struct SandboxSettings {
     /// Everything but [`SandboxOptions::probe`], which needs the database open.
     pub options: SandboxOptions,
     /// `--check-db`: the database in which each message's flow_token must already be.
-    pub check_db: Option<PathBuf>,
+    pub check_db: Option<crate::store::DbTarget>,
 }
 
 impl SandboxArgs {

@@ -2,7 +2,6 @@
 //! `PHONE_NUMBER_ID`, the database and the listen address.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use chrono::NaiveDate;
 
@@ -85,16 +84,16 @@ pub(super) fn phone_number_id_shape(id: &str) -> Option<Check> {
 pub(super) const PHONE_ID_FIX: &str = "set PHONE_NUMBER_ID to the \"Phone number ID\" shown under WhatsApp > API Setup in the app dashboard (or in WhatsApp Manager > Phone numbers), a long number that is not the phone number itself";
 
 /// The database opens, and its schema is this build's.
-pub(super) fn database(db: &Path) -> Check {
+pub(super) fn database(db: &crate::store::DbTarget) -> Check {
     const NAME: &str = "database";
     match Store::open_read_only(db) {
         Ok(Some(_)) => Check::ok(
             NAME,
-            format!("{} opens, its schema is current", db.display()),
+            format!("{} opens, its schema is current", db),
         ),
         Ok(None) => Check::warn(
             NAME,
-            format!("{} does not exist yet", db.display()),
+            format!("{} does not exist yet", db),
             "nothing to do if this is a first run: send, bulk or serve create it; otherwise set FLOWCTL_DB (or --db) to the existing file",
         ),
         Err(e @ StoreError::TooOld { .. }) => Check::warn(

@@ -31,10 +31,12 @@ mod export;
 mod flow;
 mod flow_alerts;
 mod media;
+mod postgres;
 mod shared;
 mod sqlite;
 mod stats;
 mod suppressions;
+mod target;
 mod tokens;
 mod webhook;
 
@@ -52,6 +54,7 @@ pub use shared::SharedStore;
 pub use sqlite::{BUSY_TIMEOUT, WAL_LIMIT};
 pub use stats::{Funnel, FunnelReport, StatsQueries};
 pub use suppressions::{source, suppression_key, Suppression, SuppressionQueries};
+pub use target::{DbTarget, PgUrl};
 pub use tokens::{Failure, NewToken, Origin, SendState, TokenQueries, TokenRecord, UnknownValue};
 pub use webhook::{
     delivery_rank, Delivery, InboxRow, Settlement, StatusInput, StatusOutcome, StatusRecord,
@@ -91,6 +94,17 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("cannot connect to database {url}: {message}")]
+    PgOpen { url: PgUrl, message: String },
+    #[error("database {url}: {message}")]
+    Pg {
+        url: PgUrl,
+        message: String,
+        /// The SQLSTATE, when the server sent one.
+        code: Option<String>,
+        /// True when the connection was lost (the server restarted or went away).
+        closed: bool,
+    },
     #[error("stored JSON is invalid: {0}")]
     Json(#[from] serde_json::Error),
     #[error("database task failed: {0}")]
@@ -100,9 +114,32 @@ pub enum StoreError {
 impl StoreError {
     /// True when the failure is the database being busy (worth retrying later).
     pub fn is_busy(&self) -> bool {
-        matches!(self, StoreError::Sql { source, .. }
-            if matches!(source.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked)))
+        match self {
+            StoreError::Sql { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            // A serialization failure or a deadlock: the transaction may be retried.
+            StoreError::Pg { code: Some(c), .. } => c == "40001" || c == "40P01",
+            _ => false,
+        }
+    }
+
+    /// True when the database could not be reached (PostgreSQL down, restarting or
+    /// unreachable): worth waiting for rather than a reason to give up.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::PgOpen { .. } => true,
+            StoreError::Pg { closed, code, .. } => {
+                // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
+                // class 08 connection exceptions.
+                *closed
+                    || code.as_deref().is_some_and(|c| {
+                        c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03"
+                    })
+            }
+            _ => false,
+        }
     }
 }
 
@@ -148,18 +185,33 @@ pub trait Database:
 pub struct Store(Box<dyn Database>);
 
 impl Store {
-    /// Opens (creating if needed) the SQLite database at `path` and brings its schema up to
-    /// date.
-    pub fn open(path: &Path) -> Result<Store> {
+    /// Opens (creating if needed) the database and brings its schema up to date: a SQLite
+    /// file, or a PostgreSQL database (whose tables are created on first use).
+    pub fn open(db: impl Into<DbTarget>) -> Result<Store> {
+        Ok(match &db.into() {
+            DbTarget::Sqlite(path) => Store(Box::new(sqlite::SqliteStore::open(path)?)),
+            DbTarget::Postgres(url) => Store(Box::new(postgres::PgStore::open(url)?)),
+        })
+    }
+
+    /// Opens (creating if needed) the SQLite database at `path`.
+    pub fn open_sqlite(path: &Path) -> Result<Store> {
         Ok(Store(Box::new(sqlite::SqliteStore::open(path)?)))
     }
 
-    /// Opens the SQLite database at `path` for reading only: nothing is created, migrated or
+    /// Opens the database for reading only: nothing is created, migrated or
     /// written. `Ok(None)` when there is no database there (a read-only command reports
     /// that; `bulk --dry-run` takes it as "nothing sent yet"). A database whose schema is
     /// older than this build's is [`StoreError::TooOld`], a newer one [`StoreError::TooNew`].
-    pub fn open_read_only(path: &Path) -> Result<Option<Store>> {
-        Ok(sqlite::SqliteStore::open_read_only(path)?.map(|s| Store(Box::new(s))))
+    pub fn open_read_only(db: impl Into<DbTarget>) -> Result<Option<Store>> {
+        Ok(match &db.into() {
+            DbTarget::Sqlite(path) => {
+                sqlite::SqliteStore::open_read_only(path)?.map(|s| Store(Box::new(s)))
+            }
+            DbTarget::Postgres(url) => {
+                postgres::PgStore::open_read_only(url)?.map(|s| Store(Box::new(s)))
+            }
+        })
     }
 }
 
@@ -179,5 +231,24 @@ impl std::ops::DerefMut for Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    //! Store tests that run on every backend available here.
+
+    use super::Store;
+
+    /// Runs `f` on a fresh, migrated store of each backend: SQLite always, PostgreSQL when
+    /// `FLOWCTL_TEST_POSTGRES` names a server (otherwise the test says it skipped it).
+    pub fn each_backend(test: &str, mut f: impl FnMut(&mut Store)) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut sqlite = Store::open(dir.path().join("t.db")).expect("open SQLite");
+        f(&mut sqlite);
+        if let Some(url) = super::postgres::test_util::temp_database(test) {
+            let mut pg = Store::open(super::DbTarget::Postgres(url)).expect("open PostgreSQL");
+            f(&mut pg);
+        }
     }
 }

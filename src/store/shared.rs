@@ -171,7 +171,7 @@ mod tests {
 
     fn shared() -> (tempfile::TempDir, SharedStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let store = Store::open(dir.path().join("s.db")).unwrap();
         (dir, SharedStore::new(store))
     }
 
@@ -232,7 +232,7 @@ mod tests {
     #[test]
     fn reads_beyond_the_bound_wait_for_a_free_handle() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let store = Store::open(dir.path().join("s.db")).unwrap();
         let readers = Readers::new(store.reader(), 2);
         let a = readers.lease().unwrap();
         let b = readers.lease().unwrap();

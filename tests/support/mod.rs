@@ -439,7 +439,7 @@ impl Env {
     pub fn wait_inbox_drained(&self) {
         let start = Instant::now();
         loop {
-            let store = flowctl::store::Store::open(&self.db()).expect("open store");
+            let store = flowctl::store::Store::open(self.db()).expect("open store");
             let rows = store.inbox_rows().expect("inbox rows");
             if !rows.is_empty() && rows.iter().all(|r| r.1) {
                 return;
@@ -455,7 +455,7 @@ impl Env {
 
     /// The store, for reading results.
     pub fn store(&self) -> flowctl::store::Store {
-        flowctl::store::Store::open(&self.db()).expect("open store")
+        flowctl::store::Store::open(self.db()).expect("open store")
     }
 }
 

@@ -2,7 +2,6 @@
 //! campaign's state, and a summary of what a run would do.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Instant;
 
 use super::decision::{account, decide, Mode, Rerun};
@@ -17,13 +16,13 @@ use crate::store::Store;
 /// Validates and counts every row, tells what a run would do with each, and exits as the
 /// run would (1 when some rows would not be sent).
 pub(super) async fn dry_run(
-    db: &Path,
+    db: &crate::store::DbTarget,
     args: &BulkSettings,
     rows: CsvRows,
     campaign: String,
 ) -> anyhow::Result<i32> {
     let failures = FailureLog::create(args.failures.as_deref(), &rows.headers(), rows.format())?;
-    let db = db.to_path_buf();
+    let db = db.clone();
     let rerun = Rerun::of(args);
     let start = Instant::now();
     let camp = campaign.clone();
@@ -52,7 +51,7 @@ pub(super) async fn dry_run(
 /// The row loop with the campaign's state read, not written: each chunk's phones are looked
 /// up, and each row is decided and counted as a run would.
 fn dry_count(
-    db: &Path,
+    db: &crate::store::DbTarget,
     mut rows: CsvRows,
     campaign: &str,
     rerun: &Rerun,

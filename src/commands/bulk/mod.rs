@@ -85,7 +85,7 @@ fn request_stop(stop: &watch::Sender<Option<Stop>>, why: Stop) {
 }
 
 /// `flowctl bulk`.
-pub async fn run(db: &Path, mut args: BulkSettings) -> anyhow::Result<i32> {
+pub async fn run(db: &crate::store::DbTarget, mut args: BulkSettings) -> anyhow::Result<i32> {
     // `bulk -`: stdin is copied to a temporary file first (streamed, so memory stays flat):
     // the file is read twice (the count for the ETA, then the rows) and sniffed up front.
     let _spool = if args.csv.as_os_str() == "-" {
@@ -126,7 +126,11 @@ pub async fn run(db: &Path, mut args: BulkSettings) -> anyhow::Result<i32> {
     let (writer, writer_thread) = Writer::start(db, stats.recorded.clone())?;
     // Held until the run ends: a second run of this campaign would send the same rows (and
     // truncate the first run's --failures file).
-    let _lock = lock::CampaignLock::acquire(db, &campaign)?;
+    // One run per campaign on a SQLite file; on PostgreSQL several workers share it.
+    let _lock = match db.sqlite_path() {
+        Some(path) => Some(lock::CampaignLock::acquire(path, &campaign)?),
+        None => None,
+    };
     let failures = FailureLog::create(args.failures.as_deref(), &rows.headers(), rows.format())?;
     let progress = Progress::new(args.progress_interval);
     spawn_count(&args.csv, rows.format(), stats.clone());
@@ -191,7 +195,7 @@ pub async fn run(db: &Path, mut args: BulkSettings) -> anyhow::Result<i32> {
         failures,
         stop: ctx.stop.subscribe(),
         suppressions: crate::store::Store::open_read_only(db)?
-            .ok_or_else(|| anyhow::anyhow!("database {} vanished", db.display()))?,
+            .ok_or_else(|| anyhow::anyhow!("database {} vanished", db))?,
     };
     let reader_ctx = ctx.clone();
     let reader = tokio::task::spawn_blocking(move || {

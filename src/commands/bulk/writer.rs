@@ -6,7 +6,6 @@
 //! "mark sending" batch, whichever comes first. A crash between an accepted send and its
 //! commit leaves the row `sending`: the rerun reports it as unknown, never sends it twice.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -54,7 +53,7 @@ impl Writer {
     /// Starts the thread on its own connection to `db`. `recorded_sent` counts the accepted
     /// sends it has committed: a run that ends on a failed commit claims no more than that.
     pub fn start(
-        db: &Path,
+        db: &crate::store::DbTarget,
         recorded_sent: Arc<AtomicU64>,
     ) -> Result<(Writer, JoinHandle<Result<(), StoreError>>), StoreError> {
         let store = Store::open(db)?;

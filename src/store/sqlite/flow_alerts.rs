@@ -41,7 +41,7 @@ mod tests {
     #[test]
     fn alerts_are_read_after_a_mark_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("a.db")).unwrap();
+        let mut store = Store::open(dir.path().join("a.db")).unwrap();
         assert_eq!(store.last_flow_alert_id().unwrap(), 0);
         let alert =
             |status: &str| json!({"value": {"event": "FLOW_STATUS_CHANGE", "new_status": status}});

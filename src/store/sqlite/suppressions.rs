@@ -95,7 +95,7 @@ mod tests {
     #[test]
     fn suppress_lift_and_look_up_by_either_spelling() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let mut store = Store::open(dir.path().join("s.db")).unwrap();
         assert!(store
             .suppress("+5511987654321", "replied \"STOP\"", "keyword")
             .unwrap());
