@@ -242,6 +242,7 @@ pub(crate) mod test_util {
 
     /// Runs `f` on a fresh, migrated store of each backend: SQLite always, PostgreSQL when
     /// `FLOWCTL_TEST_POSTGRES` names a server (otherwise the test says it skipped it).
+    #[allow(dead_code)] // until the area tests use it
     pub fn each_backend(test: &str, mut f: impl FnMut(&mut Store)) {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut sqlite = Store::open(dir.path().join("t.db")).expect("open SQLite");
