@@ -109,6 +109,9 @@ async fn drain(
                 Ok(()) => {
                     attempts.remove(&id);
                 }
+                // A database that cannot be reached (PostgreSQL restarting) says nothing about
+                // the row: it is not an attempt, and the row waits for the database.
+                Err(e) if e.is_unavailable() => return Err(e),
                 Err(e) => {
                     let n = attempts.entry(id).or_insert(0);
                     *n += 1;
