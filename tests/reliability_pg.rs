@@ -248,7 +248,10 @@ fn replica_campaign(admin: &str, tokens: usize, kills: usize, max_wait_ms: u64) 
     let mut lost = Vec::new();
     for token in endpoint.iter().chain(webhook.iter()) {
         let responses = store.responses_for_token(token).expect("responses");
-        let primary = responses.iter().filter(|r| r.duplicate_of.is_none()).count();
+        let primary = responses
+            .iter()
+            .filter(|r| r.duplicate_of.is_none())
+            .count();
         if primary != 1 {
             lost.push((token.clone(), primary));
         }
@@ -404,7 +407,10 @@ fn a_postgres_restart_under_serve_is_answered_500_then_recovered_from() {
     assert_eq!(rt.block_on(status_of(&health)), 503);
     assert!(!rt.block_on(complete_by_endpoint(&client, &tokens[2], 2)));
     let during = rt.block_on(post_signed(&server.url, &completion_body(3, &tokens[3])));
-    assert_eq!(during, 500, "a webhook that cannot be stored is refused, so Meta retries");
+    assert_eq!(
+        during, 500,
+        "a webhook that cannot be stored is refused, so Meta retries"
+    );
     let endpoint_during = {
         let req = json!({"version": "3.0", "action": "data_exchange", "screen": "Q1", "data": {"q1": "x"}, "flow_token": tokens[2]});
         let (body, _key) = client.encrypt(&req);
@@ -426,7 +432,10 @@ fn a_postgres_restart_under_serve_is_answered_500_then_recovered_from() {
     // Recovered by itself: the next calls reconnect.
     let back = Instant::now();
     while rt.block_on(status_of(&health)) != 200 {
-        assert!(back.elapsed() < Duration::from_secs(30), "serve never recovered");
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "serve never recovered"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(rt.block_on(complete_by_endpoint(&client, &tokens[2], 2)));
@@ -437,7 +446,10 @@ fn a_postgres_restart_under_serve_is_answered_500_then_recovered_from() {
     let store = Store::open(db.parse::<DbTarget>().expect("url")).expect("open store");
     let drain = Instant::now();
     while store.inbox_pending_count().expect("pending") > 0 {
-        assert!(drain.elapsed() < Duration::from_secs(60), "inbox never drained");
+        assert!(
+            drain.elapsed() < Duration::from_secs(60),
+            "inbox never drained"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     for (i, token) in tokens.iter().enumerate().take(4) {
