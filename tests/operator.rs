@@ -845,3 +845,49 @@ fn replacing_a_different_registered_key_asks_first_on_a_terminal() {
     let check = on_a_terminal(&env, &vars, &keys("check", "b.pem"), "").unwrap();
     assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
 }
+
+/// `DATABASE_URL` is used when neither --db nor FLOWCTL_DB is given; FLOWCTL_DB wins over it;
+/// an unreachable server is an error naming it, password masked.
+#[test]
+fn database_url_is_the_fallback_and_its_password_is_never_shown() {
+    let env = Env::new();
+    let unreachable = "postgres://crm:dbpass-77x@127.0.0.1:1/crm?sslmode=disable";
+    let out = env
+        .cmd()
+        .env_remove("FLOWCTL_DB")
+        .env("DATABASE_URL", unreachable)
+        .args(["stats"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("postgres://crm:***@127.0.0.1:1/crm"),
+        "the error names the database: {err}"
+    );
+    assert!(!err.contains("dbpass-77x"), "{err}");
+    // FLOWCTL_DB (here the temp dir's SQLite file) wins over DATABASE_URL.
+    let out = env
+        .cmd()
+        .env("DATABASE_URL", unreachable)
+        .args(["stats"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("127.0.0.1:1"), "{err}");
+    // A malformed URL is a usage error naming the variable.
+    let out = env
+        .cmd()
+        .env_remove("FLOWCTL_DB")
+        .env(
+            "DATABASE_URL",
+            "postgres://crm:dbpass-77x@host:notaport/crm",
+        )
+        .args(["stats"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("DATABASE_URL"), "{err}");
+    assert!(!err.contains("dbpass-77x"), "{err}");
+}
