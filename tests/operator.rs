@@ -891,3 +891,26 @@ fn database_url_is_the_fallback_and_its_password_is_never_shown() {
     assert!(err.contains("DATABASE_URL"), "{err}");
     assert!(!err.contains("dbpass-77x"), "{err}");
 }
+
+/// A PostgreSQL password given with --db would show in the process list: refused (exit 2),
+/// and the message does not repeat it.
+#[test]
+fn a_database_password_on_the_command_line_is_refused() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args([
+            "stats",
+            "--db",
+            "postgres://crm:cmdline-pw-9@127.0.0.1:1/crm",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("process list") && err.contains("FLOWCTL_DB"),
+        "{err}"
+    );
+    assert!(!err.contains("cmdline-pw-9"), "{err}");
+}
