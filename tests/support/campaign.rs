@@ -61,6 +61,17 @@ impl Campaign {
 
     /// A campaign in `dir` whose sandbox runs with `opts` (its recipients, webhook, faults).
     pub fn with(dir: tempfile::TempDir, opts: SandboxOptions) -> Campaign {
+        let database = db::TestDb::new(dir.path(), "flowctl.db");
+        Campaign::with_database(dir, database, opts)
+    }
+
+    /// A campaign like [`Campaign::with`] on a database made beforehand (a server started
+    /// before the sandbox shares it).
+    pub fn with_database(
+        dir: tempfile::TempDir,
+        database: db::TestDb,
+        opts: SandboxOptions,
+    ) -> Campaign {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -68,7 +79,7 @@ impl Campaign {
             .expect("runtime");
         let sandbox = rt.block_on(start(opts)).expect("sandbox");
         Campaign {
-            db: db::TestDb::new(dir.path(), "flowctl.db"),
+            db: database,
             program: PathBuf::from(env!("CARGO_BIN_EXE_flowctl")),
             dir,
             sandbox: Some(sandbox),

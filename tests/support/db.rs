@@ -375,36 +375,25 @@ fn bind(stmt: &postgres::Statement, params: &[Val]) -> Vec<Bound> {
 fn from_pg(row: &postgres::Row) -> Vec<Val> {
     use postgres::types::Type;
     (0..row.len())
-        .map(|i| {
-            let ty = row.columns()[i].type_().clone();
-            let get = |e: postgres::Error| panic!("column {i} ({ty}): {e}");
-            match ty {
-                Type::INT8 => row.try_get::<_, Option<i64>>(i).unwrap_or_else(get).into(),
-                Type::INT4 => row
-                    .try_get::<_, Option<i32>>(i)
-                    .unwrap_or_else(get)
-                    .map(i64::from)
-                    .into(),
-                Type::INT2 => row
-                    .try_get::<_, Option<i16>>(i)
-                    .unwrap_or_else(get)
-                    .map(i64::from)
-                    .into(),
-                Type::BOOL => row
-                    .try_get::<_, Option<bool>>(i)
-                    .unwrap_or_else(get)
-                    .map(i64::from)
-                    .into(),
-                Type::FLOAT8 => row
-                    .try_get::<_, Option<f64>>(i)
-                    .unwrap_or_else(get)
-                    .map_or(Val::Null, Val::Real),
-                Type::BYTEA => row
-                    .try_get::<_, Option<Vec<u8>>>(i)
-                    .unwrap_or_else(get)
-                    .map_or(Val::Null, Val::Blob),
-                _ => row.try_get::<_, Option<String>>(i).unwrap_or_else(get).into(),
-            }
+        .map(|i| match *row.columns()[i].type_() {
+            Type::INT8 => get::<i64>(row, i).into(),
+            Type::INT4 => get::<i32>(row, i).map(i64::from).into(),
+            Type::INT2 => get::<i16>(row, i).map(i64::from).into(),
+            Type::BOOL => get::<bool>(row, i).map(i64::from).into(),
+            Type::FLOAT8 => get::<f64>(row, i).map_or(Val::Null, Val::Real),
+            Type::BYTEA => get::<Vec<u8>>(row, i).map_or(Val::Null, Val::Blob),
+            _ => get::<String>(row, i).into(),
         })
         .collect()
+}
+
+/// Column `i` of `row` (panics naming the column when it is not a `T`).
+fn get<T: for<'a> postgres::types::FromSql<'a>>(row: &postgres::Row, i: usize) -> Option<T> {
+    row.try_get::<_, Option<T>>(i).unwrap_or_else(|e| {
+        panic!(
+            "column {} ({}): {e}",
+            row.columns()[i].name(),
+            row.columns()[i].type_()
+        )
+    })
 }

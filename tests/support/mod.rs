@@ -11,6 +11,7 @@ use flowctl::store::DbTarget;
 use serde_json::Value;
 
 pub mod db;
+#[allow(unused_imports)]
 pub use db::{skip_on_postgres, Sql, Val};
 
 /// App secret used by the tests' servers.
