@@ -150,11 +150,7 @@ fn copy_table(
     );
     let mut stmt = conn.prepare(&select).map_err(sqlite_err)?;
     let (mut after, mut done, mut copied) = (i64::MIN, 0u64, 0u64);
-    progress(CopyProgress {
-        table,
-        done,
-        total,
-    });
+    progress(CopyProgress { table, done, total });
     loop {
         let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
         let mut rows = stmt
@@ -174,11 +170,7 @@ fn copy_table(
         }
         copied += insert(pg, table, &names, n, &values)?;
         done += n as u64;
-        progress(CopyProgress {
-            table,
-            done,
-            total,
-        });
+        progress(CopyProgress { table, done, total });
     }
     if columns.iter().any(|c| c.name == "id") {
         move_sequence_past_ids(pg, table)?;
@@ -374,9 +366,15 @@ mod tests {
         let tokens = first.iter().find(|t| t.table == "tokens").unwrap();
         assert_eq!((tokens.source, tokens.copied, tokens.target), (5, 5, 5));
         assert!(first.iter().all(TableCopy::matches), "{first:?}");
-        assert!(seen.contains(&("tokens".into(), 4)), "batches of 2: {seen:?}");
+        assert!(
+            seen.contains(&("tokens".into(), 4)),
+            "batches of 2: {seen:?}"
+        );
         let again = sqlite_to_postgres(&file, &url, 500, &mut |_| {}).unwrap();
-        assert!(again.iter().all(|t| t.copied == 0 && t.matches()), "{again:?}");
+        assert!(
+            again.iter().all(|t| t.copied == 0 && t.matches()),
+            "{again:?}"
+        );
         let pg = PgStore::open(&url).unwrap();
         let next: i64 = pg
             .value(

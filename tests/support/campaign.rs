@@ -197,8 +197,12 @@ impl Campaign {
         if db::exists(&self.db()) && self.has_tokens_table() {
             let mut c = db::Sql::open(&self.db());
             for row in c.rows("SELECT token, phone, state, message_id FROM tokens", &[]) {
-                let (token, phone, state, mid) =
-                    (row[0].text(), row[1].text(), row[2].text(), row[3].opt_text());
+                let (token, phone, state, mid) = (
+                    row[0].text(),
+                    row[1].text(),
+                    row[2].text(),
+                    row[3].opt_text(),
+                );
                 *tally.states.entry(state.clone()).or_default() += 1;
                 rows.insert(
                     token,

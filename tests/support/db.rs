@@ -93,7 +93,8 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((server, name)) = self.drop.take() {
             // FORCE: a server process the test left running must not keep the database.
-            let _ = admin(&server).batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            let _ = admin(&server)
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         }
     }
 }
@@ -226,7 +227,10 @@ impl Sql {
     pub fn execute(&mut self, sql: &str, params: &[Val]) -> u64 {
         match self {
             Sql::Sqlite(c) => c
-                .execute(sql, rusqlite::params_from_iter(params.iter().map(to_sqlite)))
+                .execute(
+                    sql,
+                    rusqlite::params_from_iter(params.iter().map(to_sqlite)),
+                )
                 .unwrap_or_else(|e| panic!("{sql}: {e}")) as u64,
             Sql::Pg(c) => {
                 let sql = dollars(sql);

@@ -2,8 +2,8 @@
 //! the server's memory from /proc, raw HTTP over a socket, tokens issued in bulk.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use flowctl::store::DbTarget;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
