@@ -93,7 +93,7 @@ fn fill(file: &Path) {
         .unwrap();
     drop(s);
     let c = rusqlite::Connection::open(file).unwrap();
-    for i in 0..8 {
+    for (i, token) in tokens.iter().enumerate().take(8) {
         c.execute(
             "INSERT INTO message_statuses (message_id, status, at, recipient, error_code, error_title, matched, received_at)
              VALUES (?1, ?2, '2026-03-01T09:00:00.000Z', '212610059100', ?3, ?4, 1, '2026-03-01T09:00:01.000Z')",
@@ -107,7 +107,7 @@ fn fill(file: &Path) {
         .unwrap();
         c.execute(
             "INSERT INTO events (kind, token, reference, detail, received_at) VALUES ('alert', ?1, NULL, ?2, '2026-03-01T09:00:00.000Z')",
-            rusqlite::params![tokens[i], format!("{{\"n\":{i}}}")],
+            rusqlite::params![token, format!("{{\"n\":{i}}}")],
         )
         .unwrap();
         c.execute(
@@ -118,7 +118,7 @@ fn fill(file: &Path) {
         c.execute(
             "INSERT INTO media (token, field, media_id, file_name, kind, cdn_url, state, attempts, next_attempt_at, size, created_at)
              VALUES (?1, 'photo', ?2, 'IMG 1.jpg', 'cdn', 'https://cdn.example/x', 'pending', ?3, '2026-03-01T09:00:00.000Z', NULL, '2026-03-01T09:00:00.000Z')",
-            rusqlite::params![tokens[i], format!("media-{i}"), i as i64],
+            rusqlite::params![token, format!("media-{i}"), i as i64],
         )
         .unwrap();
     }

@@ -6,6 +6,7 @@
 
 #[path = "support/campaign.rs"]
 mod campaign;
+mod support;
 
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;

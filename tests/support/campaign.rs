@@ -14,8 +14,8 @@ use flowctl::sandbox::{start, Fault, SandboxHandle, SandboxOptions};
 mod rng;
 pub use rng::Rng;
 
-#[path = "db.rs"]
-pub mod db;
+/// The test database helpers (the test file declares `mod support;`).
+pub use crate::support::db;
 
 /// A directory with its database and CSV, and a sandbox in this process.
 pub struct Campaign {

@@ -318,7 +318,7 @@ impl FlowClient {
 
 /// Issues a token directly in the store, as `send` would before sending.
 pub fn issue_token(
-    db: impl Into<DbTarget>,
+    db: &DbTarget,
     phone: &str,
     name: Option<&str>,
     data: Option<Value>,
