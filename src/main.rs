@@ -119,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Stats(args) => return commands::stats::run(&cli.db, args),
         Command::Suppress(args) => return commands::suppress::run(&cli.db, args),
         Command::Report(args) => return commands::report::run(&cli.db, args),
+        Command::Db(args) => return commands::db::run(&cli.db, args),
         _ => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

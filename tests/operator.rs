@@ -222,6 +222,9 @@ fn stats_of_a_campaign_that_does_not_exist_is_a_usage_error_naming_the_known_one
 #[tokio::test]
 async fn healthz_answers_503_and_logs_once_the_database_file_is_deleted() {
     const API_KEY: &str = "operator-api-key-3f9a";
+    if skip_on_postgres("about deleting the SQLite file") {
+        return;
+    }
     let env = Env::new();
     let sb = env.sandbox(&[]);
     let server = env.serve_with_env(
@@ -246,7 +249,7 @@ async fn healthz_answers_503_and_logs_once_the_database_file_is_deleted() {
     let url = format!("{}/healthz", server.url);
     assert_eq!(reqwest::get(&url).await.unwrap().status().as_u16(), 200);
     for suffix in ["", "-wal", "-shm"] {
-        let mut p = env.db().into_os_string();
+        let mut p = env.db_file().into_os_string();
         p.push(suffix);
         let _ = std::fs::remove_file(p);
     }
@@ -342,7 +345,7 @@ fn a_port_in_use_is_the_same_exit_code_for_serve_and_sandbox() {
 
 /// Issues `n` tokens with a completion each, answers long enough that the export of them all
 /// is far more than a pipe holds.
-fn many_completions(db: &Path, n: usize) {
+fn many_completions(db: &flowctl::store::DbTarget, n: usize) {
     let mut store = Store::open(db).unwrap();
     let answers: serde_json::Map<String, Value> =
         serde_json::from_value(serde_json::json!({"comment": "x".repeat(400)})).unwrap();
@@ -388,7 +391,7 @@ fn a_closed_stdout_is_a_normal_end_for_export_stats_and_completions() {
                 "set -o pipefail; \"$FLOWCTL\" {cmd} | head -1 >/dev/null"
             ))
             .env("FLOWCTL", bin())
-            .env("FLOWCTL_DB", env.db())
+            .env("FLOWCTL_DB", env.db_arg())
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{cmd}: {}", stderr(&out));
@@ -725,7 +728,7 @@ fn on_a_terminal(
     let mut c = Command::new("script");
     c.args(["-qec", command, "/dev/null"])
         .current_dir(env.dir.path())
-        .env("FLOWCTL_DB", env.db())
+        .env("FLOWCTL_DB", env.db_arg())
         .envs(vars.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

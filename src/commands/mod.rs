@@ -2,6 +2,7 @@
 
 pub mod bulk;
 pub mod completions;
+pub mod db;
 pub mod demo;
 pub mod doctor;
 pub mod export;
