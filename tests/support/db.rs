@@ -64,8 +64,7 @@ impl TestDb {
                         .map(|d| d.subsec_nanos())
                         .unwrap_or(0)
                 );
-                admin(&server)
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                admin_batch(&server, &format!("CREATE DATABASE {name}"))
                     .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
                 let DbTarget::Postgres(url) = server.parse().expect(TEST_POSTGRES) else {
                     panic!("{TEST_POSTGRES} is not a postgres:// URL");
@@ -93,15 +92,53 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((server, name)) = self.drop.take() {
             // FORCE: a server process the test left running must not keep the database.
-            let _ = admin(&server)
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            let _ = admin_batch(
+                &server,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
         }
     }
 }
 
-fn admin(server: &str) -> postgres::Client {
-    postgres::Client::connect(server, postgres::NoTls)
-        .unwrap_or_else(|e| panic!("connect to the test PostgreSQL server: {e}"))
+/// Runs one statement as the server's administrator (creating or dropping a database).
+fn admin_batch(server: &str, sql: &str) -> Result<(), postgres::Error> {
+    off_runtime(|| {
+        let mut c = postgres::Client::connect(server, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to the test PostgreSQL server: {e}"));
+        c.batch_execute(sql)
+    })
+}
+
+/// Runs `f` where the blocking `postgres` client may block: a scoped thread when the caller
+/// is on a tokio runtime (an async test), which refuses a runtime started inside it.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| {
+            s.spawn(f)
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    } else {
+        f()
+    }
+}
+
+/// A PostgreSQL connection of [`Sql`]: used and closed off any runtime ([`off_runtime`]).
+pub struct PgConn(Option<postgres::Client>);
+
+impl PgConn {
+    fn run<T: Send>(&mut self, f: impl FnOnce(&mut postgres::Client) -> T + Send) -> T {
+        let c = self.0.as_mut().expect("an open connection");
+        off_runtime(|| f(c))
+    }
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            off_runtime(move || drop(c));
+        }
+    }
 }
 
 /// The value of `FLOWCTL_DB` / `--db` naming `target`.
@@ -203,7 +240,7 @@ impl<T: Into<Val>> From<Option<T>> for Val {
 /// (`SUM(x)::BIGINT` is not SQLite, so prefer `COUNT(*)` and plain columns).
 pub enum Sql {
     Sqlite(rusqlite::Connection),
-    Pg(postgres::Client),
+    Pg(PgConn),
 }
 
 impl Sql {
@@ -216,10 +253,10 @@ impl Sql {
                     .expect("busy timeout");
                 Sql::Sqlite(c)
             }
-            DbTarget::Postgres(u) => Sql::Pg(
+            DbTarget::Postgres(u) => Sql::Pg(PgConn(Some(off_runtime(|| {
                 postgres::Client::connect(u.expose(), postgres::NoTls)
-                    .expect("connect to the test database"),
-            ),
+                    .expect("connect to the test database")
+            })))),
         }
     }
 
@@ -232,7 +269,7 @@ impl Sql {
                     rusqlite::params_from_iter(params.iter().map(to_sqlite)),
                 )
                 .unwrap_or_else(|e| panic!("{sql}: {e}")) as u64,
-            Sql::Pg(c) => {
+            Sql::Pg(c) => c.run(|c| {
                 let sql = dollars(sql);
                 let stmt = c.prepare(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
                 let bound = bind(&stmt, params);
@@ -240,7 +277,7 @@ impl Sql {
                     bound.iter().map(|b| &**b as _).collect();
                 c.execute(&stmt, &refs)
                     .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            }
+            }),
         }
     }
 
@@ -271,7 +308,7 @@ impl Sql {
                 .and_then(|rows| rows.collect())
                 .unwrap_or_else(|e| panic!("{sql}: {e}"))
             }
-            Sql::Pg(c) => {
+            Sql::Pg(c) => c.run(|c| {
                 let sql = dollars(sql);
                 let stmt = c.prepare(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
                 let bound = bind(&stmt, params);
@@ -282,7 +319,7 @@ impl Sql {
                     .iter()
                     .map(from_pg)
                     .collect()
-            }
+            }),
         }
     }
 
