@@ -73,6 +73,18 @@ pub struct FunnelReport {
     pub statuses_received: i64,
 }
 
+/// The median in seconds, to the millisecond, from the one or two middle durations (whole
+/// milliseconds): their sum and how many they are. The mean of two is rounded half away from
+/// zero in integers, so every backend gives the same figure (floating-point days would not).
+pub(crate) fn median_seconds(middle_ms: i64, middle: i64) -> f64 {
+    let ms = if middle == 2 {
+        (middle_ms + middle_ms.signum()) / 2
+    } else {
+        middle_ms
+    };
+    ms as f64 / 1000.0
+}
+
 /// `stats`' read.
 pub trait StatsQueries {
     /// The funnel of every campaign (or only `campaign`), with the total. Without a campaign
@@ -81,4 +93,18 @@ pub trait StatsQueries {
 
     /// The names of every campaign that issued a token, sorted.
     fn campaign_names(&self) -> Result<Vec<String>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_seconds;
+
+    #[test]
+    fn the_median_of_two_middles_rounds_half_away_from_zero() {
+        assert_eq!(median_seconds(90_000, 1), 90.0);
+        assert_eq!(median_seconds(3_801_003 + 3_860_000, 2), 3830.502);
+        assert_eq!(median_seconds(3, 2), 0.002);
+        assert_eq!(median_seconds(-3, 2), -0.002);
+        assert_eq!(median_seconds(-4, 2), -0.002);
+    }
 }

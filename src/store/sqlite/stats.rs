@@ -155,7 +155,9 @@ impl StatsQueries for SqliteStore {
 
 impl SqliteStore {
     /// `(campaign, median seconds from send to completion)`, per campaign or (with
-    /// `per_campaign` false) once over all, with `None` as campaign.
+    /// `per_campaign` false) once over all, with `None` as campaign. The durations are whole
+    /// milliseconds (the stored precision), so that the median is exact and the same on every
+    /// backend ([`median_seconds`](crate::store::stats::median_seconds)).
     fn median_completion_seconds(
         &self,
         campaign: Option<&str>,
@@ -165,22 +167,26 @@ impl SqliteStore {
         let sql = format!(
             "WITH d AS (
                  SELECT {key} AS campaign,
-                        (julianday(r.completed_at) - julianday(t.sent_at)) * 86400.0 AS secs
+                        CAST(ROUND((julianday(r.completed_at) - julianday(t.sent_at))
+                                   * 86400000.0) AS INTEGER) AS ms
                  FROM tokens t
                  JOIN responses r ON r.token = t.token AND r.duplicate_of IS NULL
                  WHERE t.sent_at IS NOT NULL AND (?1 IS NULL OR t.campaign = ?1)
              ), ranked AS (
-                 SELECT campaign, secs,
-                        ROW_NUMBER() OVER (PARTITION BY campaign ORDER BY secs) AS rn,
+                 SELECT campaign, ms,
+                        ROW_NUMBER() OVER (PARTITION BY campaign ORDER BY ms) AS rn,
                         COUNT(*) OVER (PARTITION BY campaign) AS n
-                 FROM d WHERE secs IS NOT NULL
+                 FROM d WHERE ms IS NOT NULL
              )
-             SELECT campaign, ROUND(AVG(secs), 3) AS median FROM ranked
+             SELECT campaign, SUM(ms) AS middle_ms, COUNT(*) AS middle FROM ranked
              WHERE rn IN ((n + 1) / 2, (n + 2) / 2)
              GROUP BY campaign"
         );
         self.rows(&sql, params![campaign], |r| {
-            Ok((r.get("campaign")?, r.get("median")?))
+            Ok((
+                r.get("campaign")?,
+                crate::store::stats::median_seconds(r.get("middle_ms")?, r.get("middle")?),
+            ))
         })
     }
 
