@@ -119,3 +119,175 @@ pub trait ExportQueries {
     /// The sends that did not reach their recipient, by campaign then issue time.
     fn failed_sends(&self, campaign: Option<&str>) -> Result<Vec<FailedSend>>;
 }
+
+/// The behaviour of every backend, run on each ([`each_backend`](crate::store::test_util)).
+#[cfg(test)]
+mod backend_tests {
+    use super::*;
+    use crate::phone::Phone;
+    use crate::store::test_util::each_backend;
+    use crate::store::{
+        CompletionInput, NewToken, Origin, SendState, Store, WebhookCompletion,
+        WebhookCompletionOutcome,
+    };
+    use crate::token::FlowToken;
+    use serde_json::{json, Map, Value};
+
+    fn token(s: &mut Store, campaign: &str) -> String {
+        let t = NewToken {
+            token: FlowToken::generate(),
+            phone: Phone::parse("+212610059159", None).unwrap(),
+            customer_name: Some("Ahmed".into()),
+            campaign: campaign.into(),
+            origin: Origin::Send,
+            initial_data: None,
+            ttl: std::time::Duration::from_secs(60),
+        };
+        s.insert_token(&t, SendState::Sent).unwrap();
+        t.token.as_str().to_string()
+    }
+
+    fn complete(s: &mut Store, t: &str, source: &str, answers: Value, at: &str) {
+        let answers = answers.as_object().unwrap().clone();
+        s.complete(&CompletionInput {
+            token: t,
+            answers: &answers,
+            source,
+            sender: None,
+            event_id: None,
+            completed_at: at,
+        })
+        .unwrap();
+    }
+
+    fn rows(s: &Store, f: &ExportFilter) -> Vec<StoredResponse> {
+        let snap = s.export_snapshot().unwrap();
+        let mut out = Vec::new();
+        snap.for_each_response::<StoreError>(f, |r| {
+            out.push(r);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn export_keys_are_the_union_in_first_seen_order() {
+        each_backend("export_keys_are_the_union_in_first_seen_order", |s| {
+            let (a, b) = (token(s, "c"), token(s, "c"));
+            // b completed first: its keys come first.
+            complete(
+                s,
+                &a,
+                "endpoint",
+                json!({"z": 1, "a": 2}),
+                "2026-01-02T00:00:00.000Z",
+            );
+            complete(
+                s,
+                &b,
+                "endpoint",
+                json!({"m": 1, "z": 3}),
+                "2026-01-01T00:00:00.000Z",
+            );
+            let snap = s.export_snapshot().unwrap();
+            let keys = snap.answer_keys(&ExportFilter::default()).unwrap();
+            assert_eq!(keys, ["m", "z", "a"]);
+        });
+    }
+
+    #[test]
+    fn export_rows_skip_duplicates_and_unmatched_unless_asked() {
+        each_backend(
+            "export_rows_skip_duplicates_and_unmatched_unless_asked",
+            |s| {
+                let a = token(s, "c");
+                complete(
+                    s,
+                    &a,
+                    "endpoint",
+                    json!({"q": 1}),
+                    "2026-01-01T00:00:00.000Z",
+                );
+                complete(
+                    s,
+                    &a,
+                    "webhook",
+                    json!({"q": 1}),
+                    "2026-01-01T00:00:01.000Z",
+                );
+                let answers = json!({"q": 2}).as_object().unwrap().clone();
+                let u = WebhookCompletion {
+                    flow_token: Some("flow_unknown"),
+                    context_id: None,
+                    sender: Some("212600000001"),
+                    answers: &answers,
+                    event_id: "wamid.u1",
+                    completed_at: "2026-01-03T00:00:00.000Z",
+                };
+                assert!(matches!(
+                    s.webhook_completion(&u).unwrap(),
+                    WebhookCompletionOutcome::Unmatched { .. }
+                ));
+                assert_eq!(
+                    s.webhook_completion(&u).unwrap(),
+                    WebhookCompletionOutcome::Duplicate
+                );
+                let base = ExportFilter::default();
+                assert_eq!(rows(s, &base).len(), 1);
+                let all = rows(
+                    s,
+                    &ExportFilter {
+                        include_unmatched: true,
+                        ..base.clone()
+                    },
+                );
+                assert_eq!(all.len(), 2);
+                assert!(!all[1].matched);
+                assert_eq!(all[1].phone.as_deref(), Some("+212600000001"));
+                let since = ExportFilter {
+                    include_unmatched: true,
+                    since: Some("2026-01-02T00:00:00.000Z".into()),
+                    ..base.clone()
+                };
+                assert_eq!(rows(s, &since).len(), 1);
+                let campaign = ExportFilter {
+                    include_unmatched: true,
+                    campaign: Some("c".into()),
+                    ..base
+                };
+                assert_eq!(rows(s, &campaign).len(), 1);
+            },
+        );
+    }
+
+    #[test]
+    fn a_business_scoped_sender_has_no_phone() {
+        each_backend("a_business_scoped_sender_has_no_phone", |s| {
+            let answers = Map::new();
+            let outcome = s
+                .webhook_completion(&WebhookCompletion {
+                    flow_token: None,
+                    context_id: None,
+                    sender: Some("US.13491208655302741918"),
+                    answers: &answers,
+                    event_id: "wamid.bsuid.1",
+                    completed_at: "2026-01-03T00:00:00.000Z",
+                })
+                .unwrap();
+            assert!(matches!(
+                outcome,
+                WebhookCompletionOutcome::Unmatched { .. }
+            ));
+            let r = &rows(
+                s,
+                &ExportFilter {
+                    include_unmatched: true,
+                    ..Default::default()
+                },
+            )[0];
+            assert_eq!(r.phone, None);
+            assert_eq!(r.sender.as_deref(), Some("US.13491208655302741918"));
+        });
+    }
+}

@@ -73,6 +73,18 @@ pub struct FunnelReport {
     pub statuses_received: i64,
 }
 
+/// The median in seconds, to the millisecond, from the one or two middle durations (whole
+/// milliseconds): their sum and how many they are. The mean of two is rounded half away from
+/// zero in integers, so every backend gives the same figure (floating-point days would not).
+pub(crate) fn median_seconds(middle_ms: i64, middle: i64) -> f64 {
+    let ms = if middle == 2 {
+        (middle_ms + middle_ms.signum()) / 2
+    } else {
+        middle_ms
+    };
+    ms as f64 / 1000.0
+}
+
 /// `stats`' read.
 pub trait StatsQueries {
     /// The funnel of every campaign (or only `campaign`), with the total. Without a campaign
@@ -81,4 +93,129 @@ pub trait StatsQueries {
 
     /// The names of every campaign that issued a token, sorted.
     fn campaign_names(&self) -> Result<Vec<String>>;
+}
+
+/// The behaviour of every backend, run on each ([`each_backend`](crate::store::test_util)).
+#[cfg(test)]
+mod backend_tests {
+    use std::time::Duration;
+
+    use crate::store::test_util::each_backend;
+    use crate::store::{CompletionInput, Failure, SendState, StatusInput, Store};
+
+    fn token(s: &mut Store, campaign: &str) -> String {
+        crate::store::sqlite::test_util::issue_in(&mut **s, campaign, SendState::Pending)
+    }
+
+    /// A token sent as `wamid.<token>`, with the delivery statuses given.
+    fn sent(s: &mut Store, campaign: &str, statuses: &[&str]) -> String {
+        let t = token(s, campaign);
+        let wamid = format!("wamid.{t}");
+        s.record_sent(&t, &wamid, None).unwrap();
+        for status in statuses {
+            s.record_status(&StatusInput {
+                message_id: &wamid,
+                status,
+                at: "2026-01-01T00:00:00.000Z",
+                recipient: None,
+                error_code: None,
+                error_title: None,
+                callback: None,
+                settle: None,
+            })
+            .unwrap();
+        }
+        t
+    }
+
+    /// Completes `t` `secs` seconds after its send.
+    fn complete_after(s: &mut Store, t: &str, secs: u64) {
+        let sent_at = s.find_token(t).unwrap().unwrap().sent_at.unwrap();
+        let at = sent_at
+            .saturating_add(Duration::from_secs(secs))
+            .to_string();
+        s.complete(&CompletionInput {
+            token: t,
+            answers: &serde_json::Map::new(),
+            source: "endpoint",
+            sender: None,
+            event_id: None,
+            completed_at: &at,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn funnel_is_cumulative_and_failures_are_broken_down() {
+        each_backend("funnel", |s| {
+            token(s, "a"); // issued only
+            sent(s, "a", &[]);
+            let d = sent(s, "a", &["sent", "delivered"]);
+            let r = sent(s, "a", &["delivered", "read"]);
+            sent(s, "a", &["failed"]);
+            let f = token(s, "a");
+            let refusal = Failure {
+                code: Some(131026),
+                message: "x".into(),
+                retryable: false,
+            };
+            s.record_failed(&f, &refusal).unwrap();
+            complete_after(s, &d, 60);
+            complete_after(s, &r, 120);
+            let other = sent(s, "b", &[]);
+            complete_after(s, &other, 10);
+
+            let report = s.funnel(None).unwrap();
+            let a = &report.campaigns[0];
+            assert_eq!(a.campaign.as_deref(), Some("a"));
+            assert_eq!(
+                (a.issued, a.sent, a.failed, a.delivered, a.read, a.completed),
+                (6, 3, 2, 2, 1, 2)
+            );
+            assert_eq!(
+                a.sent + a.failed + a.deferred + a.pending + a.unknown + a.replaced,
+                a.issued,
+                "the buckets add up: {a:?}"
+            );
+            assert_eq!(a.pending, 1);
+            assert_eq!(a.failed_by_code["131026"], 1);
+            assert_eq!(a.failed_by_code["unknown"], 1);
+            assert_eq!(a.completion_rate, Some(2.0 / 3.0));
+            assert_eq!(a.median_completion_seconds, Some(90.0));
+            assert_eq!((report.total.issued, report.total.completed), (7, 3));
+            assert_eq!(report.total.median_completion_seconds, Some(60.0));
+            assert_eq!(report.statuses_received, 5);
+            assert_eq!(s.campaign_names().unwrap(), ["a", "b"]);
+
+            let only_b = s.funnel(Some("b")).unwrap();
+            assert_eq!(only_b.campaigns.len(), 1);
+            assert_eq!(only_b.total.issued, 1);
+            assert_eq!(only_b.total.completion_rate, Some(1.0));
+        });
+    }
+
+    #[test]
+    fn an_empty_database_has_an_empty_funnel() {
+        each_backend("empty funnel", |s| {
+            let report = s.funnel(None).unwrap();
+            assert!(report.campaigns.is_empty());
+            assert_eq!(report.total.completion_rate, None);
+            assert_eq!(report.total.median_completion_seconds, None);
+            assert!(s.campaign_names().unwrap().is_empty());
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_seconds;
+
+    #[test]
+    fn the_median_of_two_middles_rounds_half_away_from_zero() {
+        assert_eq!(median_seconds(90_000, 1), 90.0);
+        assert_eq!(median_seconds(3_801_003 + 3_860_000, 2), 3830.502);
+        assert_eq!(median_seconds(3, 2), 0.002);
+        assert_eq!(median_seconds(-3, 2), -0.002);
+        assert_eq!(median_seconds(-4, 2), -0.002);
+    }
 }

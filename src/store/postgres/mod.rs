@@ -19,6 +19,8 @@ mod export;
 mod flow;
 mod flow_alerts;
 mod media;
+#[cfg(test)]
+mod parity;
 mod schema;
 mod stats;
 mod statuses;

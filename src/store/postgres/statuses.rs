@@ -58,10 +58,11 @@ pub(crate) fn apply_status_tx(
 /// Applies the statuses of `message_id` that arrived before its send was recorded (they are
 /// stored unmatched), in the order of their times, and marks them matched. Called in the
 /// transaction that records the send, under the message's lock
-/// ([`message_lock`](super::tokens::message_lock)).
+/// (`message_lock` in `tokens.rs`).
 ///
 /// SQLite breaks ties of one time by arrival (rowid); here the time of receipt does, then the
 /// status.
+#[allow(dead_code)] // called when a send is recorded (tokens.rs)
 pub(crate) fn join_early_statuses_tx(
     tx: &mut Transaction<'_>,
     message_id: &str,

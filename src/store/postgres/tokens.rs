@@ -58,7 +58,9 @@ pub(crate) fn token_record(r: &Row) -> std::result::Result<TokenRecord, postgres
 /// `ON CONFLICT DO NOTHING` without a target covers every unique index, as SQLite's does:
 /// the primary key (the same token twice) and the partial index `tokens_bulk_member` (a second
 /// bulk token for one campaign and phone). Two writers inserting the same key at once do not
-/// both succeed: the second waits for the first's commit, then inserts nothing.
+/// both succeed: the second waits for the first's commit, then inserts nothing
+/// (<https://www.postgresql.org/docs/current/sql-insert.html#SQL-ON-CONFLICT>: without a
+/// conflict target, a conflict on any unique constraint or index is avoided).
 pub(crate) fn insert_token_tx(
     tx: &mut Transaction<'_>,
     t: &NewToken,
@@ -127,7 +129,9 @@ pub(crate) fn record_sent_tx(
         &[&token, &message_id, &wa_id, &Timestamp::now()],
     )?;
     // A status may have overtaken this commit (Meta posts statuses concurrently with the API
-    // answer): it was stored unmatched, and is joined now.
+    // answer, in no guaranteed order:
+    // https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/status):
+    // it was stored unmatched, and is joined now.
     super::statuses::join_early_statuses_tx(tx, message_id)?;
     Ok(n)
 }

@@ -31,34 +31,3 @@ impl FlowAlertQueries for SqliteStore {
         )
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use crate::store::Store;
-
-    #[test]
-    fn alerts_are_read_after_a_mark_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path().join("a.db")).unwrap();
-        assert_eq!(store.last_flow_alert_id().unwrap(), 0);
-        let alert =
-            |status: &str| json!({"value": {"event": "FLOW_STATUS_CHANGE", "new_status": status}});
-        store
-            .record_webhook_event("flow_alert", "a", None, &alert("THROTTLED"))
-            .unwrap();
-        let mark = store.last_flow_alert_id().unwrap();
-        store
-            .record_webhook_event("webhook_error", "b", None, &json!({}))
-            .unwrap();
-        store
-            .record_webhook_event("flow_alert", "c", None, &alert("PUBLISHED"))
-            .unwrap();
-        let after = store.flow_alerts_after(mark, 10).unwrap();
-        assert_eq!(after.len(), 1);
-        assert_eq!(after[0].value["new_status"], "PUBLISHED");
-        assert_eq!(store.flow_alerts_after(0, 10).unwrap().len(), 2);
-        assert!(store.events("flow_alert").unwrap().len() == 2);
-    }
-}

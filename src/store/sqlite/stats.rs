@@ -155,7 +155,9 @@ impl StatsQueries for SqliteStore {
 
 impl SqliteStore {
     /// `(campaign, median seconds from send to completion)`, per campaign or (with
-    /// `per_campaign` false) once over all, with `None` as campaign.
+    /// `per_campaign` false) once over all, with `None` as campaign. The durations are whole
+    /// milliseconds (the stored precision), so that the median is exact and the same on every
+    /// backend ([`median_seconds`](crate::store::stats::median_seconds)).
     fn median_completion_seconds(
         &self,
         campaign: Option<&str>,
@@ -165,22 +167,26 @@ impl SqliteStore {
         let sql = format!(
             "WITH d AS (
                  SELECT {key} AS campaign,
-                        (julianday(r.completed_at) - julianday(t.sent_at)) * 86400.0 AS secs
+                        CAST(ROUND((julianday(r.completed_at) - julianday(t.sent_at))
+                                   * 86400000.0) AS INTEGER) AS ms
                  FROM tokens t
                  JOIN responses r ON r.token = t.token AND r.duplicate_of IS NULL
                  WHERE t.sent_at IS NOT NULL AND (?1 IS NULL OR t.campaign = ?1)
              ), ranked AS (
-                 SELECT campaign, secs,
-                        ROW_NUMBER() OVER (PARTITION BY campaign ORDER BY secs) AS rn,
+                 SELECT campaign, ms,
+                        ROW_NUMBER() OVER (PARTITION BY campaign ORDER BY ms) AS rn,
                         COUNT(*) OVER (PARTITION BY campaign) AS n
-                 FROM d WHERE secs IS NOT NULL
+                 FROM d WHERE ms IS NOT NULL
              )
-             SELECT campaign, ROUND(AVG(secs), 3) AS median FROM ranked
+             SELECT campaign, SUM(ms) AS middle_ms, COUNT(*) AS middle FROM ranked
              WHERE rn IN ((n + 1) / 2, (n + 2) / 2)
              GROUP BY campaign"
         );
         self.rows(&sql, params![campaign], |r| {
-            Ok((r.get("campaign")?, r.get("median")?))
+            Ok((
+                r.get("campaign")?,
+                crate::store::stats::median_seconds(r.get("middle_ms")?, r.get("middle")?),
+            ))
         })
     }
 
@@ -200,104 +206,4 @@ fn funnel_of<'a>(m: &'a mut BTreeMap<String, Funnel>, name: &str) -> &'a mut Fun
         campaign: Some(name.to_string()),
         ..Funnel::default()
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::sqlite::test_util::temp_store;
-    use crate::store::{CompletionInput, Failure, FlowQueries, SendState, TokenQueries};
-
-    fn token(s: &mut SqliteStore, campaign: &str) -> String {
-        crate::store::sqlite::test_util::issue_in(s, campaign, SendState::Pending)
-    }
-
-    fn sent(s: &mut SqliteStore, campaign: &str, n: u32, delivery: Option<(&str, i64)>) -> String {
-        let t = token(s, campaign);
-        s.record_sent(&t, &format!("wamid.{t}.{n}"), None).unwrap();
-        s.conn
-            .execute(
-                "UPDATE tokens SET sent_at = '2026-01-01T00:00:00.000Z' WHERE token = ?1",
-                [&t],
-            )
-            .unwrap();
-        if let Some((d, rank)) = delivery {
-            s.conn
-                .execute(
-                    "UPDATE tokens SET delivery = ?2, delivery_rank = ?3 WHERE token = ?1",
-                    params![t, d, rank],
-                )
-                .unwrap();
-        }
-        t
-    }
-
-    fn complete_after(s: &mut SqliteStore, t: &str, secs: u32) {
-        let answers = serde_json::Map::new();
-        let at = format!("2026-01-01T00:{:02}:{:02}.000Z", secs / 60, secs % 60);
-        s.complete(&CompletionInput {
-            token: t,
-            answers: &answers,
-            source: "endpoint",
-            sender: None,
-            event_id: None,
-            completed_at: &at,
-        })
-        .unwrap();
-    }
-
-    #[test]
-    fn funnel_is_cumulative_and_failures_are_broken_down() {
-        let (_d, mut s) = temp_store();
-        token(&mut s, "a"); // issued only
-        sent(&mut s, "a", 1, None);
-        let d = sent(&mut s, "a", 2, Some(("delivered", 2)));
-        let r = sent(&mut s, "a", 3, Some(("read", 3)));
-        sent(&mut s, "a", 4, Some(("failed", 1)));
-        let f = token(&mut s, "a");
-        let refusal = Failure {
-            code: Some(131026),
-            message: "x".into(),
-            retryable: false,
-        };
-        s.record_failed(&f, &refusal).unwrap();
-        complete_after(&mut s, &d, 60);
-        complete_after(&mut s, &r, 120);
-        let other = sent(&mut s, "b", 5, None);
-        complete_after(&mut s, &other, 10);
-
-        let report = s.funnel(None).unwrap();
-        let a = &report.campaigns[0];
-        assert_eq!(a.campaign.as_deref(), Some("a"));
-        assert_eq!(
-            (a.issued, a.sent, a.failed, a.delivered, a.read, a.completed),
-            (6, 3, 2, 2, 1, 2)
-        );
-        assert_eq!(
-            a.sent + a.failed + a.deferred + a.pending + a.unknown + a.replaced,
-            a.issued,
-            "the buckets add up: {a:?}"
-        );
-        assert_eq!(a.pending, 1);
-        assert_eq!(a.failed_by_code["131026"], 1);
-        assert_eq!(a.failed_by_code["unknown"], 1);
-        assert_eq!(a.completion_rate, Some(2.0 / 3.0));
-        assert_eq!(a.median_completion_seconds, Some(90.0));
-        assert_eq!((report.total.issued, report.total.completed), (7, 3));
-        assert_eq!(report.total.median_completion_seconds, Some(60.0));
-
-        let only_b = s.funnel(Some("b")).unwrap();
-        assert_eq!(only_b.campaigns.len(), 1);
-        assert_eq!(only_b.total.issued, 1);
-        assert_eq!(only_b.total.completion_rate, Some(1.0));
-    }
-
-    #[test]
-    fn an_empty_database_has_an_empty_funnel() {
-        let (_d, s) = temp_store();
-        let report = s.funnel(None).unwrap();
-        assert!(report.campaigns.is_empty());
-        assert_eq!(report.total.completion_rate, None);
-        assert_eq!(report.total.median_completion_seconds, None);
-    }
 }
