@@ -5,7 +5,10 @@
 //! two replicas applying the same one at once store it once: statuses by their primary key
 //! (`ON CONFLICT`), under the lock of their message that the recording of a send takes too;
 //! unmatched completions under the lock of the token they claim; alerts under the lock of
-//! their reference.
+//! their reference. The same event at the same moment is the common case, not a corner:
+//! Meta retries a notification until it is answered 200 and delivers at least once
+//! (<https://developers.facebook.com/docs/whatsapp/api/webhooks>), and behind a load balancer
+//! the retry reaches the other replica.
 
 use std::time::Duration;
 
