@@ -362,7 +362,7 @@ pub(crate) mod tests {
         v.as_object().unwrap().clone()
     }
 
-    const ROUNDS: usize = 25;
+    const ROUNDS: usize = 100;
 
     #[test]
     fn the_endpoint_and_the_webhook_completing_one_token_at_once_store_one_primary() {
