@@ -64,8 +64,7 @@ impl TestDb {
                         .map(|d| d.subsec_nanos())
                         .unwrap_or(0)
                 );
-                admin(&server)
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                admin(&server, &format!("CREATE DATABASE {name}"))
                     .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
                 let DbTarget::Postgres(url) = server.parse().expect(TEST_POSTGRES) else {
                     panic!("{TEST_POSTGRES} is not a postgres:// URL");
@@ -93,15 +92,53 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((server, name)) = self.drop.take() {
             // FORCE: a server process the test left running must not keep the database.
-            let _ = admin(&server)
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            let _ = admin(
+                &server,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
         }
     }
 }
 
-fn admin(server: &str) -> postgres::Client {
-    postgres::Client::connect(server, postgres::NoTls)
-        .unwrap_or_else(|e| panic!("connect to the test PostgreSQL server: {e}"))
+/// Runs `sql` on the test server's own database.
+fn admin(server: &str, sql: &str) -> Result<(), postgres::Error> {
+    off_runtime(|| {
+        let mut c = postgres::Client::connect(server, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to the test PostgreSQL server: {e}"));
+        c.batch_execute(sql)
+    })
+}
+
+/// Runs `f` off any tokio runtime: the blocking PostgreSQL client drives a runtime of its own,
+/// which tokio refuses to start on a thread of another (the `#[tokio::test]`s).
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// A PostgreSQL connection, closed off any runtime too.
+pub struct PgConn(Option<postgres::Client>);
+
+impl PgConn {
+    fn client(&mut self) -> &mut postgres::Client {
+        self.0
+            .as_mut()
+            .expect("a connection holds its client until dropped")
+    }
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            off_runtime(move || drop(c));
+        }
+    }
 }
 
 /// The value of `FLOWCTL_DB` / `--db` naming `target`.
@@ -203,7 +240,7 @@ impl<T: Into<Val>> From<Option<T>> for Val {
 /// (`SUM(x)::BIGINT` is not SQLite, so prefer `COUNT(*)` and plain columns).
 pub enum Sql {
     Sqlite(rusqlite::Connection),
-    Pg(postgres::Client),
+    Pg(PgConn),
 }
 
 impl Sql {
@@ -216,10 +253,10 @@ impl Sql {
                     .expect("busy timeout");
                 Sql::Sqlite(c)
             }
-            DbTarget::Postgres(u) => Sql::Pg(
-                postgres::Client::connect(u.expose(), postgres::NoTls)
+            DbTarget::Postgres(u) => Sql::Pg(PgConn(Some(
+                off_runtime(|| postgres::Client::connect(u.expose(), postgres::NoTls))
                     .expect("connect to the test database"),
-            ),
+            ))),
         }
     }
 
@@ -233,13 +270,18 @@ impl Sql {
                 )
                 .unwrap_or_else(|e| panic!("{sql}: {e}")) as u64,
             Sql::Pg(c) => {
-                let sql = dollars(sql);
-                let stmt = c.prepare(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-                let bound = bind(&stmt, params);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    bound.iter().map(|b| &**b as _).collect();
-                c.execute(&stmt, &refs)
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                let (sql, client) = (dollars(sql), c.client());
+                off_runtime(|| {
+                    let stmt = client
+                        .prepare(&sql)
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                    let bound = bind(&stmt, params);
+                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                        bound.iter().map(|b| &**b as _).collect();
+                    client
+                        .execute(&stmt, &refs)
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                })
             }
         }
     }
@@ -272,16 +314,21 @@ impl Sql {
                 .unwrap_or_else(|e| panic!("{sql}: {e}"))
             }
             Sql::Pg(c) => {
-                let sql = dollars(sql);
-                let stmt = c.prepare(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-                let bound = bind(&stmt, params);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    bound.iter().map(|b| &**b as _).collect();
-                c.query(&stmt, &refs)
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
-                    .iter()
-                    .map(from_pg)
-                    .collect()
+                let (sql, client) = (dollars(sql), c.client());
+                off_runtime(|| {
+                    let stmt = client
+                        .prepare(&sql)
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                    let bound = bind(&stmt, params);
+                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                        bound.iter().map(|b| &**b as _).collect();
+                    client
+                        .query(&stmt, &refs)
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                        .iter()
+                        .map(from_pg)
+                        .collect()
+                })
             }
         }
     }
