@@ -268,19 +268,19 @@ impl Sql {
                     sql,
                     rusqlite::params_from_iter(params.iter().map(to_sqlite)),
                 )
-                .unwrap_or_else(|e| panic!("{sql}: {e}")) as u64,
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}")) as u64,
             Sql::Pg(c) => {
                 let (sql, client) = (dollars(sql), c.client());
                 off_runtime(|| {
                     let stmt = client
                         .prepare(&sql)
-                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
                     let bound = bind(&stmt, params);
                     let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
                         bound.iter().map(|b| &**b as _).collect();
                     client
                         .execute(&stmt, &refs)
-                        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
                 })
             }
         }
@@ -290,7 +290,7 @@ impl Sql {
     pub fn rows(&mut self, sql: &str, params: &[Val]) -> Vec<Vec<Val>> {
         match self {
             Sql::Sqlite(c) => {
-                let mut q = c.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let mut q = c.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
                 let n = q.column_count();
                 q.query_map(
                     rusqlite::params_from_iter(params.iter().map(to_sqlite)),
@@ -311,20 +311,20 @@ impl Sql {
                     },
                 )
                 .and_then(|rows| rows.collect())
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
             }
             Sql::Pg(c) => {
                 let (sql, client) = (dollars(sql), c.client());
                 off_runtime(|| {
                     let stmt = client
                         .prepare(&sql)
-                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
                     let bound = bind(&stmt, params);
                     let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
                         bound.iter().map(|b| &**b as _).collect();
                     client
                         .query(&stmt, &refs)
-                        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
                         .iter()
                         .map(from_pg)
                         .collect()
