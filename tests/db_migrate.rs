@@ -282,6 +282,77 @@ fn an_interrupted_copy_completes_on_the_next_run() {
 }
 
 #[test]
+fn a_copy_killed_midway_completes_on_the_next_run() {
+    let env = Env::new();
+    let Some(target) = postgres_target(&env) else {
+        return;
+    };
+    let file = env.path("big.db");
+    fill(&file);
+    // Enough tokens that a copy in small batches takes a while.
+    let c = rusqlite::Connection::open(&file).unwrap();
+    c.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60000)
+         INSERT INTO tokens (token, phone, campaign, origin, state, created_at, expires_at)
+         SELECT printf('tok%06d', i), printf('+2126%08d', i), 'big', 'bulk', 'sent',
+                '2026-03-01T00:00:00.000Z', '2026-03-02T00:00:00.000Z' FROM n",
+    )
+    .unwrap();
+    drop(c);
+    let total = Sql::open(&DbTarget::Sqlite(file.clone())).int("SELECT COUNT(*) FROM tokens", &[]);
+    let url = with_password(&target);
+    let mut c = env.cmd();
+    c.env("FLOWCTL_DB", &file)
+        .args(["db", "migrate-to", &url, "--batch", "20"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    // SIGKILL once some tokens are in PostgreSQL.
+    let start = std::time::Instant::now();
+    let copied = loop {
+        let mut pg = Sql::open(&target.target());
+        let n = if pg.int(
+            "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'suppressions'",
+            &[],
+        ) > 0
+        {
+            pg.int("SELECT COUNT(*) FROM tokens", &[])
+        } else {
+            0 // the migrations are still running
+        };
+        if n > 0 {
+            break n;
+        }
+        assert!(start.elapsed() < LIMIT, "the copy never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = Sql::open(&target.target()).int("SELECT COUNT(*) FROM tokens", &[]);
+    assert!(
+        copied > 0 && left < total,
+        "killed part way: {left} of {total}"
+    );
+
+    let out = migrate(&env, &file, &url, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let tokens = copied_rows(&out, "tokens");
+    assert_eq!(
+        (tokens.1, tokens.2, tokens.3),
+        (total as u64, total as u64, (total - left) as u64)
+    );
+    assert_same_rows(&file, &target.target());
+}
+
+/// The counts line of `table`.
+fn copied_rows(out: &Output, table: &str) -> (String, u64, u64, u64) {
+    copied(out)
+        .into_iter()
+        .find(|r| r.0 == table)
+        .unwrap_or_else(|| panic!("no {table} line in {}", stdout(out)))
+}
+
+#[test]
 fn a_bad_url_is_a_usage_error_that_hides_the_password() {
     let env = Env::new();
     let file = env.path("old.db");

@@ -33,6 +33,10 @@ pub const TABLES: [&str; 7] = [
 /// The most parameters one PostgreSQL statement takes.
 const MAX_PARAMS: usize = 65_535;
 
+/// About how many bytes of text and blobs one statement carries at most: webhook bodies can
+/// be large, and a batch of them is held in memory twice (read, then sent).
+const MAX_BATCH_BYTES: usize = 16 << 20;
+
 /// Why a copy could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -156,14 +160,21 @@ fn copy_table(
         let mut rows = stmt
             .query(rusqlite::params![after, per_statement as i64])
             .map_err(sqlite_err)?;
-        let mut n = 0usize;
+        let (mut n, mut bytes) = (0usize, 0usize);
         while let Some(row) = rows.next().map_err(sqlite_err)? {
             after = row.get(0).map_err(sqlite_err)?;
             for (i, column) in columns.iter().enumerate() {
                 let value = row.get_ref(i + 1).map_err(sqlite_err)?;
+                if let ValueRef::Text(b) | ValueRef::Blob(b) = value {
+                    bytes += b.len();
+                }
                 values.push(pg_value(table, column, value)?);
             }
             n += 1;
+            // The rest of the page is read again as the next one.
+            if bytes >= MAX_BATCH_BYTES {
+                break;
+            }
         }
         if n == 0 {
             break;
@@ -383,5 +394,33 @@ mod tests {
             )
             .unwrap();
         assert_eq!(next, 41, "the sequence continues past the copied ids");
+    }
+
+    #[test]
+    fn large_rows_are_sent_in_smaller_batches() {
+        let Some(url) = super::super::postgres::test_util::temp_database("copy bytes") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.db");
+        drop(Store::open(file.as_path()).unwrap());
+        let c = rusqlite::Connection::open(&file).unwrap();
+        let body = vec![b'x'; 6 << 20];
+        for _ in 0..4 {
+            c.execute(
+                "INSERT INTO webhook_inbox (body, received_at) VALUES (?1, 'r')",
+                [&body],
+            )
+            .unwrap();
+        }
+        let mut seen = Vec::new();
+        let out = sqlite_to_postgres(&file, &url, 1000, &mut |p| {
+            if p.table == "webhook_inbox" {
+                seen.push(p.done)
+            }
+        })
+        .unwrap();
+        assert_eq!(seen, [0, 3, 4], "16 MiB a statement at most");
+        assert!(out.iter().all(TableCopy::matches), "{out:?}");
     }
 }

@@ -18,6 +18,8 @@
 //! | who asked not to be messaged | [`SuppressionQueries`] | [`Suppression`] |
 //! | Flow alerts `bulk` watches while it runs | [`FlowAlertQueries`] | [`FlowAlert`] |
 //!
+//! [`copy`] moves a SQLite database into PostgreSQL, row for row (`flowctl db migrate-to`).
+//!
 //! Methods that read take `&self`, methods that write take `&mut self`: a handle opened read
 //! only ([`Store::open_read_only`]) or lent by [`SharedStore::read`] cannot be asked to write.
 //! Values keep their domain types across the seam ([`FlowToken`](crate::token::FlowToken),

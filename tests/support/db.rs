@@ -64,7 +64,7 @@ impl TestDb {
                         .map(|d| d.subsec_nanos())
                         .unwrap_or(0)
                 );
-                admin_batch(&server, &format!("CREATE DATABASE {name}"))
+                admin(&server, &format!("CREATE DATABASE {name}"))
                     .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
                 let DbTarget::Postgres(url) = server.parse().expect(TEST_POSTGRES) else {
                     panic!("{TEST_POSTGRES} is not a postgres:// URL");
@@ -92,7 +92,7 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((server, name)) = self.drop.take() {
             // FORCE: a server process the test left running must not keep the database.
-            let _ = admin_batch(
+            let _ = admin(
                 &server,
                 &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
             );
@@ -100,8 +100,8 @@ impl Drop for TestDb {
     }
 }
 
-/// Runs one statement as the server's administrator (creating or dropping a database).
-fn admin_batch(server: &str, sql: &str) -> Result<(), postgres::Error> {
+/// Runs `sql` on the test server's own database.
+fn admin(server: &str, sql: &str) -> Result<(), postgres::Error> {
     off_runtime(|| {
         let mut c = postgres::Client::connect(server, postgres::NoTls)
             .unwrap_or_else(|e| panic!("connect to the test PostgreSQL server: {e}"));
@@ -109,27 +109,27 @@ fn admin_batch(server: &str, sql: &str) -> Result<(), postgres::Error> {
     })
 }
 
-/// Runs `f` where the blocking `postgres` client may block: a scoped thread when the caller
-/// is on a tokio runtime (an async test), which refuses a runtime started inside it.
+/// Runs `f` off any tokio runtime: the blocking PostgreSQL client drives a runtime of its own,
+/// which tokio refuses to start on a thread of another (the `#[tokio::test]`s).
 fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        std::thread::scope(|s| {
-            s.spawn(f)
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    } else {
-        f()
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
     }
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
 
-/// A PostgreSQL connection of [`Sql`]: used and closed off any runtime ([`off_runtime`]).
+/// A PostgreSQL connection, closed off any runtime too.
 pub struct PgConn(Option<postgres::Client>);
 
 impl PgConn {
-    fn run<T: Send>(&mut self, f: impl FnOnce(&mut postgres::Client) -> T + Send) -> T {
-        let c = self.0.as_mut().expect("an open connection");
-        off_runtime(|| f(c))
+    fn client(&mut self) -> &mut postgres::Client {
+        self.0
+            .as_mut()
+            .expect("a connection holds its client until dropped")
     }
 }
 
@@ -253,10 +253,10 @@ impl Sql {
                     .expect("busy timeout");
                 Sql::Sqlite(c)
             }
-            DbTarget::Postgres(u) => Sql::Pg(PgConn(Some(off_runtime(|| {
-                postgres::Client::connect(u.expose(), postgres::NoTls)
-                    .expect("connect to the test database")
-            })))),
+            DbTarget::Postgres(u) => Sql::Pg(PgConn(Some(
+                off_runtime(|| postgres::Client::connect(u.expose(), postgres::NoTls))
+                    .expect("connect to the test database"),
+            ))),
         }
     }
 
@@ -268,16 +268,21 @@ impl Sql {
                     sql,
                     rusqlite::params_from_iter(params.iter().map(to_sqlite)),
                 )
-                .unwrap_or_else(|e| panic!("{sql}: {e}")) as u64,
-            Sql::Pg(c) => c.run(|c| {
-                let sql = dollars(sql);
-                let stmt = c.prepare(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-                let bound = bind(&stmt, params);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    bound.iter().map(|b| &**b as _).collect();
-                c.execute(&stmt, &refs)
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            }),
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}")) as u64,
+            Sql::Pg(c) => {
+                let (sql, client) = (dollars(sql), c.client());
+                off_runtime(|| {
+                    let stmt = client
+                        .prepare(&sql)
+                        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+                    let bound = bind(&stmt, params);
+                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                        bound.iter().map(|b| &**b as _).collect();
+                    client
+                        .execute(&stmt, &refs)
+                        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+                })
+            }
         }
     }
 
@@ -285,7 +290,7 @@ impl Sql {
     pub fn rows(&mut self, sql: &str, params: &[Val]) -> Vec<Vec<Val>> {
         match self {
             Sql::Sqlite(c) => {
-                let mut q = c.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let mut q = c.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
                 let n = q.column_count();
                 q.query_map(
                     rusqlite::params_from_iter(params.iter().map(to_sqlite)),
@@ -306,20 +311,25 @@ impl Sql {
                     },
                 )
                 .and_then(|rows| rows.collect())
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
             }
-            Sql::Pg(c) => c.run(|c| {
-                let sql = dollars(sql);
-                let stmt = c.prepare(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-                let bound = bind(&stmt, params);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    bound.iter().map(|b| &**b as _).collect();
-                c.query(&stmt, &refs)
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
-                    .iter()
-                    .map(from_pg)
-                    .collect()
-            }),
+            Sql::Pg(c) => {
+                let (sql, client) = (dollars(sql), c.client());
+                off_runtime(|| {
+                    let stmt = client
+                        .prepare(&sql)
+                        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+                    let bound = bind(&stmt, params);
+                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                        bound.iter().map(|b| &**b as _).collect();
+                    client
+                        .query(&stmt, &refs)
+                        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+                        .iter()
+                        .map(from_pg)
+                        .collect()
+                })
+            }
         }
     }
 
