@@ -4,7 +4,10 @@
 
 /// `(version, SQL)` in order. Each runs in its own transaction, once, under the migration
 /// lock.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (3, include_str!("migrations/0003_bulk.sql")),
+];
 
 /// The version this build brings a database to.
 pub fn latest() -> i64 {
