@@ -84,9 +84,12 @@ impl Writer {
             .spawn(move || {
                 let out = run(&mut store, rx, recorded_sent, renew_every);
                 // Rows claimed but not sent (an interrupted run) go back to the other
-                // workers at once rather than after the lease.
-                let left = store.bulk_leave();
-                out.and(left)
+                // workers at once rather than after the lease; if that fails, they go back
+                // when the lease runs out.
+                if let Err(e) = store.bulk_leave() {
+                    tracing::warn!(error = %e, "cannot release this worker's claims");
+                }
+                out
             })
             .map_err(|e| StoreError::Task(e.to_string()))?;
         Ok((Writer { tx }, handle))
