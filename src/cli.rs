@@ -595,6 +595,12 @@ pub struct BulkArgs {
     /// the file than the number's messaging limit.
     #[arg(long)]
     pub force: bool,
+
+    /// PostgreSQL only (several workers on one campaign): how long the rows a worker has
+    /// claimed stay its own without word from it. A worker renews its claims while it lives;
+    /// the rows of a worker that died go to the others once this has passed.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
 }
 
 /// `bulk --encoding`: how the CSV's bytes are read.

@@ -116,6 +116,9 @@ pub struct BulkSettings {
     /// How often a run reads the Flow alerts `serve` recorded
     /// (`FLOWCTL_FLOW_WATCH_INTERVAL_MS`, default 3 s).
     pub flow_watch_interval: Duration,
+    /// `--lease`: how long a worker's claimed rows stay its own without renewal (PostgreSQL,
+    /// several workers on one campaign); at least one second.
+    pub lease: Duration,
 }
 
 /// How `bulk` reads its CSV; `None` fields are detected from the file.
@@ -197,6 +200,12 @@ impl BulkArgs {
                 self.rate
             )));
         }
+        if self.lease < Duration::from_secs(1) {
+            return Err(ConfigError::Unusable(format!(
+                "invalid --lease {}: expected at least 1s",
+                humantime::format_duration(self.lease)
+            )));
+        }
         if self.concurrency == Some(0) {
             return Err(ConfigError::Unusable(
                 "invalid --concurrency 0: expected at least 1".into(),
@@ -253,6 +262,7 @@ impl BulkArgs {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .filter(|ms| *ms > 0)
                 .map_or(DEFAULT_FLOW_WATCH_INTERVAL, Duration::from_millis),
+            lease: self.lease,
         })
     }
 

@@ -5,6 +5,8 @@
 //! outcomes are recorded in batches. One transaction per message would cap a run at a few
 //! hundred messages per second on a slow disk; batches keep bookkeeping off the critical path.
 
+use std::time::Duration;
+
 use super::{Failure, NewToken, Result, SendState};
 use crate::phone::Phone;
 use crate::time::Timestamp;
@@ -37,6 +39,18 @@ pub enum Issued {
     New,
     /// The campaign already had a token for this phone; nothing was inserted.
     Existing(BulkMember),
+    /// Another live worker holds the row (PostgreSQL, several workers on one campaign): it is
+    /// that worker's to send. Look again once its lease may have run out.
+    Held,
+}
+
+/// Permits granted from the shared send rate ([`BulkQueries::bulk_take_permits`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Permits {
+    /// How many requests may leave now (0 to `want`).
+    pub granted: u32,
+    /// When none was granted: how long until the next one is due.
+    pub wait: Duration,
 }
 
 /// A recorded outcome of one bulk send.
@@ -77,8 +91,11 @@ pub trait BulkQueries {
 
     /// In ONE transaction: records finished outcomes, then marks `sending` the tokens whose
     /// requests leave right after the commit. After a crash, `sending` is therefore left only
-    /// on rows whose request may really have left.
-    fn bulk_commit(&mut self, outcomes: &[BulkOutcome], sending: &[String]) -> Result<()>;
+    /// on rows whose request may really have left. A worker that joined a shared campaign
+    /// ([`BulkQueries::bulk_join`]) marks only the rows it still holds and releases the rows
+    /// whose outcome it records; the tokens it no longer holds (its lease ran out and another
+    /// worker took them over) are returned, NOT marked: their requests must not leave.
+    fn bulk_commit(&mut self, outcomes: &[BulkOutcome], sending: &[String]) -> Result<Vec<String>>;
 
     /// In ONE transaction, for each `(old token, new token)`: the old row is marked superseded
     /// (it stays valid, so a late completion of it is still joined) and the new one is issued
@@ -91,4 +108,170 @@ pub trait BulkQueries {
 
     /// Counts a campaign's bulk tokens per state (tests and summaries).
     fn bulk_state_counts(&self, campaign: &str) -> Result<Vec<(SendState, i64)>>;
+
+    /// Whether several workers may share a campaign on this database (PostgreSQL: yes;
+    /// SQLite: no, one run per campaign under its lock file).
+    fn bulk_shared(&self) -> bool;
+
+    /// Makes this handle the bookkeeping of worker `worker` on a shared campaign: from now on
+    /// the rows it issues or takes over are claimed by it for `lease`, and
+    /// [`BulkQueries::bulk_issue`] answers [`Issued::Held`] for a row another live worker
+    /// holds. Without a shared database (SQLite) nothing changes.
+    fn bulk_join(&mut self, worker: &str, lease: Duration) -> Result<()>;
+
+    /// Renews the lease of every row this worker holds (call well within the lease); the
+    /// number of rows renewed.
+    fn bulk_renew(&mut self) -> Result<u64>;
+
+    /// Lets go of rows this worker holds without an outcome to record (rows it decided not
+    /// to send, rows it will not send after all), so that no other worker waits for their
+    /// lease.
+    fn bulk_release(&mut self, tokens: &[String]) -> Result<()>;
+
+    /// Lets go of every row this worker still holds (at the end of its run).
+    fn bulk_leave(&mut self) -> Result<()>;
+
+    /// Takes up to `want` permits from the shared budget of sending number `key`: a token
+    /// bucket refilled at `rate` per second up to `burst`, on the database's clock, shared by
+    /// every worker. Without a shared database (SQLite) everything asked is granted: the run's
+    /// own pacer is the only one.
+    fn bulk_take_permits(&mut self, key: &str, rate: f64, burst: f64, want: u32)
+        -> Result<Permits>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_util::each_backend;
+    use crate::store::{Failure, Origin};
+    use crate::token::FlowToken;
+
+    fn row(phone: &str) -> NewToken {
+        NewToken {
+            token: FlowToken::generate(),
+            phone: Phone::parse(phone, None).unwrap(),
+            customer_name: None,
+            campaign: "c".into(),
+            origin: Origin::Bulk,
+            initial_data: None,
+            ttl: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn bulk_issue_inserts_once_per_campaign_and_phone() {
+        each_backend("bulk_issue", |s| {
+            let a = row("+212610059159");
+            let out = s.bulk_issue(&[a.clone(), row("+33612345678")]).unwrap();
+            assert_eq!(out, vec![Issued::New, Issued::New]);
+            let again = s.bulk_issue(&[row("+212610059159")]).unwrap();
+            match &again[0] {
+                Issued::Existing(m) => {
+                    assert_eq!(m.token, a.token.as_str());
+                    assert_eq!(m.state, SendState::Pending);
+                }
+                other => panic!("{other:?}"),
+            }
+        });
+    }
+
+    #[test]
+    fn bulk_commit_records_outcomes_and_marks_sending_in_one_go() {
+        each_backend("bulk_commit", |s| {
+            let a = row("+212610059159");
+            let b = row("+33612345678");
+            s.bulk_issue(&[a.clone(), b.clone()]).unwrap();
+            let ta = a.token.as_str().to_string();
+            let tb = b.token.as_str().to_string();
+            s.bulk_commit(&[], &[ta.clone(), tb.clone()]).unwrap();
+            assert_eq!(
+                s.find_token(&ta).unwrap().unwrap().state,
+                SendState::Sending
+            );
+            s.bulk_commit(
+                &[
+                    BulkOutcome::Sent {
+                        token: ta.clone(),
+                        message_id: "wamid.1".into(),
+                        wa_id: None,
+                        extra_attempts: 2,
+                    },
+                    BulkOutcome::NotSent {
+                        token: tb.clone(),
+                        state: SendState::Failed,
+                        failure: Failure {
+                            code: Some(131026),
+                            message: "undeliverable".into(),
+                            retryable: false,
+                        },
+                        extra_attempts: 0,
+                    },
+                ],
+                &[],
+            )
+            .unwrap();
+            let ra = s.find_token(&ta).unwrap().unwrap();
+            assert_eq!((ra.state, ra.attempts), (SendState::Sent, 3));
+            let members = s
+                .bulk_members(
+                    "c",
+                    &[b.phone.clone(), Phone::parse("+14155550123", None).unwrap()],
+                )
+                .unwrap();
+            let mb = members[0].clone().unwrap();
+            assert_eq!((mb.state, mb.retryable), (SendState::Failed, false));
+            assert!(members[1].is_none());
+            assert_eq!(
+                s.bulk_state_counts("c").unwrap(),
+                vec![(SendState::Failed, 1), (SendState::Sent, 1)]
+            );
+        });
+    }
+
+    #[test]
+    fn a_deferred_row_keeps_its_time_and_a_superseded_row_its_validity() {
+        each_backend("bulk_supersede", |s| {
+            let a = row("+212610059159");
+            s.bulk_issue(std::slice::from_ref(&a)).unwrap();
+            let ta = a.token.as_str().to_string();
+            let until = crate::time::Timestamp::parse("2026-01-02T00:00:00.000Z").unwrap();
+            s.bulk_commit(
+                &[BulkOutcome::Deferred {
+                    token: ta.clone(),
+                    until,
+                    failure: Failure {
+                        code: Some(131049),
+                        message: "per-user marketing limit".into(),
+                        retryable: false,
+                    },
+                    extra_attempts: 0,
+                }],
+                &[],
+            )
+            .unwrap();
+            let m = s.bulk_members("c", std::slice::from_ref(&a.phone)).unwrap()[0]
+                .clone()
+                .unwrap();
+            assert_eq!(m.state, SendState::Deferred);
+            assert_eq!((m.not_before, m.error_code), (Some(until), Some(131049)));
+
+            // A resend with a fresh token: the new row is the member, the old one stays valid.
+            let fresh = row("+212610059159");
+            s.bulk_supersede(&[(ta.clone(), fresh.clone())]).unwrap();
+            let m = s.bulk_members("c", std::slice::from_ref(&a.phone)).unwrap()[0]
+                .clone()
+                .unwrap();
+            assert_eq!(
+                (m.token.as_str(), m.state),
+                (fresh.token.as_str(), SendState::Pending)
+            );
+            let old = s.find_token(&ta).unwrap().unwrap();
+            assert_eq!(old.superseded_by.as_deref(), Some(fresh.token.as_str()));
+            // Issuing the phone again finds the new member, not a conflict.
+            match &s.bulk_issue(&[row("+212610059159")]).unwrap()[0] {
+                Issued::Existing(m) => assert_eq!(m.token, fresh.token.as_str()),
+                other => panic!("{other:?}"),
+            }
+        });
+    }
 }

@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use api::{ApiQueries, ApiResponse, ResponsesPage, ResponsesQuery};
-pub use bulk::{BulkMember, BulkOutcome, BulkQueries, Issued};
+pub use bulk::{BulkMember, BulkOutcome, BulkQueries, Issued, Permits};
 pub use export::{ExportFilter, ExportQueries, ExportSnapshot, FailedSend, SnapshotReader};
 pub use flow::{Completion, CompletionInput, FlowQueries, StoredResponse};
 pub use flow_alerts::{FlowAlert, FlowAlertQueries};

@@ -151,14 +151,27 @@ pub(super) async fn dispatch(ctx: Arc<Ctx>, mut jobs: mpsc::Receiver<Job>) {
 /// Marks a batch `sending` (its requests leave only after the commit), then sends each row.
 async fn send_batch(ctx: Arc<Ctx>, batch: Vec<(Job, OwnedSemaphorePermit)>) {
     let tokens = batch.iter().map(|(j, _)| j.token.clone()).collect();
-    if let Err(e) = ctx.writer.mark_sending(tokens).await {
-        ctx.request_stop(Stop::Fatal(format!("cannot record the sends: {e:#}")));
-        // Not sent: the rows stay `pending` (or the commit did not happen) for the rerun.
-        ctx.stats.queued.fetch_add(batch.len() as u64, Relaxed);
-        return;
-    }
+    let lost = match ctx.writer.mark_sending(tokens).await {
+        Ok(lost) => lost,
+        Err(e) => {
+            ctx.request_stop(Stop::Fatal(format!("cannot record the sends: {e:#}")));
+            // Not sent: the rows stay `pending` (or the commit did not happen) for the rerun.
+            ctx.stats.queued.fetch_add(batch.len() as u64, Relaxed);
+            return;
+        }
+    };
     let mut sends = tokio::task::JoinSet::new();
     for (job, permit) in batch {
+        if lost.contains(&job.token) {
+            // Another worker of the campaign took the row over while this one could not
+            // renew its claim: the row is that worker's to send, not this one's.
+            ctx.progress.report(&format!(
+                "line {}: {} was taken over by another worker; not sent by this one",
+                job.line,
+                job.recipient.phone.e164()
+            ));
+            continue;
+        }
         sends.spawn(send_job(ctx.clone(), job, permit));
     }
     while sends.join_next().await.is_some() {}

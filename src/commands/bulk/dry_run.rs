@@ -93,6 +93,7 @@ fn dry_count(
         }
     };
     let rows_loop = RowLoop {
+        chunk: super::feed::CHUNK,
         stats: &stats,
         failures,
         say: &say,

@@ -21,6 +21,14 @@ use crate::token::FlowToken;
 /// Rows issued per transaction by the reader.
 pub(super) const CHUNK: usize = 256;
 
+/// Rows claimed per transaction on a shared campaign: about a second of sends (at least 16,
+/// at most [`CHUNK`]). A worker claims only a little ahead of what it sends (this, plus the
+/// two chunks its queue holds), so the workers of a campaign share its rows evenly instead
+/// of the first one claiming the whole file.
+pub(super) fn shared_chunk(rate: f64) -> usize {
+    (rate.ceil() as usize).clamp(16, CHUNK)
+}
+
 /// One row on its way to the API.
 pub(super) struct Job {
     pub(super) token: String,
@@ -34,8 +42,9 @@ pub(super) type Row = (reader::Line, reader::Recipient);
 
 /// The row loop of a run and of a dry run: reads the rows, counts them, reports the invalid
 /// ones (and logs them to `--failures`), drops in-file duplicates, and hands the others on in
-/// chunks of [`CHUNK`].
+/// chunks of `chunk` rows ([`CHUNK`], or [`shared_chunk`] on a shared campaign).
 pub(super) struct RowLoop<'a> {
+    pub(super) chunk: usize,
     pub(super) stats: &'a Stats,
     pub(super) failures: &'a FailureLog,
     /// Prints a line about a row (above a run's progress bar).
@@ -53,7 +62,7 @@ impl RowLoop<'_> {
         stopped: impl Fn() -> bool,
         mut settle: impl FnMut(&mut Vec<Row>) -> anyhow::Result<bool>,
     ) -> anyhow::Result<()> {
-        let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
+        let mut chunk: Vec<Row> = Vec::with_capacity(self.chunk);
         while let Some(next) = rows.next_line() {
             if stopped() {
                 return Ok(());
@@ -81,7 +90,7 @@ impl RowLoop<'_> {
                     Entry::Vacant(v) => {
                         v.insert(line.line);
                         chunk.push((line, r));
-                        if chunk.len() >= CHUNK && !settle(&mut chunk)? {
+                        if chunk.len() >= self.chunk && !settle(&mut chunk)? {
                             return Ok(());
                         }
                     }
@@ -115,7 +124,19 @@ pub(super) struct Feed {
     /// A read handle on the database, for the suppression list (read chunk by chunk, so
     /// that a STOP received while the run goes on spares the rows not yet issued).
     pub(super) suppressions: Store,
+    /// Rows issued per transaction.
+    pub(super) chunk: usize,
+    /// Opens the file again, to look again at the rows other workers held (a shared
+    /// campaign); `None` when no other worker can hold a row (SQLite).
+    pub(super) reopen: Option<Reopen>,
 }
+
+/// Opens the run's CSV file again from its first row.
+pub(super) type Reopen = Box<dyn Fn() -> Result<CsvRows, String> + Send>;
+
+/// How long a worker waits before it looks again at rows other workers held: they are
+/// usually sent within moments; a dead worker's rows come back when its lease ends.
+const LOOK_AGAIN: Duration = Duration::from_millis(500);
 
 /// Takes out of `chunk` the rows whose person is on the suppression list: counted as
 /// `suppressed` and told, before any token is issued for them.
@@ -151,22 +172,84 @@ impl Feed {
     pub(super) fn run(self, mut rows: CsvRows, jobs: mpsc::Sender<Job>) -> anyhow::Result<()> {
         let say = |text: &str| self.progress.report(text);
         let rows_loop = RowLoop {
+            chunk: self.chunk,
             stats: &self.stats,
             failures: &self.failures,
             say: &say,
         };
+        let mut held = Vec::new();
         rows_loop.run(
             &mut rows,
             &mut HashMap::new(),
             || self.stop.borrow().is_some(),
-            |chunk| self.flush(chunk, &jobs),
-        )
+            |chunk| self.flush(chunk, &jobs, &mut held),
+        )?;
+        self.look_again(held, &jobs)
+    }
+
+    /// A shared campaign: the rows other workers held when this one met them are looked at
+    /// again until none is held: sent by their worker meanwhile (skipped here), or back to
+    /// the campaign once that worker let go of them or its lease ended (sent here). `held`
+    /// holds their line numbers in file order; the file is read again for their contents.
+    fn look_again(&self, mut held: Vec<u64>, jobs: &mpsc::Sender<Job>) -> anyhow::Result<()> {
+        let Some(reopen) = &self.reopen else {
+            return Ok(());
+        };
+        let mut told = 0;
+        while !held.is_empty() {
+            if held.len() != told {
+                told = held.len();
+                self.progress.report(&format!(
+                    "flowctl: {told} rows are held by other workers of campaign {:?}; \
+                     waiting for them to be sent or for their claims to run out",
+                    self.campaign
+                ));
+            }
+            let mut stop = self.stop.clone();
+            let stopped = tokio::runtime::Handle::current().block_on(async {
+                tokio::time::timeout(LOOK_AGAIN, stop.wait_for(Option::is_some))
+                    .await
+                    .is_ok()
+            });
+            if stopped {
+                return Ok(());
+            }
+            let mut rows = reopen().map_err(anyhow::Error::msg)?;
+            let lines = std::mem::take(&mut held);
+            let mut wanted = lines.iter().peekable();
+            let mut chunk: Vec<Row> = Vec::with_capacity(self.chunk);
+            while let (Some(&&want), Some(next)) = (wanted.peek(), rows.next_line()) {
+                let mut line = next.map_err(anyhow::Error::msg)?;
+                if line.line < want {
+                    continue;
+                }
+                wanted.next();
+                if let Ok(r) = std::mem::replace(&mut line.parsed, Err(String::new())) {
+                    chunk.push((line, r));
+                }
+                if chunk.len() >= self.chunk && !self.flush(&mut chunk, jobs, &mut held)? {
+                    return Ok(());
+                }
+            }
+            if !chunk.is_empty() && !self.flush(&mut chunk, jobs, &mut held)? {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// Issues the chunk's tokens in one transaction, replaces in a second one the rows to
     /// resend with a fresh token, and queues what is to be sent. Returns false when the
     /// dispatcher has stopped.
-    fn flush(&self, chunk: &mut Vec<Row>, jobs: &mpsc::Sender<Job>) -> anyhow::Result<bool> {
+    ///
+    /// Rows another worker holds (a shared campaign) are not counted: their line numbers go
+    /// to `held`, to be looked at again.
+    fn flush(
+        &self,
+        chunk: &mut Vec<Row>,
+        jobs: &mpsc::Sender<Job>,
+        held_elsewhere: &mut Vec<u64>,
+    ) -> anyhow::Result<bool> {
         drop_suppressed(&self.suppressions, chunk, &self.stats, &|text| {
             self.progress.report(text)
         })?;
@@ -188,10 +271,15 @@ impl Feed {
         let (tokens, issued) = self.writer.issue(tokens)?;
         let mut queued = Vec::new();
         let mut superseded = Vec::new();
+        let mut released = Vec::new();
         for (((line, recipient), issued), fresh) in chunk.drain(..).zip(issued).zip(tokens) {
             let held = match &issued {
                 Issued::New => None,
                 Issued::Existing(m) => Some(m),
+                Issued::Held => {
+                    held_elsewhere.push(line.line);
+                    continue;
+                }
             };
             let decision = decide(held, &self.rerun);
             let said = account(&decision, Mode::Run, &self.stats);
@@ -205,6 +293,10 @@ impl Feed {
                     token
                 }
                 _ => {
+                    // Not sent by this run: no other worker should wait for its claim.
+                    if let Some(m) = held {
+                        released.push(m.token.clone());
+                    }
                     if let Some(why) = said {
                         self.progress
                             .report(&row_line(line.line, &recipient.phone, &why));
@@ -223,6 +315,7 @@ impl Feed {
         if !superseded.is_empty() {
             self.writer.supersede(superseded)?;
         }
+        self.writer.release(released)?;
         for job in queued {
             if jobs.blocking_send(job).is_err() {
                 return Ok(false);

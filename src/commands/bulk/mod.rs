@@ -22,6 +22,7 @@
 //! `decision` says what happens to a row whose phone the campaign already holds, for a run
 //! and for `dry_run` alike; `failures` writes the `--failures` file.
 
+mod budget;
 mod decision;
 mod dispatch;
 mod dry_run;
@@ -55,7 +56,7 @@ use crate::outbound::RetryPolicy;
 use dispatch::{dispatch, Ctx};
 use dry_run::dry_run;
 use failures::FailureLog;
-use feed::{Feed, CHUNK};
+use feed::{shared_chunk, Feed, CHUNK};
 use outage::OutageGate;
 use progress::{Pace, Progress};
 use writer::Writer;
@@ -123,7 +124,13 @@ pub async fn run(db: &crate::store::DbTarget, mut args: BulkSettings) -> anyhow:
         return Ok(exit::FAILED);
     }
     let stats = Arc::new(Stats::default());
-    let (writer, writer_thread) = Writer::start(db, stats.recorded.clone())?;
+    // On PostgreSQL several workers (processes, machines) may share the campaign: each
+    // claims the rows it sends, under a lease it renews while it lives.
+    let claim = db.is_postgres().then(|| writer::Claim {
+        worker: worker_name(),
+        lease: args.lease,
+    });
+    let (writer, writer_thread) = Writer::start(db, stats.recorded.clone(), claim.clone())?;
     // Held until the run ends: a second run of this campaign would send the same rows (and
     // truncate the first run's --failures file).
     // One run per campaign on a SQLite file; on PostgreSQL several workers share it.
@@ -142,7 +149,16 @@ pub async fn run(db: &crate::store::DbTarget, mut args: BulkSettings) -> anyhow:
         graph,
         message: settings.message.clone(),
         policy: RetryPolicy::default(),
-        pacer: Pacer::new(args.rate),
+        pacer: match &claim {
+            // The rate is the sending number's, shared by every worker of the campaign.
+            Some(_) => Pacer::new(args.rate).shared(budget::SharedBudget::new(
+                crate::store::Store::open(db)?,
+                &graph_number(&args),
+                args.rate,
+                burst_for(args.rate),
+            )),
+            None => Pacer::new(args.rate),
+        },
         slots: Arc::new(Semaphore::new(concurrency)),
         writer: writer.clone(),
         stats: stats.clone(),
@@ -184,7 +200,11 @@ pub async fn run(db: &crate::store::DbTarget, mut args: BulkSettings) -> anyhow:
         done_rx,
     );
 
-    let (job_tx, job_rx) = mpsc::channel(CHUNK * 2);
+    let chunk = match &claim {
+        Some(_) => shared_chunk(args.rate),
+        None => CHUNK,
+    };
+    let (job_tx, job_rx) = mpsc::channel(chunk * 2);
     let feed = Feed {
         campaign: campaign.clone(),
         ttl: settings.token_ttl,
@@ -196,6 +216,15 @@ pub async fn run(db: &crate::store::DbTarget, mut args: BulkSettings) -> anyhow:
         stop: ctx.stop.subscribe(),
         suppressions: crate::store::Store::open_read_only(db)?
             .ok_or_else(|| anyhow::anyhow!("database {} vanished", db))?,
+        chunk,
+        reopen: claim.as_ref().map(|_| {
+            let (csv, country, input) = (
+                args.csv.clone(),
+                settings.default_country,
+                args.input.clone(),
+            );
+            Box::new(move || CsvRows::open(&csv, country, &input)) as feed::Reopen
+        }),
     };
     let reader_ctx = ctx.clone();
     let reader = tokio::task::spawn_blocking(move || {
@@ -295,6 +324,21 @@ fn shell_quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
+}
+
+/// A name for this worker of a shared campaign, unique across machines: the process id (for
+/// a person reading the claims) and a random part.
+fn worker_name() -> String {
+    let random = crate::token::FlowToken::generate();
+    format!("pid {} {}", std::process::id(), &random.as_str()[..12])
+}
+
+/// The sending number whose rate the workers share (`PHONE_NUMBER_ID`).
+fn graph_number(args: &BulkSettings) -> String {
+    args.graph
+        .as_ref()
+        .map(|g| g.phone_number_id.clone())
+        .unwrap_or_default()
 }
 
 /// Rows above which a run on a terminal asks before sending.

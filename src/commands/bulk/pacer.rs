@@ -156,6 +156,8 @@ struct State {
 /// The pacer every request of a run goes through, first attempts and retries alike.
 pub struct Pacer {
     state: Mutex<State>,
+    /// The rate shared with the campaign's other workers (PostgreSQL), if any.
+    shared: Option<super::budget::SharedBudget>,
 }
 
 impl Pacer {
@@ -166,7 +168,14 @@ impl Pacer {
                 rate: AdaptiveRate::new(rate, Instant::now()),
                 limiter: limiter(rate),
             }),
+            shared: None,
         }
+    }
+
+    /// The same pacer, also bound by the rate shared with other workers.
+    pub(super) fn shared(mut self, budget: super::budget::SharedBudget) -> Pacer {
+        self.shared = Some(budget);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -193,6 +202,9 @@ impl Pacer {
                 continue;
             }
             lim.until_ready().await;
+            if let Some(budget) = &self.shared {
+                budget.acquire().await;
+            }
             // A rate-limit answer may have paused the run while this request waited.
             if self.current().1.is_none() {
                 return;
@@ -203,7 +215,9 @@ impl Pacer {
     /// One more request may leave right now (used to grow a batch without waiting).
     pub fn try_acquire(&self) -> bool {
         let (lim, pause) = self.current();
-        pause.is_none() && lim.check().is_ok()
+        pause.is_none()
+            && lim.check().is_ok()
+            && self.shared.as_ref().is_none_or(|b| b.try_acquire())
     }
 
     /// Reports a rate-limit answer: the whole run pauses and slows down.

@@ -34,8 +34,20 @@ enum Cmd {
         Vec<(String, NewToken)>,
         oneshot::Sender<Result<(), StoreError>>,
     ),
-    MarkSending(Vec<String>, oneshot::Sender<Result<(), StoreError>>),
+    MarkSending(
+        Vec<String>,
+        oneshot::Sender<Result<Vec<String>, StoreError>>,
+    ),
     Outcome(BulkOutcome),
+    /// Claimed rows this worker will not send (see [`Writer::release`]).
+    Release(Vec<String>),
+}
+
+/// The claim a worker holds on a shared campaign (PostgreSQL): its name and lease.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub worker: String,
+    pub lease: Duration,
 }
 
 /// A handle to the writer thread (cheap to clone).
@@ -52,15 +64,33 @@ pub struct WriterGone;
 impl Writer {
     /// Starts the thread on its own connection to `db`. `recorded_sent` counts the accepted
     /// sends it has committed: a run that ends on a failed commit claims no more than that.
+    /// With a `claim`, the rows it issues are claimed for that worker (a shared campaign,
+    /// see [`crate::store::BulkQueries::bulk_join`]); the thread renews the claims while it
+    /// runs and lets go of them when it ends.
     pub fn start(
         db: &crate::store::DbTarget,
         recorded_sent: Arc<AtomicU64>,
+        claim: Option<Claim>,
     ) -> Result<(Writer, JoinHandle<Result<(), StoreError>>), StoreError> {
-        let store = Store::open(db)?;
+        let mut store = Store::open(db)?;
+        if let Some(c) = &claim {
+            store.bulk_join(&c.worker, c.lease)?;
+        }
+        // Renewed three times per lease: a late renewal or two still keeps the rows.
+        let renew_every = claim.map(|c| c.lease / 3);
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("bulk-writer".into())
-            .spawn(move || run(store, rx, recorded_sent))
+            .spawn(move || {
+                let out = run(&mut store, rx, recorded_sent, renew_every);
+                // Rows claimed but not sent (an interrupted run) go back to the other
+                // workers at once rather than after the lease; if that fails, they go back
+                // when the lease runs out.
+                if let Err(e) = store.bulk_leave() {
+                    tracing::warn!(error = %e, "cannot release this worker's claims");
+                }
+                out
+            })
             .map_err(|e| StoreError::Task(e.to_string()))?;
         Ok((Writer { tx }, handle))
     }
@@ -86,13 +116,23 @@ impl Writer {
         Ok(rx.blocking_recv().map_err(|_| WriterGone)??)
     }
 
-    /// Marks tokens `sending` and waits for the commit: their requests may leave after this.
-    pub async fn mark_sending(&self, tokens: Vec<String>) -> anyhow::Result<()> {
+    /// Marks tokens `sending` and waits for the commit: their requests may leave after this,
+    /// except those returned: another worker took them over (their claim's lease ran out).
+    pub async fn mark_sending(&self, tokens: Vec<String>) -> anyhow::Result<Vec<String>> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Cmd::MarkSending(tokens, reply))
             .map_err(|_| WriterGone)?;
         Ok(rx.await.map_err(|_| WriterGone)??)
+    }
+
+    /// Lets go of claimed rows this worker will not send (a shared campaign); a no-op
+    /// elsewhere.
+    pub fn release(&self, tokens: Vec<String>) -> Result<(), WriterGone> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(Cmd::Release(tokens)).map_err(|_| WriterGone)
     }
 
     /// Queues an outcome for the next group commit.
@@ -111,8 +151,9 @@ struct Pending {
 impl Pending {
     /// Commits the waiting outcomes (and marks `sending` what is about to leave), then
     /// counts the accepted sends it recorded. On failure nothing is counted.
-    fn commit(&mut self, store: &mut Store, sending: &[String]) -> Result<(), StoreError> {
-        store.bulk_commit(&self.outcomes, sending)?;
+    /// Returns the tokens of `sending` whose claim was lost (not marked).
+    fn commit(&mut self, store: &mut Store, sending: &[String]) -> Result<Vec<String>, StoreError> {
+        let lost = store.bulk_commit(&self.outcomes, sending)?;
         let sent = self
             .outcomes
             .iter()
@@ -121,14 +162,15 @@ impl Pending {
         self.recorded_sent.fetch_add(sent, Ordering::Relaxed);
         self.outcomes.clear();
         self.oldest = None;
-        Ok(())
+        Ok(lost)
     }
 }
 
 fn run(
-    mut store: Store,
+    store: &mut Store,
     rx: mpsc::Receiver<Cmd>,
     recorded_sent: Arc<AtomicU64>,
+    renew_every: Option<Duration>,
 ) -> Result<(), StoreError> {
     let mut pending = Pending {
         outcomes: Vec::with_capacity(FLUSH_AT),
@@ -137,11 +179,26 @@ fn run(
     };
     let mut wal_checked = Instant::now();
     let mut deferred: Option<Cmd> = None;
+    let mut renewed = Instant::now();
     loop {
-        let wait = pending
+        if let Some(every) = renew_every {
+            if renewed.elapsed() >= every {
+                // A failed renewal is tried again at the next turn: the lease has room for
+                // two misses, and `sending` is only ever set while the claim is ours.
+                if let Err(e) = store.bulk_renew() {
+                    tracing::warn!(error = %e, "cannot renew this worker's claims");
+                }
+                renewed = Instant::now();
+            }
+        }
+        let flush_due = pending
             .oldest
             .map(|t| (t + FLUSH_EVERY).saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
+        let renew_due = renew_every
+            .map(|every| (renewed + every).saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        let wait = flush_due.min(renew_due);
         let next = match deferred.take() {
             Some(cmd) => Ok(cmd),
             None => rx.recv_timeout(wait),
@@ -151,49 +208,56 @@ fn run(
                 pending.outcomes.push(o);
                 pending.oldest.get_or_insert_with(Instant::now);
                 if pending.outcomes.len() >= FLUSH_AT {
-                    pending.commit(&mut store, &[])?;
+                    pending.commit(store, &[])?;
                 }
             }
             Ok(Cmd::MarkSending(mut tokens, reply)) => {
                 // Group commit: every batch and outcome already waiting joins this commit.
-                let mut replies = vec![reply];
+                let mut replies = vec![(reply, tokens.clone())];
                 while let Ok(cmd) = rx.try_recv() {
                     match cmd {
                         Cmd::MarkSending(more, r) => {
-                            tokens.extend(more);
-                            replies.push(r);
+                            tokens.extend(more.iter().cloned());
+                            replies.push((r, more));
                         }
                         Cmd::Outcome(o) => pending.outcomes.push(o),
-                        cmd @ (Cmd::Issue(..) | Cmd::Supersede(..)) => {
+                        cmd @ (Cmd::Issue(..) | Cmd::Supersede(..) | Cmd::Release(..)) => {
                             deferred = Some(cmd);
                             break;
                         }
                     }
                 }
-                let r = pending.commit(&mut store, &tokens);
-                for reply in replies {
+                let r = pending.commit(store, &tokens);
+                // Each batch hears which of ITS tokens were lost.
+                for (reply, batch) in replies {
                     let _ = reply.send(match &r {
-                        Ok(()) => Ok(()),
+                        Ok(lost) => Ok(batch.into_iter().filter(|t| lost.contains(t)).collect()),
                         Err(e) => Err(StoreError::Task(e.to_string())),
                     });
                 }
                 r?;
             }
+            Ok(Cmd::Release(tokens)) => {
+                // A row left claimed only waits out its lease: worth a warning, not a stop.
+                if let Err(e) = store.bulk_release(&tokens) {
+                    tracing::warn!(error = %e, "cannot release claimed rows");
+                }
+            }
             Ok(Cmd::Issue(rows, reply)) => {
                 let r = pending
-                    .commit(&mut store, &[])
-                    .and_then(|()| store.bulk_issue(&rows))
+                    .commit(store, &[])
+                    .and_then(|_| store.bulk_issue(&rows))
                     .map(|issued| (rows, issued));
                 reply_or_stop(reply, r)?;
             }
             Ok(Cmd::Supersede(pairs, reply)) => {
                 let r = pending
-                    .commit(&mut store, &[])
-                    .and_then(|()| store.bulk_supersede(&pairs));
+                    .commit(store, &[])
+                    .and_then(|_| store.bulk_supersede(&pairs));
                 reply_or_stop(reply, r)?;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                pending.commit(&mut store, &[])?;
+                pending.commit(store, &[])?;
                 if wal_checked.elapsed() >= WAL_CHECK_EVERY {
                     wal_checked = Instant::now();
                     // Readers beside the run (exports, stats) would let the log grow
@@ -201,7 +265,9 @@ fn run(
                     let _ = store.maintain_wal(Duration::from_millis(200));
                 }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return pending.commit(&mut store, &[]),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return pending.commit(store, &[]).map(drop)
+            }
         }
     }
 }

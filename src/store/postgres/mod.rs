@@ -55,6 +55,8 @@ pub struct PgStore {
     conn: RefCell<Conn>,
     url: PgUrl,
     read_only: bool,
+    /// The `bulk` worker this handle claims rows for, once it joined a campaign.
+    bulk_worker: Option<bulk::BulkWorker>,
 }
 
 struct Conn {
@@ -209,6 +211,7 @@ impl PgStore {
             }),
             url: url.clone(),
             read_only,
+            bulk_worker: None,
         };
         if read_only {
             store.batch("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")?;

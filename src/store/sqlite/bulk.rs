@@ -1,13 +1,17 @@
 //! Bulk campaign bookkeeping: every statement `flowctl bulk` runs, batched (see
 //! [`BulkQueries`]).
 
+use std::time::Duration;
+
 use rusqlite::{params, OptionalExtension};
 
 use super::tokens::{insert_token_tx, record_outcome_tx, record_sent_tx};
 use super::types::json_text;
 use super::SqliteStore;
 use crate::phone::Phone;
-use crate::store::{BulkMember, BulkOutcome, BulkQueries, Issued, NewToken, Result, SendState};
+use crate::store::{
+    BulkMember, BulkOutcome, BulkQueries, Issued, NewToken, Permits, Result, SendState,
+};
 
 const MEMBER_SQL: &str =
     "SELECT token, state, COALESCE(error_retryable, 0) AS retryable, error_message, error_code,
@@ -66,9 +70,9 @@ impl BulkQueries for SqliteStore {
         })
     }
 
-    fn bulk_commit(&mut self, outcomes: &[BulkOutcome], sending: &[String]) -> Result<()> {
+    fn bulk_commit(&mut self, outcomes: &[BulkOutcome], sending: &[String]) -> Result<Vec<String>> {
         if outcomes.is_empty() && sending.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.write(|tx| {
             let mut attempts =
@@ -120,7 +124,8 @@ impl BulkQueries for SqliteStore {
             for token in sending {
                 mark.execute([token])?;
             }
-            Ok(())
+            // One run per campaign (the lock file): no claim is ever lost.
+            Ok(Vec::new())
         })
     }
 
@@ -154,140 +159,40 @@ impl BulkQueries for SqliteStore {
             |r| Ok((r.get("state")?, r.get("n")?)),
         )
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
+    // One run per campaign on a SQLite file (the campaign lock): there is nobody to share
+    // rows or the rate with, so claims, leases and the shared budget are no-ops.
 
-    use super::*;
-    use crate::store::sqlite::test_util::temp_store;
-    use crate::store::{Failure, Origin, TokenQueries};
-    use crate::token::FlowToken;
-
-    fn row(phone: &str) -> NewToken {
-        NewToken {
-            token: FlowToken::generate(),
-            phone: Phone::parse(phone, None).unwrap(),
-            customer_name: None,
-            campaign: "c".into(),
-            origin: Origin::Bulk,
-            initial_data: None,
-            ttl: Duration::from_secs(60),
-        }
+    fn bulk_shared(&self) -> bool {
+        false
     }
 
-    #[test]
-    fn bulk_issue_inserts_once_per_campaign_and_phone() {
-        let (_d, mut s) = temp_store();
-        let a = row("+212610059159");
-        let out = s.bulk_issue(&[a.clone(), row("+33612345678")]).unwrap();
-        assert_eq!(out, vec![Issued::New, Issued::New]);
-        let again = s.bulk_issue(&[row("+212610059159")]).unwrap();
-        match &again[0] {
-            Issued::Existing(m) => {
-                assert_eq!(m.token, a.token.as_str());
-                assert_eq!(m.state, SendState::Pending);
-            }
-            other => panic!("{other:?}"),
-        }
+    fn bulk_join(&mut self, _worker: &str, _lease: Duration) -> Result<()> {
+        Ok(())
     }
 
-    #[test]
-    fn bulk_commit_records_outcomes_and_marks_sending_in_one_go() {
-        let (_d, mut s) = temp_store();
-        let a = row("+212610059159");
-        let b = row("+33612345678");
-        s.bulk_issue(&[a.clone(), b.clone()]).unwrap();
-        let ta = a.token.as_str().to_string();
-        let tb = b.token.as_str().to_string();
-        s.bulk_commit(&[], &[ta.clone(), tb.clone()]).unwrap();
-        assert_eq!(
-            s.find_token(&ta).unwrap().unwrap().state,
-            SendState::Sending
-        );
-        s.bulk_commit(
-            &[
-                BulkOutcome::Sent {
-                    token: ta.clone(),
-                    message_id: "wamid.1".into(),
-                    wa_id: None,
-                    extra_attempts: 2,
-                },
-                BulkOutcome::NotSent {
-                    token: tb.clone(),
-                    state: SendState::Failed,
-                    failure: Failure {
-                        code: Some(131026),
-                        message: "undeliverable".into(),
-                        retryable: false,
-                    },
-                    extra_attempts: 0,
-                },
-            ],
-            &[],
-        )
-        .unwrap();
-        let ra = s.find_token(&ta).unwrap().unwrap();
-        assert_eq!((ra.state, ra.attempts), (SendState::Sent, 3));
-        let members = s
-            .bulk_members(
-                "c",
-                &[b.phone.clone(), Phone::parse("+14155550123", None).unwrap()],
-            )
-            .unwrap();
-        let mb = members[0].clone().unwrap();
-        assert_eq!((mb.state, mb.retryable), (SendState::Failed, false));
-        assert!(members[1].is_none());
-        assert_eq!(
-            s.bulk_state_counts("c").unwrap(),
-            vec![(SendState::Failed, 1), (SendState::Sent, 1)]
-        );
+    fn bulk_renew(&mut self) -> Result<u64> {
+        Ok(0)
     }
 
-    #[test]
-    fn a_deferred_row_keeps_its_time_and_a_superseded_row_its_validity() {
-        let (_d, mut s) = temp_store();
-        let a = row("+212610059159");
-        s.bulk_issue(std::slice::from_ref(&a)).unwrap();
-        let ta = a.token.as_str().to_string();
-        let until = crate::time::Timestamp::parse("2026-01-02T00:00:00.000Z").unwrap();
-        s.bulk_commit(
-            &[BulkOutcome::Deferred {
-                token: ta.clone(),
-                until,
-                failure: Failure {
-                    code: Some(131049),
-                    message: "per-user marketing limit".into(),
-                    retryable: false,
-                },
-                extra_attempts: 0,
-            }],
-            &[],
-        )
-        .unwrap();
-        let m = s.bulk_members("c", std::slice::from_ref(&a.phone)).unwrap()[0]
-            .clone()
-            .unwrap();
-        assert_eq!(m.state, SendState::Deferred);
-        assert_eq!((m.not_before, m.error_code), (Some(until), Some(131049)));
+    fn bulk_release(&mut self, _tokens: &[String]) -> Result<()> {
+        Ok(())
+    }
 
-        // A resend with a fresh token: the new row is the member, the old one stays valid.
-        let fresh = row("+212610059159");
-        s.bulk_supersede(&[(ta.clone(), fresh.clone())]).unwrap();
-        let m = s.bulk_members("c", std::slice::from_ref(&a.phone)).unwrap()[0]
-            .clone()
-            .unwrap();
-        assert_eq!(
-            (m.token.as_str(), m.state),
-            (fresh.token.as_str(), SendState::Pending)
-        );
-        let old = s.find_token(&ta).unwrap().unwrap();
-        assert_eq!(old.superseded_by.as_deref(), Some(fresh.token.as_str()));
-        // Issuing the phone again finds the new member, not a conflict.
-        match &s.bulk_issue(&[row("+212610059159")]).unwrap()[0] {
-            Issued::Existing(m) => assert_eq!(m.token, fresh.token.as_str()),
-            other => panic!("{other:?}"),
-        }
+    fn bulk_leave(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn bulk_take_permits(
+        &mut self,
+        _key: &str,
+        _rate: f64,
+        _burst: f64,
+        want: u32,
+    ) -> Result<Permits> {
+        Ok(Permits {
+            granted: want,
+            wait: Duration::ZERO,
+        })
     }
 }
