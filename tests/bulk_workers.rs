@@ -10,6 +10,7 @@
 
 #[path = "support/campaign.rs"]
 mod campaign;
+mod support;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Output, Stdio};
