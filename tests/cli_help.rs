@@ -29,6 +29,8 @@ const COMMANDS: &[&[&str]] = &[
     &["man"],
     &["flows"],
     &["templates"],
+    &["db"],
+    &["db", "migrate-to"],
 ];
 
 fn help(env: &Env, command: &[&str]) -> String {

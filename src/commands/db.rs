@@ -119,7 +119,8 @@ impl Display {
         match &self.bar {
             Some(bar) => bar.set_position(p.done),
             None if p.done == p.total && !super::quiet() => {
-                eprintln!("flowctl: {}: {} rows read", p.table, p.total)
+                let rows = if p.total == 1 { "row" } else { "rows" };
+                eprintln!("flowctl: {}: {} {rows} read", p.table, p.total)
             }
             None => {}
         }

@@ -319,7 +319,8 @@ fn insert(
         tuples.join(", ")
     );
     let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as _).collect();
-    pg.with(move |c| c.execute(sql.as_str(), &params))
+    // Prepared once per connection and batch size: every full batch reuses the plan.
+    pg.execute(&sql, &params)
 }
 
 /// Moves `table`'s identity sequence past the highest id, so that rows PostgreSQL numbers
