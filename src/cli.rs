@@ -930,6 +930,10 @@ pub struct SandboxArgs {
     /// to exercise bad media. Repeatable.
     #[arg(long = "tamper-media", value_name = "PHONE")]
     pub tamper_media: Vec<String>,
+    /// Percent of the notifications posted to --webhook that are posted twice at the same
+    /// moment, as Meta's at-least-once delivery does (a retry racing the first delivery).
+    #[arg(long, value_name = "PCT", default_value_t = 0, requires = "webhook", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub duplicate_webhooks: u8,
 }
 
 /// Parses a [`ValueEnum`] with surrounding whitespace ignored: values also come from the

@@ -183,3 +183,88 @@ fn a_brazilian_recipient_answering_from_their_whatsapp_id_is_no_sender_mismatch(
         "statuses joined by wamid"
     );
 }
+
+#[test]
+fn notifications_meta_delivers_twice_at_once_are_applied_once() {
+    // Meta delivers at least once (<https://developers.facebook.com/docs/whatsapp/api/webhooks>):
+    // the sandbox posts every status and completion twice at the same moment.
+    let env = Env::new();
+    let pub_key = env.write(
+        "public.pem",
+        vectors()["keys"]["public_key_pem"].as_str().unwrap(),
+    );
+    let flow = survey_flow();
+    let server = env.serve(&["--flow-json", flow.to_str().unwrap()]);
+    let mut sb = env.cmd();
+    sb.env("APP_SECRET", APP_SECRET)
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--user-delay-ms",
+            "50",
+        ])
+        .args(["--complete-via", "webhook", "--duplicate-webhooks", "100"])
+        .arg("--endpoint")
+        .arg(format!("{}/api/flow", server.url))
+        .arg("--webhook")
+        .arg(format!("{}/api/message-webhook", server.url))
+        .arg("--public-key")
+        .arg(&pub_key)
+        .arg("--flow-json")
+        .arg(&flow);
+    let sandbox = Running::start(sb);
+    let phones = ["+33610000001", "+33610000002", "+33610000003"];
+    let tokens: Vec<String> = phones
+        .iter()
+        .map(|p| {
+            send(&env, &sandbox, p)["flowToken"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let people = wait_for_people(&sandbox.url, phones.len() as u64);
+    assert_eq!(people["completed"], phones.len() as u64, "{people}");
+    for token in &tokens {
+        wait_state(&env, token, SendState::Sent);
+    }
+    // Every body arrived twice: an even number of inbox rows, all processed.
+    let started = Instant::now();
+    let rows = loop {
+        let rows = env.store().inbox_rows().unwrap();
+        let read = tokens.iter().all(|t| {
+            env.store()
+                .delivery(t)
+                .unwrap()
+                .unwrap()
+                .delivery
+                .as_deref()
+                == Some("read")
+        });
+        if read && rows.iter().all(|r| r.1) {
+            break rows;
+        }
+        assert!(started.elapsed() < LIMIT, "{rows:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(rows.len() >= 2 * 4 * phones.len(), "{rows:?}");
+    assert_eq!(rows.len() % 2, 0, "{rows:?}");
+    let store = env.store();
+    for token in &tokens {
+        let responses = store.responses_for_token(token).unwrap();
+        assert_eq!(responses.len(), 1, "one response, not two: {responses:?}");
+        let t = store.find_token(token).unwrap().unwrap();
+        let statuses = store
+            .statuses_for_message(t.message_id.as_deref().unwrap())
+            .unwrap();
+        let kinds: Vec<&str> = statuses.iter().map(|s| s.status.as_str()).collect();
+        assert_eq!(kinds, ["sent", "delivered", "read"], "each status once");
+    }
+    assert_eq!(store.response_count().unwrap(), phones.len() as i64);
+    let metrics = http_get(&format!("{}/metrics", server.url));
+    assert!(
+        metrics.contains("flowctl_webhook_duplicates_total{type=\"nfm_reply\"} 3"),
+        "{metrics}"
+    );
+}

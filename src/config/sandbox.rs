@@ -49,6 +49,7 @@ impl SandboxArgs {
                 }),
                 flows: self.flows()?,
                 tamper_media: self.tamper_media.clone(),
+                duplicate_webhooks: self.duplicate_webhooks,
             },
             check_db: self.check_db.clone(),
         })

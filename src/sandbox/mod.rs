@@ -102,6 +102,8 @@ pub struct SandboxOptions {
     pub flows: Vec<(String, String)>,
     /// People whose attached files the CDN serves corrupted (`--tamper-media`).
     pub tamper_media: Vec<String>,
+    /// Percent of the webhook notifications posted twice at once (`--duplicate-webhooks`).
+    pub duplicate_webhooks: u8,
 }
 
 impl Default for SandboxOptions {
@@ -119,6 +121,7 @@ impl Default for SandboxOptions {
             chatwoot: None,
             flows: Vec::new(),
             tamper_media: Vec::new(),
+            duplicate_webhooks: 0,
         }
     }
 }
@@ -134,6 +137,7 @@ impl fmt::Debug for SandboxOptions {
             .field("webhook", &self.webhook)
             .field("status_delay", &self.status_delay)
             .field("tamper_media", &self.tamper_media)
+            .field("duplicate_webhooks", &self.duplicate_webhooks)
             .finish()
     }
 }
@@ -196,8 +200,11 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
     let (stop, stopped) = watch::channel(false);
     let endpoint = opts.users.as_ref().and_then(|u| u.endpoint.clone());
     let account = account::Account::new(&opts.flows, endpoint.as_deref());
-    let notifier =
-        Arc::new(notify::Notifier::new(opts.webhook, opts.app_secret).with_chatwoot(opts.chatwoot));
+    let notifier = Arc::new(
+        notify::Notifier::new(opts.webhook, opts.app_secret)
+            .with_chatwoot(opts.chatwoot)
+            .with_duplicates(opts.duplicate_webhooks),
+    );
     let cdn = Arc::new(media::Cdn::new(format!("http://{addr}/_sandbox/cdn/")));
     cdn.set_tampered(&opts.tamper_media);
     let state = Arc::new(server::State {

@@ -8,6 +8,7 @@
 //! and `href`; `recipient_id` is the recipient's WhatsApp id, which may differ from the number
 //! the message was sent to (see [`wa_id_of`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -24,6 +25,10 @@ pub(crate) struct Notifier {
     webhook: Option<String>,
     /// The Chatwoot forward the simulated people answer through instead (Option B).
     chatwoot: Option<super::chatwoot::ChatwootTarget>,
+    /// Percent of the webhook notifications posted twice at once ([`Notifier::with_duplicates`]).
+    duplicates: u8,
+    /// Webhook notifications posted so far (which of them are doubled).
+    posted: AtomicU64,
 }
 
 impl Notifier {
@@ -38,6 +43,8 @@ impl Notifier {
             app_secret,
             webhook,
             chatwoot: None,
+            duplicates: 0,
+            posted: AtomicU64::new(0),
         }
     }
 
@@ -53,6 +60,23 @@ impl Notifier {
     ) -> Self {
         self.chatwoot = chatwoot;
         self
+    }
+
+    /// The same notifier, posting `percent` of its webhook notifications twice at the same
+    /// moment. Meta delivers at least once and retries a notification until it is answered
+    /// 200 (<https://developers.facebook.com/docs/whatsapp/api/webhooks>): a retry may race
+    /// the first delivery, and behind a load balancer reach another `serve` replica.
+    pub(crate) fn with_duplicates(mut self, percent: u8) -> Self {
+        self.duplicates = percent.min(100);
+        self
+    }
+
+    /// Whether the next notification is one of the doubled: spread evenly, `duplicates` in
+    /// every hundred.
+    fn doubles_next(&self) -> bool {
+        let n = self.posted.fetch_add(1, Ordering::Relaxed);
+        let p = u64::from(self.duplicates);
+        (n + 1) * p / 100 > n * p / 100
     }
 
     /// The Chatwoot forward, when the sandbox plays one.
@@ -75,11 +99,20 @@ impl Notifier {
         let Some(url) = &self.webhook else {
             return Err("no --webhook to post to".into());
         };
-        let (status, _) = self.signed_post(url, event.to_string(), "webhook").await?;
-        if !(200..300).contains(&status) {
-            return Err(format!("webhook answered {status}"));
+        let body = event.to_string();
+        let statuses = if self.doubles_next() {
+            let (a, b) = tokio::join!(
+                self.signed_post(url, body.clone(), "webhook"),
+                self.signed_post(url, body, "webhook (again)")
+            );
+            vec![a?.0, b?.0]
+        } else {
+            vec![self.signed_post(url, body, "webhook").await?.0]
+        };
+        match statuses.into_iter().find(|s| !(200..300).contains(s)) {
+            Some(status) => Err(format!("webhook answered {status}")),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// POSTs a JSON body signed with the app secret, as Meta does; returns status and body.
@@ -210,6 +243,19 @@ fn unix_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_doubled_notifications_are_the_percent_asked_spread_evenly() {
+        for percent in [0u8, 1, 30, 50, 100] {
+            let n = Notifier::new(None, None).with_duplicates(percent);
+            let doubled: Vec<bool> = (0..200).map(|_| n.doubles_next()).collect();
+            let count = doubled.iter().filter(|d| **d).count();
+            assert_eq!(count, 2 * usize::from(percent), "{percent}%");
+            // Evenly: the first hundred already hold their share.
+            let first = doubled[..100].iter().filter(|d| **d).count();
+            assert_eq!(first, usize::from(percent), "{percent}%");
+        }
+    }
 
     #[test]
     fn brazilian_and_mexican_numbers_get_their_whatsapp_id() {

@@ -37,8 +37,10 @@ const BATCH: usize = 64;
 /// is not (a database refusing and retried) is at worst processed twice, which is harmless.
 pub const CLAIM_LEASE: Duration = Duration::from_secs(60);
 
-/// Runs the worker until `stop` turns true; the row in progress is finished first.
-pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+/// Runs the worker until `stop` turns true; the row in progress is finished first, and the
+/// rows claimed but not reached are given back (a restarted or another replica takes them at
+/// once, rather than after the lease).
+pub async fn run(state: Arc<AppState>, stop: watch::Receiver<bool>) {
     // This worker's name in its claims (one per process: several replicas share an inbox).
     let worker: Arc<str> = format!(
         "{}-{}",
@@ -46,16 +48,25 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         crate::token::FlowToken::generate().as_str()
     )
     .into();
+    work(&state, &worker, stop).await;
+    let me = worker.clone();
+    if let Err(e) = state.store.call(move |s| s.release_inbox(&me)).await {
+        tracing::warn!(error = %e, "webhook inbox: claimed rows not given back; they return after their lease");
+    }
+}
+
+/// The worker's loop, until `stop` turns true.
+async fn work(state: &Arc<AppState>, worker: &Arc<str>, mut stop: watch::Receiver<bool>) {
     let mut attempts: HashMap<i64, u32> = HashMap::new();
     let mut backoff = Duration::from_millis(200);
     let mut wal_checked = tokio::time::Instant::now();
     loop {
-        let wait = match drain(&state, &worker, &stop, &mut attempts).await {
+        let wait = match drain(state, worker, &stop, &mut attempts).await {
             Ok(()) => {
                 backoff = Duration::from_millis(200);
                 if wal_checked.elapsed() >= WAL_CHECK_EVERY {
                     wal_checked = tokio::time::Instant::now();
-                    keep_wal_bounded(&state).await;
+                    keep_wal_bounded(state).await;
                 }
                 IDLE_POLL
             }

@@ -156,6 +156,10 @@ pub trait WebhookQueries: TokenQueries + FlowQueries {
         lease: Duration,
     ) -> Result<Vec<InboxRow>>;
 
+    /// Gives back the rows `worker` claimed and did not finish (a worker that stops), so that
+    /// another replica, or this one restarted, takes them at once rather than after the lease.
+    fn release_inbox(&mut self, worker: &str) -> Result<()>;
+
     /// Marks an inbox row processed, with the reason when it could not be used.
     fn finish_inbox(&mut self, id: i64, error: Option<&str>) -> Result<()>;
 

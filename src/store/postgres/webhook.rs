@@ -268,6 +268,15 @@ impl WebhookQueries for PgStore {
         Ok(rows)
     }
 
+    fn release_inbox(&mut self, worker: &str) -> Result<()> {
+        self.execute(
+            "UPDATE webhook_inbox SET claimed_by = NULL, claimed_until = NULL
+             WHERE claimed_by = $1 AND processed_at IS NULL",
+            &[&worker],
+        )
+        .map(drop)
+    }
+
     fn finish_inbox(&mut self, id: i64, error: Option<&str>) -> Result<()> {
         self.execute(
             "UPDATE webhook_inbox
@@ -624,6 +633,11 @@ mod tests {
         .unwrap();
         let left = a.claim_inbox("a", 0, 10, lease).unwrap();
         assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), [second]);
+        // A worker that stops gives its rows back: the other takes them at once.
+        assert!(b.claim_inbox("b", 0, 10, lease).unwrap().is_empty());
+        a.release_inbox("a").unwrap();
+        let given = b.claim_inbox("b", 0, 10, lease).unwrap();
+        assert_eq!(given.iter().map(|r| r.id).collect::<Vec<_>>(), [second]);
         assert_eq!(
             a.inbox_rows().unwrap(),
             vec![

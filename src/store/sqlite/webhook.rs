@@ -263,6 +263,11 @@ impl WebhookQueries for SqliteStore {
         )
     }
 
+    /// One writer: claims hold nothing back, so there is nothing to give back.
+    fn release_inbox(&mut self, _worker: &str) -> Result<()> {
+        Ok(())
+    }
+
     fn finish_inbox(&mut self, id: i64, error: Option<&str>) -> Result<()> {
         let now = Timestamp::now();
         self.write(|tx| {
