@@ -17,7 +17,7 @@ use super::types::JsonObject;
 use super::PgStore;
 use crate::store::{
     ExportFilter, ExportQueries, ExportSnapshot, FailedSend, MediaRecord, Result, SendState,
-    SnapshotReader, StoredResponse,
+    SnapshotReader, StoreError, StoredResponse,
 };
 
 /// Rows per keyset page.
@@ -60,6 +60,10 @@ fn stored_response(r: &Row) -> std::result::Result<StoredResponse, postgres::Err
 /// One read snapshot on the store's connection; dropping it ends the transaction.
 struct Snapshot<'a> {
     store: &'a PgStore,
+    /// The server process of the connection the snapshot was taken on: a connection lost
+    /// and reopened meanwhile (see [`PgStore::with`]) no longer reads from the snapshot, so
+    /// a page read from another one is an error, not a silently different export.
+    backend: i32,
 }
 
 impl Drop for Snapshot<'_> {
@@ -82,7 +86,10 @@ impl Snapshot<'_> {
         columns: &str,
         mut each: impl FnMut(&[Row]) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
-        let sql = format!("SELECT {columns} FROM responses r WHERE {FILTER} AND {PAGE_AFTER}");
+        let sql = format!(
+            "SELECT {columns}, pg_backend_pid() AS backend
+             FROM responses r WHERE {FILTER} AND {PAGE_AFTER}"
+        );
         let mut after: Option<(String, i64)> = None;
         loop {
             let (at, id) = match &after {
@@ -103,6 +110,15 @@ impl Snapshot<'_> {
             let Some(last) = rows.last() else {
                 return Ok(());
             };
+            let backend: i32 = last.try_get("backend").map_err(|e| self.store.err(e))?;
+            if backend != self.backend {
+                return Err(StoreError::Pg {
+                    url: self.store.url().clone(),
+                    message: "the connection was lost during the export; run it again".into(),
+                    code: None,
+                    closed: true,
+                });
+            }
             after = Some((
                 last.try_get("completed_at")
                     .map_err(|e| self.store.err(e))?,
@@ -174,7 +190,17 @@ impl SnapshotReader for Snapshot<'_> {
 impl ExportQueries for PgStore {
     fn export_snapshot(&self) -> Result<ExportSnapshot<'_>> {
         self.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-        Ok(ExportSnapshot::new(Box::new(Snapshot { store: self })))
+        let backend = match self.value("SELECT pg_backend_pid()", &[]) {
+            Ok(backend) => backend,
+            Err(e) => {
+                let _ = self.batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        Ok(ExportSnapshot::new(Box::new(Snapshot {
+            store: self,
+            backend,
+        })))
     }
 
     fn failed_sends(&self, campaign: Option<&str>) -> Result<Vec<FailedSend>> {

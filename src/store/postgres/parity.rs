@@ -436,3 +436,35 @@ fn an_export_sees_one_snapshot_and_lets_the_store_be_used_meanwhile() {
     pg.execute("DELETE FROM responses WHERE id = 2", &[])
         .unwrap();
 }
+
+#[test]
+fn an_export_whose_connection_was_lost_fails_instead_of_reading_past_its_snapshot() {
+    let sql = "INSERT INTO responses (id, token, source, answers, matched, completed_at,
+                   received_at)
+               VALUES (1, 'flow_a', 'endpoint', '{\"first\": 1}', 1,
+                   '2026-01-01T00:00:01.000Z', '2026-01-01T00:00:01.000Z');";
+    let Some((_dir, _sqlite, pg)) = both("export lost connection", sql) else {
+        return;
+    };
+    let killer = PgStore::open(pg.url()).unwrap();
+    let f = ExportFilter::default();
+    let snap = pg.export_snapshot().unwrap();
+    assert_eq!(snap.answer_keys(&f).unwrap(), ["first"]);
+    let pid: i32 = pg.value("SELECT pg_backend_pid()", &[]).unwrap();
+    killer
+        .value::<bool>("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // The call that finds the connection gone fails; the next one, on a new connection, is
+    // outside the snapshot and refuses to read on.
+    for _ in 0..2 {
+        let err = snap
+            .for_each_response::<StoreError>(&f, |_| Ok(()))
+            .unwrap_err();
+        assert!(err.is_unavailable(), "{err}");
+    }
+    drop(snap);
+    // A new export works on the new connection.
+    let (keys, rows) = export_rows(&pg, &f);
+    assert_eq!((keys.len(), rows.len()), (1, 1));
+}
