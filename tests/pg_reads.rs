@@ -180,7 +180,7 @@ fn reading_commands_print_the_same_on_both_backends() {
         return;
     };
     let env = Env::new();
-    let sqlite = env.db().to_string_lossy().into_owned();
+    let sqlite = env.db_file().to_string_lossy().into_owned();
     // The binary creates and migrates both databases (and writes one suppression on each).
     for db in [&sqlite, &pg] {
         flowctl(&env, db, &["suppress", "add", "+5511987654321"]);
