@@ -154,12 +154,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     })
 }
 
+/// The PostgreSQL client's own logs, kept to warnings (see `init_tracing`).
+const QUIET_DATABASE_CLIENT: &str = "tokio_postgres=warn";
+
 fn init_tracing(cli: &Cli) {
     let server = matches!(cli.command, Command::Serve(_) | Command::Sandbox(_));
     let default = if server { "info" } else { "off" };
     let filter = cli.log.clone().unwrap_or_else(|| default.to_string());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+        // The PostgreSQL client logs every query with its parameters (phones, answers) at
+        // debug level: never shown, whatever the filter asks.
+        .add_directive(QUIET_DATABASE_CLIENT.parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| RedactingStderr)

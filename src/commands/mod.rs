@@ -43,7 +43,7 @@ pub struct UsageError(pub String);
 pub fn open_db_read_only(db: &crate::store::DbTarget) -> anyhow::Result<crate::store::Store> {
     crate::store::Store::open_read_only(db)?.ok_or_else(|| {
         let missing = if db.is_postgres() {
-            "has no flowctl tables yet (send, bulk or serve create them; check FLOWCTL_DB or --db)"
+            "does not exist yet: no flowctl tables there (send, bulk or serve create them; check FLOWCTL_DB or --db)"
         } else {
             "does not exist (set FLOWCTL_DB or pass --db)"
         };

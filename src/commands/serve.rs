@@ -132,12 +132,17 @@ pub fn stop_code(received: Option<crate::signals::Received>) -> i32 {
     }
 }
 
-/// The default media folder: `media/` in the database's directory (in the working directory
-/// for a PostgreSQL database).
+/// The default media folder: `media/` in the database's directory, or in the working
+/// directory (for a PostgreSQL database, or a database file named without a directory).
 fn media_dir_beside(db: &crate::store::DbTarget) -> std::path::PathBuf {
-    db.sqlite_path()
+    match db
+        .sqlite_path()
         .and_then(Path::parent)
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."))
-        .join("media")
+    {
+        Some(dir) => dir.join("media"),
+        None => std::env::current_dir()
+            .unwrap_or_else(|_| ".".into())
+            .join("media"),
+    }
 }

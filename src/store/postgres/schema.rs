@@ -8,6 +8,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
     (2, include_str!("migrations/0002_serve.sql")),
     (3, include_str!("migrations/0003_bulk.sql")),
+    (4, include_str!("migrations/0004_inbox_claimant.sql")),
 ];
 
 /// The version this build brings a database to.

@@ -246,11 +246,16 @@ impl WebhookQueries for PgStore {
                 "WITH claimable AS (
                     SELECT id FROM webhook_inbox
                     WHERE processed_at IS NULL AND id > $1
-                      AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = $2)
+                      AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = $2
+                           -- The claimant's session is gone (its process died): no need to
+                           -- wait for the lease.
+                           OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                                          WHERE a.pid = webhook_inbox.claimed_pid))
                     ORDER BY id LIMIT $3
                     FOR UPDATE SKIP LOCKED)
                  UPDATE webhook_inbox w
-                 SET claimed_by = $2, claimed_until = now() + make_interval(secs => $4)
+                 SET claimed_by = $2, claimed_until = now() + make_interval(secs => $4),
+                     claimed_pid = pg_backend_pid()
                  FROM claimable WHERE w.id = claimable.id
                  RETURNING w.id, w.body",
                 &[&after, &worker, &limit, &lease],
@@ -613,7 +618,28 @@ mod tests {
         assert_eq!(other.iter().map(|r| r.id).collect::<Vec<_>>(), [second]);
         let again = a.claim_inbox("a", 0, 10, lease).unwrap();
         assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), [first]);
-        // The claimer dies: once its lease is over, the row is the other's.
+        // The claimer's session ends (its process was killed): the row is the other's at once,
+        // without waiting for the lease.
+        let mut c = PgStore::open(&url).unwrap();
+        let third = c.insert_inbox(b"{\"third\": 1}").unwrap();
+        assert_eq!(
+            c.claim_inbox("c", second, 10, lease).unwrap().len(),
+            1,
+            "c claims the third row"
+        );
+        assert!(b.claim_inbox("b", second, 10, lease).unwrap().is_empty());
+        drop(c);
+        let start = std::time::Instant::now();
+        let orphan = loop {
+            let rows = b.claim_inbox("b", second, 10, lease).unwrap();
+            if !rows.is_empty() || start.elapsed() > Duration::from_secs(5) {
+                break rows;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(orphan.iter().map(|r| r.id).collect::<Vec<_>>(), [third]);
+        b.finish_inbox(third, None).unwrap();
+        // The claimer is alive but stuck: once its lease is over, the row is the other's.
         a.execute(
             "UPDATE webhook_inbox SET claimed_until = now() - interval '1 second' WHERE id = $1",
             &[&first],
@@ -642,7 +668,8 @@ mod tests {
             a.inbox_rows().unwrap(),
             vec![
                 (first, true, Some("unusable".to_string())),
-                (second, false, None)
+                (second, false, None),
+                (third, true, None)
             ]
         );
     }
