@@ -91,9 +91,10 @@ pub async fn handle(
             return http::text(StatusCode::MISDIRECTED_REQUEST, "cannot decrypt request");
         }
     };
-    let reply = match opened.request {
-        Some(request) => answer(state, request, opened.record).await,
-        None => Reply::Plain(
+    let reply = match (opened.reply, opened.request) {
+        (Some(reply), _) => reply,
+        (None, Some(request)) => answer(state, request, opened.record).await,
+        (None, None) => Reply::Plain(
             StatusCode::BAD_REQUEST,
             "decrypted payload is not a Flow request",
         ),
@@ -110,6 +111,9 @@ struct Opened {
     /// Its token's record, looked up on the RSA thread right after decryption when the
     /// database is local (see [`prefetch`]); `None`: not looked up yet.
     record: Option<Lookup>,
+    /// The reply, when the RSA thread could give it (see [`answer_inline`]); `None`:
+    /// [`answer`] decides.
+    reply: Option<Reply>,
 }
 
 /// The outcome of a token lookup.
@@ -121,17 +125,22 @@ async fn open(state: &Arc<AppState>, envelope: EncryptedRequest) -> Result<Opene
     let Some(key) = state.key.clone() else {
         return Err("no_private_key");
     };
-    let store = state.store.clone();
+    let shared = state.clone();
     state
         .rsa
         .run(move || {
             let decrypted = crypto::decrypt_request(&key, &envelope).map_err(|e| e.stage())?;
             let request = serde_json::from_slice::<FlowRequest>(&decrypted.plaintext).ok();
-            let record = request.as_ref().and_then(|r| prefetch(&store, r));
+            let record = request.as_ref().and_then(|r| prefetch(&shared.store, r));
+            let reply = match (&request, &record) {
+                (Some(req), Some(Ok(Some(found)))) => answer_inline(&shared, req, found),
+                _ => None,
+            };
             Ok(Opened {
                 key: decrypted.key,
                 request,
                 record,
+                reply,
             })
         })
         .await
@@ -151,6 +160,50 @@ fn prefetch(store: &crate::store::SharedStore, req: &FlowRequest) -> Option<Look
     }
     let token = req.flow_token.as_deref().filter(|t| !t.is_empty())?;
     store.read_inline(|s| s.find_token(token))
+}
+
+/// The reply to a screen's submit, given on the RSA thread right after [`prefetch`] when it
+/// needs nothing but a local write the writer is free for: a `data_exchange` under built-in
+/// routing that either stays on its screen (a refresh, a refused submit: no write) or stores
+/// its answers and moves to the next screen. The answers are committed before the reply
+/// exists, as on the blocking pool. `None` for anything else (a token signature to check,
+/// files to queue, the completion, forward mode, a busy writer): [`answer`] handles it, and
+/// nothing here has been counted or stored for it.
+fn answer_inline(state: &AppState, req: &FlowRequest, record: &TokenRecord) -> Option<Reply> {
+    if req.action != "data_exchange"
+        || req.flow_token_signature.is_some()
+        || state.forward.is_some()
+        || state.flow.is_none()
+        || record.completed_at.is_some()
+        || record.is_expired(crate::time::Timestamp::now())
+    {
+        return None;
+    }
+    let current = req.screen.as_deref()?;
+    let mut data = req.data.clone().unwrap_or_default();
+    let next = match route(state, record, current, &data) {
+        Route::Again(reply) => return Some(reply),
+        Route::Next(None) => return None,
+        Route::Next(Some(next)) => next,
+    };
+    data.remove(TRIGGER);
+    if !crate::media::find(&data).is_empty() {
+        return None;
+    }
+    let token = record.token.as_str();
+    let stored = state
+        .store
+        .write_inline(|s| s.merge_screen_answers(token, Some(current), &data))?;
+    Some(match stored {
+        Ok(merged) => Reply::Encrypted(
+            StatusCode::OK,
+            json!({ "screen": next, "data": screen_data(state, &next, record, &merged) }),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "data endpoint: cannot store answers");
+            unavailable()
+        }
+    })
 }
 
 /// The client reports an error it met on a screen (`data.error` or `data.error_key`).

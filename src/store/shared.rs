@@ -117,6 +117,25 @@ impl SharedStore {
     }
 }
 
+impl SharedStore {
+    /// Runs a write `f` right here, on the calling thread, with the writer: like
+    /// [`SharedStore::read_inline`], one hand-off less than [`SharedStore::call`]. `None` when
+    /// the write should go through [`SharedStore::call`]: the database is not local, or the
+    /// writer is busy right now (with the inbox worker's batch, a WAL checkpoint, another
+    /// request's write): this never waits for the writer.
+    pub fn write_inline<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Option<Result<T>> {
+        if !self.0.inline {
+            return None;
+        }
+        let mut writer = match self.0.writer.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(f(&mut writer))
+    }
+}
+
 /// The read-only handles: idle ones are reused, new ones opened up to a bound.
 struct Readers {
     open: OpenReader,
@@ -353,5 +372,34 @@ mod tests {
             .is_ok());
         let pool = lock(&shared.0.readers.state);
         assert_eq!((pool.count, pool.idle.len()), (MAX_READERS, MAX_READERS));
+    }
+
+    #[test]
+    fn an_inline_write_never_waits_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.db")).unwrap();
+        let local = SharedStore::with_inline_reads(store, Some(1));
+        let token = local
+            .write_inline(|w| {
+                Ok(crate::store::sqlite::test_util::issue(
+                    &mut **w,
+                    crate::store::SendState::Sent,
+                ))
+            })
+            .expect("the writer is free")
+            .unwrap();
+        assert!(local
+            .read_inline(|r| r.find_token(&token))
+            .unwrap()
+            .unwrap()
+            .is_some());
+        {
+            let _busy = lock(&local.0.writer);
+            let t = Instant::now();
+            assert!(local.write_inline(|w| w.insert_inbox(b"{}")).is_none());
+            assert!(t.elapsed() < Duration::from_secs(1));
+        }
+        let remote = SharedStore::new(Store::open(dir.path().join("r.db")).unwrap());
+        assert!(remote.write_inline(|w| w.insert_inbox(b"{}")).is_none());
     }
 }
