@@ -168,7 +168,9 @@ fn prefetch(store: &crate::store::SharedStore, req: &FlowRequest) -> Option<Look
 /// its answers and moves to the next screen. The answers are committed before the reply
 /// exists, as on the blocking pool. `None` for anything else (a token signature to check,
 /// files to queue, the completion, forward mode, a busy writer): [`answer`] handles it, and
-/// nothing here has been counted or stored for it.
+/// nothing here has been counted or stored for it. Another process writing the same SQLite
+/// file (a `bulk` run) can make this write wait for SQLite's lock on this RSA thread: only
+/// this one (it holds the writer; the other RSA threads find it busy and go on).
 fn answer_inline(state: &AppState, req: &FlowRequest, record: &TokenRecord) -> Option<Reply> {
     if req.action != "data_exchange"
         || req.flow_token_signature.is_some()
