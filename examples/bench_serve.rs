@@ -1,6 +1,8 @@
 //! Benchmark of the data endpoint's request paths (not part of the test suite).
 //!
-//!     cargo build --release && cargo run --release --example bench_serve -- [SECONDS]
+//!     cargo build --release && cargo run --release --example bench_serve -- [SECONDS [CONNS...]]
+//!
+//! CONNS: the connection counts to load with (default: 16 64).
 //!
 //! Needs `wrk` (`apt-get install wrk`). `examples/bench_endpoint.sh` runs this and, when `wrk`
 //! and `node` are present, the side-by-side comparison with the reference Node endpoint.
@@ -185,6 +187,13 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(8);
+    let mut conn_counts: Vec<usize> = std::env::args()
+        .skip(2)
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    if conn_counts.is_empty() {
+        conn_counts = vec![16, 64];
+    }
     if Command::new("wrk").arg("--version").output().is_err() {
         eprintln!("bench_serve needs wrk (apt-get install wrk)");
         std::process::exit(2);
@@ -283,7 +292,7 @@ fn main() {
     let _ = measure(&url, &scripts[0].1, 16, 2, pid);
 
     let mut best = std::collections::HashMap::new();
-    for conns in [16usize, 64] {
+    for &conns in &conn_counts {
         for (name, script) in &scripts {
             let r = measure(&url, script, conns, secs, pid);
             println!(
@@ -308,7 +317,7 @@ fn main() {
         "/healthz during saturation (64 conns of ping): {health_n} probes, p99 {health_p99:.2} ms, non-2xx {health_bad} (target p99 < 5 ms)"
     );
 
-    for conns in [16usize, 64] {
+    for &conns in &conn_counts {
         let ping = &best[&("ping", conns)];
         let init = &best[&("INIT", conns)];
         let exch = &best[&("data_exchange", conns)];

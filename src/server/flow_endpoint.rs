@@ -21,7 +21,7 @@ use super::forward::{Decision, Forwarded, Forwarder};
 use super::http::{self, Resp};
 use super::signed::{read_signed_body, SignedRoute};
 use super::AppState;
-use crate::crypto::{self, Decrypted, EncryptedRequest, ResponseKey};
+use crate::crypto::{self, EncryptedRequest, ResponseKey};
 use crate::flow_json::{Exchange, NEXT_SCREEN, TRIGGER};
 use crate::store::{Completion, CompletionInput, TokenRecord};
 
@@ -80,7 +80,7 @@ pub async fn handle(
             );
         }
     };
-    let decrypted = match decrypt(state, envelope).await {
+    let opened = match open(state, envelope).await {
         Ok(d) => d,
         Err(stage) => {
             state.metrics.inc(
@@ -91,29 +91,128 @@ pub async fn handle(
             return http::text(StatusCode::MISDIRECTED_REQUEST, "cannot decrypt request");
         }
     };
-    let reply = match serde_json::from_slice::<FlowRequest>(&decrypted.plaintext) {
-        Ok(request) => answer(state, request).await,
-        Err(_) => Reply::Plain(
+    let reply = match (opened.reply, opened.request) {
+        (Some(reply), _) => reply,
+        (None, Some(request)) => answer(state, request, opened.record).await,
+        (None, None) => Reply::Plain(
             StatusCode::BAD_REQUEST,
             "decrypted payload is not a Flow request",
         ),
     };
-    render(&decrypted.key, reply)
+    render(&opened.key, reply)
 }
 
-/// Runs the RSA work on the dedicated RSA threads (see `rsa_pool`).
-async fn decrypt(
-    state: &Arc<AppState>,
-    envelope: EncryptedRequest,
-) -> Result<Decrypted, &'static str> {
+/// A request after its RSA thread is done with it.
+struct Opened {
+    /// What the reply is encrypted with.
+    key: ResponseKey,
+    /// The decrypted request (`None`: the payload is not one).
+    request: Option<FlowRequest>,
+    /// Its token's record, looked up on the RSA thread right after decryption when the
+    /// database is local (see [`prefetch`]); `None`: not looked up yet.
+    record: Option<Lookup>,
+    /// The reply, when the RSA thread could give it (see [`answer_inline`]); `None`:
+    /// [`answer`] decides.
+    reply: Option<Reply>,
+}
+
+/// The outcome of a token lookup.
+type Lookup = crate::store::Result<Option<TokenRecord>>;
+
+/// Runs the RSA work on the dedicated RSA threads (see `rsa_pool`): the decryption, the
+/// parse, and on a local database the token lookup (see [`prefetch`]).
+async fn open(state: &Arc<AppState>, envelope: EncryptedRequest) -> Result<Opened, &'static str> {
     let Some(key) = state.key.clone() else {
         return Err("no_private_key");
     };
+    let shared = state.clone();
     state
         .rsa
-        .run(move || crypto::decrypt_request(&key, &envelope).map_err(|e| e.stage()))
+        .run(move || {
+            let decrypted = crypto::decrypt_request(&key, &envelope).map_err(|e| e.stage())?;
+            let request = serde_json::from_slice::<FlowRequest>(&decrypted.plaintext).ok();
+            let record = request.as_ref().and_then(|r| prefetch(&shared.store, r));
+            let reply = match (&request, &record) {
+                (Some(req), Some(Ok(Some(found)))) => answer_inline(&shared, req, found),
+                _ => None,
+            };
+            Ok(Opened {
+                key: decrypted.key,
+                request,
+                record,
+                reply,
+            })
+        })
         .await
         .unwrap_or(Err("task_failed"))
+}
+
+/// The token lookup a request will need, done on the RSA thread that just decrypted it, when
+/// the database is local (SQLite): the lookup then takes microseconds, less than a hand-off to
+/// the blocking pool and back, which under 64 connections cost `INIT` a fifth of its rate.
+/// On a network database (or with every read handle busy) it returns `None` and [`answer`]
+/// looks the token up on the blocking pool: an RSA thread never waits on the network.
+/// Reading ahead changes nothing a client sees: the checks [`answer`] makes before its
+/// lookup (the token signature) still decide first.
+fn prefetch(store: &crate::store::SharedStore, req: &FlowRequest) -> Option<Lookup> {
+    if req.action == "ping" || is_error_notification(req) {
+        return None;
+    }
+    let token = req.flow_token.as_deref().filter(|t| !t.is_empty())?;
+    store.read_inline(|s| s.find_token(token))
+}
+
+/// The reply to a screen's submit, given on the RSA thread right after [`prefetch`] when it
+/// needs nothing but a local write the writer is free for: a `data_exchange` under built-in
+/// routing that either stays on its screen (a refresh, a refused submit: no write) or stores
+/// its answers and moves to the next screen. The answers are committed before the reply
+/// exists, as on the blocking pool. `None` for anything else (a token signature to check,
+/// files to queue, the completion, forward mode, a busy writer): [`answer`] handles it, and
+/// nothing here has been counted or stored for it. Another process writing the same SQLite
+/// file (a `bulk` run) can make this write wait for SQLite's lock on this RSA thread: only
+/// this one (it holds the writer; the other RSA threads find it busy and go on).
+fn answer_inline(state: &AppState, req: &FlowRequest, record: &TokenRecord) -> Option<Reply> {
+    if req.action != "data_exchange"
+        || req.flow_token_signature.is_some()
+        || state.forward.is_some()
+        || state.flow.is_none()
+        || record.completed_at.is_some()
+        || record.is_expired(crate::time::Timestamp::now())
+    {
+        return None;
+    }
+    let current = req.screen.as_deref()?;
+    let mut data = req.data.clone().unwrap_or_default();
+    let next = match route(state, record, current, &data) {
+        Route::Again(reply) => return Some(reply),
+        Route::Next(None) => return None,
+        Route::Next(Some(next)) => next,
+    };
+    data.remove(TRIGGER);
+    if !crate::media::find(&data).is_empty() {
+        return None;
+    }
+    let token = record.token.as_str();
+    let stored = state
+        .store
+        .write_inline(|s| s.merge_screen_answers(token, Some(current), &data))?;
+    Some(match stored {
+        Ok(merged) => Reply::Encrypted(
+            StatusCode::OK,
+            json!({ "screen": next, "data": screen_data(state, &next, record, &merged) }),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "data endpoint: cannot store answers");
+            unavailable()
+        }
+    })
+}
+
+/// The client reports an error it met on a screen (`data.error` or `data.error_key`).
+fn is_error_notification(req: &FlowRequest) -> bool {
+    req.data
+        .as_ref()
+        .is_some_and(|d| d.contains_key("error") || d.contains_key("error_key"))
 }
 
 fn render(key: &ResponseKey, reply: Reply) -> Resp {
@@ -140,18 +239,14 @@ fn unavailable() -> Reply {
     Reply::Plain(StatusCode::INTERNAL_SERVER_ERROR, "temporarily unavailable")
 }
 
-async fn answer(state: &Arc<AppState>, req: FlowRequest) -> Reply {
+async fn answer(state: &Arc<AppState>, req: FlowRequest, prefetched: Option<Lookup>) -> Reply {
     if req.action == "ping" {
         return Reply::Encrypted(StatusCode::OK, json!({"data": {"status": "active"}}));
     }
     if let Err(reply) = check_token_signature(state, &req) {
         return reply;
     }
-    if let Some(data) = req
-        .data
-        .as_ref()
-        .filter(|d| d.contains_key("error") || d.contains_key("error_key"))
-    {
+    if let Some(data) = req.data.as_ref().filter(|_| is_error_notification(&req)) {
         let detail = json!({ "action": req.action, "screen": req.screen, "data": data });
         let token = req.flow_token.clone();
         if let Err(e) = state
@@ -169,8 +264,11 @@ async fn answer(state: &Arc<AppState>, req: FlowRequest) -> Reply {
     let Some(token) = req.flow_token.clone().filter(|t| !t.is_empty()) else {
         return Reply::Plain(StatusCode::BAD_REQUEST, "flow_token missing");
     };
-    let lookup = token.clone();
-    let record = match state.store.read(move |s| s.find_token(&lookup)).await {
+    let lookup = match prefetched {
+        Some(done) => done,
+        None => state.store.read(move |s| s.find_token(&token)).await,
+    };
+    let record = match lookup {
         Ok(Some(r)) => r,
         Ok(None) => return token_invalid("This link is not valid."),
         Err(e) => {
@@ -589,5 +687,75 @@ async fn complete(
             tracing::error!(error = %e, "data endpoint: cannot store the completion");
             unavailable()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SendState, SharedStore, Store};
+
+    /// A store holding one sent token, and that token.
+    fn store_with_token(dir: &std::path::Path) -> (Store, String) {
+        let mut store = Store::open(dir.join("s.db")).unwrap();
+        let token = crate::token::FlowToken::generate();
+        let new = crate::store::NewToken {
+            token: token.clone(),
+            phone: crate::phone::Phone::parse("+212610059159", None).unwrap(),
+            customer_name: None,
+            campaign: "c".into(),
+            origin: crate::store::Origin::Send,
+            initial_data: None,
+            ttl: std::time::Duration::from_secs(3600),
+        };
+        store.insert_token(&new, SendState::Sent).unwrap();
+        (store, token.as_str().to_string())
+    }
+
+    fn request(action: &str, token: Option<&str>, data: Option<Value>) -> FlowRequest {
+        FlowRequest {
+            version: Some("3.0".into()),
+            action: action.into(),
+            screen: None,
+            data: data.and_then(|d| d.as_object().cloned()),
+            flow_token: token.map(str::to_string),
+            flow_token_signature: None,
+        }
+    }
+
+    #[test]
+    fn a_local_database_is_read_ahead_for_the_requests_that_look_their_token_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, token) = store_with_token(dir.path());
+        let local = SharedStore::with_inline_reads(store, Some(1));
+
+        for action in ["INIT", "BACK", "data_exchange"] {
+            let found = prefetch(&local, &request(action, Some(&token), None))
+                .expect("looked up on this thread")
+                .unwrap();
+            assert_eq!(
+                found.expect("known token").token.as_str(),
+                token,
+                "{action}"
+            );
+        }
+        let unknown = prefetch(&local, &request("INIT", Some("flow_unknown"), None));
+        assert!(matches!(unknown, Some(Ok(None))));
+
+        // Nothing to look up: a ping, an error notification, no token.
+        assert!(prefetch(&local, &request("ping", Some(&token), None)).is_none());
+        let error = Some(json!({"error": "boom"}));
+        assert!(prefetch(&local, &request("data_exchange", Some(&token), error)).is_none());
+        assert!(prefetch(&local, &request("INIT", Some(""), None)).is_none());
+        assert!(prefetch(&local, &request("INIT", None, None)).is_none());
+    }
+
+    #[test]
+    fn a_network_database_is_never_read_on_the_rsa_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, token) = store_with_token(dir.path());
+        // What `serve` builds for a postgres:// database.
+        let remote = SharedStore::with_inline_reads(store, None);
+        assert!(prefetch(&remote, &request("INIT", Some(&token), None)).is_none());
     }
 }

@@ -5,6 +5,11 @@
 //! anyway, and one writer keeps their order. Pure reads go through a small pool of read-only
 //! handles ([`SharedStore::read`]), so that `/api/responses` or `/healthz` do not queue behind
 //! the inbox worker's writes (SQLite's WAL lets readers run beside the writer).
+//!
+//! On a local database (a SQLite file) a lookup takes microseconds, less than the hand-off to
+//! the blocking pool and back: [`SharedStore::read_inline`] runs it on the calling thread (the
+//! data endpoint's RSA threads, right after decryption). On a network database it does not,
+//! so that no such thread ever waits on the network.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -20,6 +25,8 @@ pub struct SharedStore(Arc<Inner>);
 struct Inner {
     writer: Mutex<Store>,
     readers: Readers,
+    /// Whether reads may run on the caller's thread ([`SharedStore::read_inline`]).
+    inline: bool,
 }
 
 impl std::fmt::Debug for SharedStore {
@@ -40,10 +47,20 @@ impl SharedStore {
     /// Shares `store` as the writer; read handles on the same database are opened when the
     /// first reads come.
     pub fn new(store: Store) -> SharedStore {
-        let readers = Readers::new(store.reader(), MAX_READERS);
+        SharedStore::with_inline_reads(store, None)
+    }
+
+    /// Shares `store` as [`SharedStore::new`] does; with `Some(threads)` the database is local
+    /// (a SQLite file) and up to `threads` threads may read on their own thread with
+    /// [`SharedStore::read_inline`]: the pool gets that many more read handles, so those
+    /// threads find one free instead of taking one from `/healthz` or the CRM API. `None`: a
+    /// network database, every read goes to the blocking pool.
+    pub fn with_inline_reads(store: Store, threads: Option<usize>) -> SharedStore {
+        let readers = Readers::new(store.reader(), MAX_READERS + threads.unwrap_or(0));
         SharedStore(Arc::new(Inner {
             writer: Mutex::new(store),
             readers,
+            inline: threads.is_some(),
         }))
     }
 
@@ -77,6 +94,45 @@ impl SharedStore {
         })
         .await
         .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())))
+    }
+}
+
+impl SharedStore {
+    /// Runs a pure read `f` right here, on the calling thread, with a read-only handle: for a
+    /// thread that is not the reactor and has the read's result as its next step (the data
+    /// endpoint's token lookup after decryption), one hand-off less than [`SharedStore::read`].
+    /// `None` when the read should go through [`SharedStore::read`] instead: the database is
+    /// not local (a read may block on the network), or no read handle is free right now
+    /// (waiting for one would idle this thread).
+    pub fn read_inline<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Option<Result<T>> {
+        if !self.0.inline {
+            return None;
+        }
+        match self.0.readers.try_lease() {
+            Ok(Some(reader)) => Some(f(&reader)),
+            Ok(None) => None,
+            // The blocking path knows what to do without a read handle (the writer).
+            Err(_) => None,
+        }
+    }
+}
+
+impl SharedStore {
+    /// Runs a write `f` right here, on the calling thread, with the writer: like
+    /// [`SharedStore::read_inline`], one hand-off less than [`SharedStore::call`]. `None` when
+    /// the write should go through [`SharedStore::call`]: the database is not local, or the
+    /// writer is busy right now (with the inbox worker's batch, a WAL checkpoint, another
+    /// request's write): this never waits for the writer.
+    pub fn write_inline<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Option<Result<T>> {
+        if !self.0.inline {
+            return None;
+        }
+        let mut writer = match self.0.writer.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(f(&mut writer))
     }
 }
 
@@ -142,16 +198,35 @@ impl Readers {
             if pool.count < self.max {
                 pool.count += 1;
                 drop(pool);
-                return match (self.open)() {
-                    Ok(store) => Ok(self.lent(store)),
-                    Err(e) => {
-                        lock(&self.state).count -= 1;
-                        self.freed.notify_one();
-                        Err(e)
-                    }
-                };
+                return self.open_counted();
             }
             pool = self.freed.wait(pool).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// An idle handle, or a new one while under the bound; `Ok(None)` when all are lent.
+    fn try_lease(&self) -> Result<Option<Lease<'_>>> {
+        let mut pool = lock(&self.state);
+        if let Some(store) = pool.idle.pop() {
+            return Ok(Some(self.lent(store)));
+        }
+        if pool.count >= self.max {
+            return Ok(None);
+        }
+        pool.count += 1;
+        drop(pool);
+        self.open_counted().map(Some)
+    }
+
+    /// Opens the handle already counted in `count`; on failure gives its place back.
+    fn open_counted(&self) -> Result<Lease<'_>> {
+        match (self.open)() {
+            Ok(store) => Ok(self.lent(store)),
+            Err(e) => {
+                lock(&self.state).count -= 1;
+                self.freed.notify_one();
+                Err(e)
+            }
         }
     }
 
@@ -246,5 +321,85 @@ mod tests {
         drop(b);
         let pool = lock(&readers.state);
         assert_eq!((pool.count, pool.idle.len()), (2, 2));
+    }
+
+    #[test]
+    fn inline_reads_run_here_on_a_local_database_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("s.db")).unwrap();
+        let token =
+            crate::store::sqlite::test_util::issue(&mut *store, crate::store::SendState::Sent);
+        let local = SharedStore::with_inline_reads(store, Some(2));
+        let here = std::thread::current().id();
+        let (found, ran_on) = local
+            .read_inline(|r| Ok((r.find_token(&token)?, std::thread::current().id())))
+            .expect("a local database reads inline")
+            .unwrap();
+        assert_eq!(found.unwrap().token.as_str(), token);
+        assert_eq!(ran_on, here);
+        // The extra handles for the inline readers come on top of the shared ones.
+        assert_eq!(local.0.readers.max, MAX_READERS + 2);
+
+        // A network database (or one shared without inline reads): the caller must go through
+        // the blocking pool, so `f` does not even run.
+        let remote = SharedStore::new(Store::open(dir.path().join("r.db")).unwrap());
+        let mut ran = false;
+        assert!(remote
+            .read_inline(|r| {
+                ran = true;
+                r.ping()
+            })
+            .is_none());
+        assert!(!ran);
+        assert_eq!(remote.0.readers.max, MAX_READERS);
+    }
+
+    #[test]
+    fn an_inline_read_never_waits_for_a_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.db")).unwrap();
+        let shared = SharedStore::with_inline_reads(store, Some(0));
+        let held: Vec<_> = (0..MAX_READERS)
+            .map(|_| shared.0.readers.lease().unwrap())
+            .collect();
+        let t = Instant::now();
+        assert!(shared.read_inline(|r| r.ping()).is_none());
+        assert!(t.elapsed() < Duration::from_secs(1));
+        drop(held);
+        assert!(shared
+            .read_inline(|r| r.ping())
+            .expect("a free handle")
+            .is_ok());
+        let pool = lock(&shared.0.readers.state);
+        assert_eq!((pool.count, pool.idle.len()), (MAX_READERS, MAX_READERS));
+    }
+
+    #[test]
+    fn an_inline_write_never_waits_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.db")).unwrap();
+        let local = SharedStore::with_inline_reads(store, Some(1));
+        let token = local
+            .write_inline(|w| {
+                Ok(crate::store::sqlite::test_util::issue(
+                    &mut **w,
+                    crate::store::SendState::Sent,
+                ))
+            })
+            .expect("the writer is free")
+            .unwrap();
+        assert!(local
+            .read_inline(|r| r.find_token(&token))
+            .unwrap()
+            .unwrap()
+            .is_some());
+        {
+            let _busy = lock(&local.0.writer);
+            let t = Instant::now();
+            assert!(local.write_inline(|w| w.insert_inbox(b"{}")).is_none());
+            assert!(t.elapsed() < Duration::from_secs(1));
+        }
+        let remote = SharedStore::new(Store::open(dir.path().join("r.db")).unwrap());
+        assert!(remote.write_inline(|w| w.insert_inbox(b"{}")).is_none());
     }
 }
