@@ -144,6 +144,34 @@ pub enum Command {
     /// people; START replies and the resume webhook lift them.
     #[command(subcommand, after_help = help::SUPPRESS)]
     Suppress(SuppressCommand),
+    /// Move the database: copy a SQLite database into PostgreSQL.
+    #[command(subcommand, after_help = help::DB)]
+    Db(DbCommand),
+}
+
+/// `flowctl db …`.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy the SQLite database (--db / FLOWCTL_DB) into a PostgreSQL database, then check
+    /// the row counts of every table.
+    ///
+    /// Ids are kept; rows already in PostgreSQL are left as they are, so running it again
+    /// (or after an interruption) copies only what is missing. Exit 1 when a table's counts
+    /// differ, 2 for a bad URL. Stop the writers (serve, bulk) first for an exact copy.
+    #[command(after_help = help::DB)]
+    MigrateTo(MigrateToArgs),
+}
+
+/// `flowctl db migrate-to`.
+#[derive(Debug, Args)]
+pub struct MigrateToArgs {
+    /// The PostgreSQL database to copy into: `postgres://user:password@host/db` (its
+    /// tables are created when missing).
+    #[arg(value_name = "POSTGRES_URL")]
+    pub url: String,
+    /// Rows per INSERT.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
 }
 
 /// `flowctl suppress …`.
@@ -224,6 +252,7 @@ impl Command {
                 | Command::Report(_)
                 | Command::Doctor(_)
                 | Command::Suppress(_)
+                | Command::Db(_)
         )
     }
 }

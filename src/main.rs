@@ -77,6 +77,21 @@ fn parse() -> Cli {
         given |= on_command_line(m);
         sub = m.subcommand();
     }
+    // A password on the command line shows in the process list (`ps`) to every user of the
+    // machine: like every other secret, it is read from the environment only.
+    if given {
+        if let flowctl::store::DbTarget::Postgres(url) = &cli.db {
+            if url.has_password() {
+                cmd.error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!(
+                        "--db {url}: a password on the command line shows in the process list; put the URL in FLOWCTL_DB or DATABASE_URL (environment or settings file) instead"
+                    ),
+                )
+                .exit();
+            }
+        }
+    }
     if given && !cli.command.uses_db() {
         cmd.error(
             clap::error::ErrorKind::ArgumentConflict,
@@ -104,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Stats(args) => return commands::stats::run(&cli.db, args),
         Command::Suppress(args) => return commands::suppress::run(&cli.db, args),
         Command::Report(args) => return commands::report::run(&cli.db, args),
+        Command::Db(args) => return commands::db::run(&cli.db, args),
         _ => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -7,6 +7,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use flowctl::sandbox::{start, FailRule, SandboxHandle, SandboxOptions};
+
+#[path = "support/db.rs"]
+mod db;
 use serde_json::Value;
 
 const PHONES: [&str; 5] = [
@@ -19,6 +22,8 @@ const PHONES: [&str; 5] = [
 
 struct Env {
     dir: tempfile::TempDir,
+    /// `flowctl.db` in `dir`, or a PostgreSQL database of its own (support/db.rs).
+    db: db::TestDb,
     sandbox: Option<SandboxHandle>,
     rt: tokio::runtime::Runtime,
 }
@@ -39,8 +44,10 @@ impl Env {
             ..SandboxOptions::default()
         };
         let sandbox = rt.block_on(start(opts)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
         Env {
-            dir: tempfile::tempdir().unwrap(),
+            db: db::TestDb::new(dir.path(), "flowctl.db"),
+            dir,
             sandbox: Some(sandbox),
             rt,
         }
@@ -56,8 +63,8 @@ impl Env {
         p
     }
 
-    fn db(&self) -> PathBuf {
-        self.path("flowctl.db")
+    fn db(&self) -> flowctl::store::DbTarget {
+        self.db.target()
     }
 
     /// `flowctl bulk ARGS` with a clean environment pointing at the sandbox.
@@ -70,7 +77,7 @@ impl Env {
             .env("PHONE_NUMBER_ID", "106540352242922")
             .env("FLOW_ID", "1234567890123456")
             .env("GRAPH_API_URL", format!("http://{addr}"))
-            .env("FLOWCTL_DB", self.db())
+            .env("FLOWCTL_DB", self.db.arg())
             .env("FLOWCTL_PROGRESS_INTERVAL_MS", "200")
             .arg("bulk")
             .args(args)
@@ -98,12 +105,10 @@ impl Env {
     }
 
     fn token_rows(&self) -> i64 {
-        if !self.db().exists() {
+        if !db::exists(&self.db()) {
             return 0;
         }
-        let c = rusqlite::Connection::open(self.db()).unwrap();
-        c.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))
-            .unwrap_or(0)
+        db::Sql::open(&self.db()).int("SELECT COUNT(*) FROM tokens", &[])
     }
 }
 
@@ -166,14 +171,12 @@ fn every_valid_unique_phone_gets_exactly_one_message() {
     assert_eq!(s["campaign"], "survey");
     // The extra column went into the Flow's initial data... for navigate only; the token row
     // keeps it either way.
-    let c = rusqlite::Connection::open(env.db()).unwrap();
-    let data: String = c
-        .query_row(
+    let data = db::Sql::open(&env.db())
+        .value(
             "SELECT initial_data FROM tokens WHERE phone = ?1",
-            [PHONES[1]],
-            |r| r.get(0),
+            &[PHONES[1].into()],
         )
-        .unwrap();
+        .text();
     assert_eq!(data, r#"{"city":"Paris"}"#);
 }
 
@@ -342,7 +345,7 @@ fn dry_run_sends_nothing_and_creates_no_token_rows() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert_eq!(env.requests(), 0);
     assert_eq!(env.token_rows(), 0);
-    assert!(!env.db().exists());
+    assert!(!db::exists(&env.db()));
     let s = summary(&out);
     assert_eq!(
         (s["would_send"].as_u64(), s["invalid"].as_u64()),

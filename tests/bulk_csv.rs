@@ -8,11 +8,16 @@ use std::time::Duration;
 
 use flowctl::sandbox::{start, SandboxHandle, SandboxOptions};
 
+#[path = "support/db.rs"]
+mod db;
+
 const MA: &str = "+212610059159";
 const FR: &str = "+33612345678";
 
 struct Env {
     dir: tempfile::TempDir,
+    /// `flowctl.db` in `dir`, or a PostgreSQL database of its own (support/db.rs).
+    db: db::TestDb,
     sandbox: Option<SandboxHandle>,
     rt: tokio::runtime::Runtime,
 }
@@ -25,8 +30,10 @@ impl Env {
             ..SandboxOptions::default()
         };
         let sandbox = rt.block_on(start(opts)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
         Env {
-            dir: tempfile::tempdir().unwrap(),
+            db: db::TestDb::new(dir.path(), "flowctl.db"),
+            dir,
             sandbox: Some(sandbox),
             rt,
         }
@@ -52,7 +59,7 @@ impl Env {
             .env("PHONE_NUMBER_ID", "106540352242922")
             .env("FLOW_ID", "1234567890123456")
             .env("GRAPH_API_URL", format!("http://{addr}"))
-            .env("FLOWCTL_DB", self.path("flowctl.db"))
+            .env("FLOWCTL_DB", self.db.arg())
             .arg("bulk")
             .args(args)
             .stdin(Stdio::null())
@@ -77,13 +84,13 @@ impl Env {
 
     /// The stored customer name and initial data of a recipient.
     fn stored(&self, phone: &str) -> (Option<String>, Option<String>) {
-        let c = rusqlite::Connection::open(self.path("flowctl.db")).unwrap();
-        c.query_row(
-            "SELECT customer_name, initial_data FROM tokens WHERE phone = ?1",
-            [phone],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap()
+        let row = db::Sql::open(&self.db.target())
+            .row(
+                "SELECT customer_name, initial_data FROM tokens WHERE phone = ?1",
+                &[phone.into()],
+            )
+            .expect("a row for the phone");
+        (row[0].opt_text(), row[1].opt_text())
     }
 }
 

@@ -136,19 +136,19 @@ impl Platform {
         m
     }
 
-    fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.env.db()).expect("open db")
+    fn db(&self) -> support::Sql {
+        self.env.sql()
     }
 
     /// The campaign's bulk rows per state.
     fn states(&self, campaign: &str) -> HashMap<String, i64> {
-        let c = self.db();
-        let mut q = c
-            .prepare("SELECT state, COUNT(*) FROM tokens WHERE campaign = ?1 GROUP BY state")
-            .expect("query");
-        q.query_map([campaign], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("rows")
-            .map(|r| r.expect("row"))
+        self.db()
+            .rows(
+                "SELECT state, COUNT(*) FROM tokens WHERE campaign = ?1 GROUP BY state",
+                &[campaign.into()],
+            )
+            .into_iter()
+            .map(|r| (r[0].text(), r[1].int()))
             .collect()
     }
 }
@@ -168,28 +168,27 @@ struct Row {
 impl Platform {
     /// The campaign's rows for `phone`, oldest first (a superseded row and its successor).
     fn rows(&self, campaign: &str, phone: &str) -> Vec<Row> {
-        let c = self.db();
-        let mut q = c
-            .prepare(
+        // Creation time orders a row before its resend on both backends (no rowid on
+        // PostgreSQL); the successor is the row nobody superseded.
+        self.db()
+            .rows(
                 "SELECT token, state, message_id, error_code, not_before, superseded_by,
                         failed_after_acceptance
-                 FROM tokens WHERE campaign = ?1 AND phone = ?2 ORDER BY rowid",
+                 FROM tokens WHERE campaign = ?1 AND phone = ?2
+                 ORDER BY created_at, superseded_by IS NULL",
+                &[campaign.into(), phone.into()],
             )
-            .expect("query");
-        q.query_map([campaign, phone], |r| {
-            Ok(Row {
-                token: r.get(0)?,
-                state: r.get(1)?,
-                message_id: r.get(2)?,
-                error_code: r.get(3)?,
-                not_before: r.get(4)?,
-                superseded_by: r.get(5)?,
-                failed_after_acceptance: r.get(6)?,
+            .into_iter()
+            .map(|r| Row {
+                token: r[0].text(),
+                state: r[1].text(),
+                message_id: r[2].opt_text(),
+                error_code: r[3].opt_int(),
+                not_before: r[4].opt_text(),
+                superseded_by: r[5].opt_text(),
+                failed_after_acceptance: r[6].int() != 0,
             })
-        })
-        .expect("rows")
-        .map(|r| r.expect("row"))
-        .collect()
+            .collect()
     }
 
     /// Waits until `serve` has settled the send to each of `phones` as failed after
@@ -220,13 +219,11 @@ impl Platform {
 
     /// Moves the time of the campaign's deferred rows into the past: their time has come.
     fn let_deferred_time_come(&self, campaign: &str) -> usize {
-        self.db()
-            .execute(
-                "UPDATE tokens SET not_before = '2000-01-01T00:00:00.000Z'
+        self.db().execute(
+            "UPDATE tokens SET not_before = '2000-01-01T00:00:00.000Z'
                  WHERE campaign = ?1 AND state = 'deferred'",
-                [campaign],
-            )
-            .expect("update")
+            &[campaign.into()],
+        ) as usize
     }
 
     /// The messages to `phone` the sandbox received (accepted or not), oldest first.
@@ -680,27 +677,20 @@ struct Fates {
 
 impl Platform {
     fn fates(&self, campaign: &str) -> Fates {
-        let c = self.db();
-        let mut q = c
-            .prepare(
-                "SELECT phone, state, delivery, error_code, not_before FROM tokens
+        let rows = self.db().rows(
+            "SELECT phone, state, delivery, error_code, not_before FROM tokens
                  WHERE campaign = ?1 AND superseded_by IS NULL",
-            )
-            .expect("query");
-        let rows = q
-            .query_map([campaign], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            })
-            .expect("rows");
+            &[campaign.into()],
+        );
         let mut f = Fates::default();
         for row in rows {
-            let (phone, state, delivery, code, not_before) = row.expect("row");
+            let (phone, state, delivery, code, not_before) = (
+                row[0].text(),
+                row[1].text(),
+                row[2].opt_text(),
+                row[3].opt_int(),
+                row[4].opt_text(),
+            );
             match (state.as_str(), delivery.as_deref(), code, &not_before) {
                 ("sent", Some("delivered" | "read"), _, _) => f.delivered += 1,
                 ("failed", _, Some(code), _) => *f.failed.entry(code).or_default() += 1,
@@ -733,13 +723,10 @@ impl Platform {
 
     /// Rows of the campaign superseded by a resend.
     fn superseded(&self, campaign: &str) -> i64 {
-        self.db()
-            .query_row(
-                "SELECT COUNT(*) FROM tokens WHERE campaign = ?1 AND superseded_by IS NOT NULL",
-                [campaign],
-                |r| r.get(0),
-            )
-            .expect("count")
+        self.db().int(
+            "SELECT COUNT(*) FROM tokens WHERE campaign = ?1 AND superseded_by IS NOT NULL",
+            &[campaign.into()],
+        )
     }
 }
 

@@ -10,44 +10,28 @@
 
 #[path = "support/campaign.rs"]
 mod campaign;
+mod support;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use campaign::{knob, summary, Campaign};
-use flowctl::store::DbTarget;
+use support::db;
 
-/// A fresh database on the test server, as a URL; `None` (and why) without one.
-fn database(test: &str) -> Option<String> {
-    let Ok(admin) = std::env::var("FLOWCTL_TEST_POSTGRES") else {
+/// The campaign's database URL, when the suite runs on PostgreSQL; `None` after saying why.
+fn database(test: &str, c: &Campaign) -> Option<String> {
+    if !db::on_postgres() {
         eprintln!("{test}: skipped: no PostgreSQL (set FLOWCTL_TEST_POSTGRES to a server URL; scripts/pg-cluster starts one)");
         return None;
-    };
-    let DbTarget::Postgres(admin) = admin.parse::<DbTarget>().expect("FLOWCTL_TEST_POSTGRES")
-    else {
-        panic!("FLOWCTL_TEST_POSTGRES is not a postgres:// URL");
-    };
-    let name = format!(
-        "bw_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let mut c = postgres::Client::connect(admin.expose(), postgres::NoTls).expect("connect");
-    c.batch_execute(&format!("CREATE DATABASE {name}"))
-        .expect("create database");
-    Some(admin.with_database(&name).expose().to_string())
+    }
+    Some(db::arg(&c.db()).to_string_lossy().into_owned())
 }
 
 /// `flowctl bulk ARGS` of `campaign` on the PostgreSQL database `url`.
-fn worker(c: &Campaign, url: &str, args: &[&str]) -> Command {
+fn worker(c: &Campaign, args: &[&str]) -> Command {
     let mut cmd = c.bulk(args);
-    cmd.env("FLOWCTL_DB", url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd
 }
 
@@ -90,17 +74,17 @@ fn twice(per: &HashMap<String, usize>) -> Vec<&String> {
 
 #[test]
 fn two_workers_message_every_phone_exactly_once() {
-    let Some(url) = database("two workers") else {
+    let c = Campaign::new(Duration::from_millis(20));
+    let Some(url) = database("two workers", &c) else {
         return;
     };
-    let c = Campaign::new(Duration::from_millis(20));
     let rows = 400;
     let csv = c.contacts(rows);
     let csv = csv.to_str().unwrap();
     let args = ["--rate", "400", "--campaign", "w", "--json", csv];
     // Both start at the same instant.
-    let a = worker(&c, &url, &args).spawn().expect("spawn a");
-    let b = worker(&c, &url, &args).spawn().expect("spawn b");
+    let a = worker(&c, &args).spawn().expect("spawn a");
+    let b = worker(&c, &args).spawn().expect("spawn b");
     let (a, b) = (wait(a, "worker a"), wait(b, "worker b"));
     assert_eq!(a.status.code(), Some(0));
     assert_eq!(b.status.code(), Some(0));
@@ -117,10 +101,10 @@ fn two_workers_message_every_phone_exactly_once() {
 
 #[test]
 fn the_survivor_finishes_the_rows_of_a_killed_worker_after_its_lease() {
-    let Some(url) = database("killed worker") else {
+    let c = Campaign::new(Duration::from_millis(20));
+    let Some(url) = database("killed worker", &c) else {
         return;
     };
-    let c = Campaign::new(Duration::from_millis(20));
     let rows = 300;
     let csv = c.contacts(rows);
     let csv = csv.to_str().unwrap();
@@ -134,10 +118,10 @@ fn the_survivor_finishes_the_rows_of_a_killed_worker_after_its_lease() {
         "--json",
         csv,
     ];
-    let mut a = worker(&c, &url, &args).spawn().expect("spawn a");
+    let mut a = worker(&c, &args).spawn().expect("spawn a");
     // A claims the file's rows as it reads them; B starts once A is sending.
     c.wait_accepted(20);
-    let b = worker(&c, &url, &args).spawn().expect("spawn b");
+    let b = worker(&c, &args).spawn().expect("spawn b");
     c.wait_accepted(80);
     a.kill().expect("SIGKILL a");
     let _ = a.wait();
@@ -182,16 +166,16 @@ fn seconds(at: &str) -> f64 {
 
 #[test]
 fn two_workers_share_one_rate() {
-    let Some(url) = database("shared rate") else {
-        return;
-    };
     let c = Campaign::new(Duration::from_millis(20));
+    if database("shared rate", &c).is_none() {
+        return;
+    }
     let rows = knob("ROWS", 200) as usize;
     let csv = c.contacts(rows);
     let csv = csv.to_str().unwrap();
     let args = ["--rate", "20", "--campaign", "r", "--json", csv];
-    let a = worker(&c, &url, &args).spawn().expect("spawn a");
-    let b = worker(&c, &url, &args).spawn().expect("spawn b");
+    let a = worker(&c, &args).spawn().expect("spawn a");
+    let b = worker(&c, &args).spawn().expect("spawn b");
     let (a, b) = (wait(a, "worker a"), wait(b, "worker b"));
     assert_eq!((a.status.code(), b.status.code()), (Some(0), Some(0)));
     let (sa, sb) = (summary(&a), summary(&b));

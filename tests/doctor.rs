@@ -318,3 +318,32 @@ fn json_shape() {
     }
     assert!(!report.to_string().contains(ACCESS_TOKEN));
 }
+
+#[test]
+fn an_unreachable_postgres_database_fails_its_check_without_showing_the_password() {
+    let env = Env::new();
+    let (_sb, mut c) = healthy(&env);
+    // A port nothing listens on: the connection is refused at once.
+    let port = free_addr().rsplit(':').next().unwrap().to_string();
+    let url = format!("postgres://flowctl:pg-s3cret-pw@127.0.0.1:{port}/flowctl?sslmode=disable");
+    c.env("FLOWCTL_DB", &url);
+    let (code, report, err) = doctor_json(c);
+    assert_eq!(code, Some(1), "{report}");
+    let db = check(&report, "database");
+    assert_eq!(db["status"], "fail", "{db}");
+    let detail = db["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("cannot connect"), "{db}");
+    assert!(
+        detail.contains(&format!("postgres://flowctl:***@127.0.0.1:{port}/flowctl")),
+        "{db}"
+    );
+    assert!(
+        db["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("server is up"),
+        "{db}"
+    );
+    let all = format!("{report}{err}");
+    assert!(!all.contains("pg-s3cret-pw"), "{all}");
+}

@@ -222,6 +222,9 @@ fn stats_of_a_campaign_that_does_not_exist_is_a_usage_error_naming_the_known_one
 #[tokio::test]
 async fn healthz_answers_503_and_logs_once_the_database_file_is_deleted() {
     const API_KEY: &str = "operator-api-key-3f9a";
+    if skip_on_postgres("about deleting the SQLite file") {
+        return;
+    }
     let env = Env::new();
     let sb = env.sandbox(&[]);
     let server = env.serve_with_env(
@@ -246,7 +249,7 @@ async fn healthz_answers_503_and_logs_once_the_database_file_is_deleted() {
     let url = format!("{}/healthz", server.url);
     assert_eq!(reqwest::get(&url).await.unwrap().status().as_u16(), 200);
     for suffix in ["", "-wal", "-shm"] {
-        let mut p = env.db().into_os_string();
+        let mut p = env.db_file().into_os_string();
         p.push(suffix);
         let _ = std::fs::remove_file(p);
     }
@@ -342,7 +345,7 @@ fn a_port_in_use_is_the_same_exit_code_for_serve_and_sandbox() {
 
 /// Issues `n` tokens with a completion each, answers long enough that the export of them all
 /// is far more than a pipe holds.
-fn many_completions(db: &Path, n: usize) {
+fn many_completions(db: &flowctl::store::DbTarget, n: usize) {
     let mut store = Store::open(db).unwrap();
     let answers: serde_json::Map<String, Value> =
         serde_json::from_value(serde_json::json!({"comment": "x".repeat(400)})).unwrap();
@@ -388,7 +391,7 @@ fn a_closed_stdout_is_a_normal_end_for_export_stats_and_completions() {
                 "set -o pipefail; \"$FLOWCTL\" {cmd} | head -1 >/dev/null"
             ))
             .env("FLOWCTL", bin())
-            .env("FLOWCTL_DB", env.db())
+            .env("FLOWCTL_DB", env.db_arg())
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{cmd}: {}", stderr(&out));
@@ -725,7 +728,7 @@ fn on_a_terminal(
     let mut c = Command::new("script");
     c.args(["-qec", command, "/dev/null"])
         .current_dir(env.dir.path())
-        .env("FLOWCTL_DB", env.db())
+        .env("FLOWCTL_DB", env.db_arg())
         .envs(vars.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -844,4 +847,73 @@ fn replacing_a_different_registered_key_asks_first_on_a_terminal() {
     assert_eq!(replaced.status.code(), Some(0), "{}", stdout(&replaced));
     let check = on_a_terminal(&env, &vars, &keys("check", "b.pem"), "").unwrap();
     assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+}
+
+/// `DATABASE_URL` is used when neither --db nor FLOWCTL_DB is given; FLOWCTL_DB wins over it;
+/// an unreachable server is an error naming it, password masked.
+#[test]
+fn database_url_is_the_fallback_and_its_password_is_never_shown() {
+    let env = Env::new();
+    let unreachable = "postgres://crm:dbpass-77x@127.0.0.1:1/crm?sslmode=disable";
+    let out = env
+        .cmd()
+        .env_remove("FLOWCTL_DB")
+        .env("DATABASE_URL", unreachable)
+        .args(["stats"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("postgres://crm:***@127.0.0.1:1/crm"),
+        "the error names the database: {err}"
+    );
+    assert!(!err.contains("dbpass-77x"), "{err}");
+    // FLOWCTL_DB (here the temp dir's SQLite file) wins over DATABASE_URL.
+    let out = env
+        .cmd()
+        .env("DATABASE_URL", unreachable)
+        .args(["stats"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("127.0.0.1:1"), "{err}");
+    // A malformed URL is a usage error naming the variable.
+    let out = env
+        .cmd()
+        .env_remove("FLOWCTL_DB")
+        .env(
+            "DATABASE_URL",
+            "postgres://crm:dbpass-77x@host:notaport/crm",
+        )
+        .args(["stats"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("DATABASE_URL"), "{err}");
+    assert!(!err.contains("dbpass-77x"), "{err}");
+}
+
+/// A PostgreSQL password given with --db would show in the process list: refused (exit 2),
+/// and the message does not repeat it.
+#[test]
+fn a_database_password_on_the_command_line_is_refused() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args([
+            "stats",
+            "--db",
+            "postgres://crm:cmdline-pw-9@127.0.0.1:1/crm",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("process list") && err.contains("FLOWCTL_DB"),
+        "{err}"
+    );
+    assert!(!err.contains("cmdline-pw-9"), "{err}");
 }

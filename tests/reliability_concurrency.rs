@@ -354,7 +354,7 @@ async fn campaign(env: &Env, plan: &Plan) -> (Report, Running, Running) {
     let readers: Vec<_> = [false, true]
         .into_iter()
         .map(|is_stats| {
-            let (stop, db, dir) = (stop.clone(), env.db(), env.dir.path().to_path_buf());
+            let (stop, db, dir) = (stop.clone(), env.db_arg(), env.dir.path().to_path_buf());
             std::thread::spawn(move || {
                 let cmd = || {
                     let mut c = std::process::Command::new(bin());
@@ -623,7 +623,7 @@ fn check(
 }
 
 /// Waits until the inbox worker has processed every stored webhook body.
-fn wait_inbox_drained(db: &std::path::Path, limit: Duration) {
+fn wait_inbox_drained(db: &flowctl::store::DbTarget, limit: Duration) {
     let started = Instant::now();
     loop {
         let pending = load::count(

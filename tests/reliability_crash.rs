@@ -154,7 +154,7 @@ struct ServeCrashReport {
 }
 
 /// Issues `n` sent tokens in one store connection (as `send` would).
-fn issue_many(db: &std::path::Path, n: usize) -> Vec<String> {
+fn issue_many(db: &flowctl::store::DbTarget, n: usize) -> Vec<String> {
     use flowctl::store::{NewToken, Origin, SendState, Store};
     let mut store = Store::open(db).expect("open store");
     (0..n)
@@ -320,11 +320,13 @@ fn serve_crash_campaign(tokens: usize, rounds: usize, max_wait_ms: u64) -> Serve
         endpoint.len() + webhook.len(),
         &lost[..lost.len().min(5)]
     );
-    let integrity: String = rusqlite::Connection::open(env.db())
-        .expect("open db")
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("integrity_check");
-    assert_eq!(integrity, "ok", "seed {seed}");
+    if let flowctl::store::DbTarget::Sqlite(file) = env.db() {
+        let integrity: String = rusqlite::Connection::open(file)
+            .expect("open db")
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity_check");
+        assert_eq!(integrity, "ok", "seed {seed}");
+    }
     let distinct: HashSet<&String> = endpoint.iter().chain(webhook.iter()).collect();
     assert_eq!(distinct.len(), endpoint.len() + webhook.len());
     ServeCrashReport {
@@ -368,13 +370,14 @@ fn bulk_crash_then_reconcile(rows: usize, kills: usize) -> (u64, usize, usize, u
     let seed = Rng::seed();
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("flowctl.db");
+    let database = campaign::db::TestDb::new(dir.path(), "flowctl.db");
+    let db = database.target();
     let key = dir.path().join("private.pem");
     std::fs::write(&key, support::test_private_key_pem()).unwrap();
     let mut serve_cmd = std::process::Command::new(support::bin());
     serve_cmd
         .env_clear()
-        .env("FLOWCTL_DB", &db)
+        .env("FLOWCTL_DB", database.arg())
         .env("APP_SECRET", APP_SECRET)
         .env("FLOW_SCREEN", support::DEFAULT_SCREEN)
         .args(["serve", "--listen", "127.0.0.1:0", "--private-key-file"])
@@ -395,7 +398,7 @@ fn bulk_crash_then_reconcile(rows: usize, kills: usize) -> (u64, usize, usize, u
         app_secret: Some(APP_SECRET.to_string()),
         ..SandboxOptions::default()
     };
-    let c = Campaign::with(dir, opts);
+    let c = Campaign::with_database(dir, database, opts);
     let csv = c.contacts(rows);
     let args = [csv.to_str().unwrap(), "--rate", "400"];
     for k in 0..kills {

@@ -6,6 +6,7 @@
 
 #[path = "support/campaign.rs"]
 mod campaign;
+mod support;
 
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -174,6 +175,9 @@ fn is_root() -> bool {
 #[test]
 fn a_read_only_database_is_refused_with_a_clear_error_and_nothing_is_sent() {
     use std::os::unix::fs::PermissionsExt;
+    if campaign::db::skip_on_postgres("about a read-only SQLite file") {
+        return;
+    }
     let c = Campaign::new(Duration::ZERO);
     let csv = c.contacts(20);
     let first = c.run(&[csv.to_str().unwrap(), "--rate", "500"]);
@@ -282,6 +286,9 @@ impl Drop for TinyDisk {
 
 #[test]
 fn a_full_disk_stops_the_run_with_a_clear_error_and_nothing_claimed_unrecorded() {
+    if campaign::db::skip_on_postgres("about the SQLite file on a full disk") {
+        return;
+    }
     if !is_root() {
         eprintln!("skipped: mounting a small tmpfs needs root");
         return;
@@ -344,6 +351,11 @@ fn a_full_disk_stops_the_run_with_a_clear_error_and_nothing_claimed_unrecorded()
 
 #[test]
 fn a_second_run_of_a_campaign_in_progress_is_refused_and_nobody_is_messaged_twice() {
+    if campaign::db::skip_on_postgres(
+        "about the SQLite campaign lock file (on PostgreSQL, workers share a campaign)",
+    ) {
+        return;
+    }
     let c = Campaign::new(Duration::from_millis(5));
     let csv = c.contacts(400);
     let failures = c.path("failures.csv");

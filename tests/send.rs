@@ -227,7 +227,7 @@ fn the_token_row_exists_before_the_request_leaves() {
     let env = Env::new();
     // Create the database first so the sandbox can open it.
     drop(flowctl::store::Store::open(env.db()).unwrap());
-    let db = env.db();
+    let db = env.db_arg();
     let sb = env.sandbox(&["--check-db", db.to_str().unwrap()]);
     let mut c = env.graph_cmd(&sb.url);
     c.args(["send", "+212610059159"]);

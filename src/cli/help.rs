@@ -181,3 +181,9 @@ Examples:
   flowctl suppress remove +212610059159
   flowctl suppress list --csv > suppressed.csv
   flowctl suppress import unsubscribed.csv";
+
+/// `flowctl db` and `flowctl db migrate-to`.
+pub const DB: &str = "\
+Examples:
+  flowctl db migrate-to postgres://flowctl@db.example/flowctl --db flowctl.db
+  FLOWCTL_DB=data/flowctl.db flowctl db migrate-to \"$DATABASE_URL\"";

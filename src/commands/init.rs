@@ -111,7 +111,10 @@ const SECTIONS: &[(&str, &[Setting])] = &[
             Setting {
                 default: Some("flowctl.db"),
                 optional: true,
-                ..setting("FLOWCTL_DB", "SQLite database file.")
+                ..setting(
+                    "FLOWCTL_DB",
+                    "Database: a SQLite file, or postgres://user:password@host/db for several replicas and workers.",
+                )
             },
         ],
     ),

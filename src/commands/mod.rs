@@ -2,6 +2,7 @@
 
 pub mod bulk;
 pub mod completions;
+pub mod db;
 pub mod demo;
 pub mod doctor;
 pub mod export;
@@ -41,11 +42,12 @@ pub struct UsageError(pub String);
 /// newer schema) is an error that says so.
 pub fn open_db_read_only(db: &crate::store::DbTarget) -> anyhow::Result<crate::store::Store> {
     crate::store::Store::open_read_only(db)?.ok_or_else(|| {
-        UsageError(format!(
-            "database {} does not exist (set FLOWCTL_DB or pass --db)",
-            db
-        ))
-        .into()
+        let missing = if db.is_postgres() {
+            "has no flowctl tables yet (send, bulk or serve create them; check FLOWCTL_DB or --db)"
+        } else {
+            "does not exist (set FLOWCTL_DB or pass --db)"
+        };
+        UsageError(format!("database {db} {missing}")).into()
     })
 }
 

@@ -91,6 +91,11 @@ pub(super) fn database(db: &crate::store::DbTarget) -> Check {
             NAME,
             format!("{} opens, its schema is current", db),
         ),
+        Ok(None) if db.is_postgres() => Check::warn(
+            NAME,
+            format!("{db} has no flowctl tables yet"),
+            "nothing to do if this is a first run: send, bulk or serve create them",
+        ),
         Ok(None) => Check::warn(
             NAME,
             format!("{} does not exist yet", db),
@@ -105,6 +110,11 @@ pub(super) fn database(db: &crate::store::DbTarget) -> Check {
             NAME,
             e.to_string(),
             "use the flowctl version that wrote it, or a newer one",
+        ),
+        Err(e) if db.is_postgres() => Check::fail(
+            NAME,
+            e.to_string(),
+            "check the URL (FLOWCTL_DB, --db or DATABASE_URL), that the server is up and reachable, and the user's rights on the database",
         ),
         Err(e) => Check::fail(
             NAME,

@@ -30,16 +30,27 @@ use crate::webhook_events::{digest, label, parse_events, str_of, WebhookEvent};
 pub const IDLE_POLL: Duration = Duration::from_secs(30);
 /// Tries of one row before it is given up (database errors only).
 pub const MAX_ATTEMPTS: u32 = 5;
-/// Rows read per query.
+/// Rows claimed per query.
 const BATCH: usize = 64;
+/// How long a claim on inbox rows lasts: other replicas leave them alone meanwhile, and take
+/// them over after it when this one died. A batch is processed well within it; a batch that
+/// is not (a database refusing and retried) is at worst processed twice, which is harmless.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(60);
 
 /// Runs the worker until `stop` turns true; the row in progress is finished first.
 pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    // This worker's name in its claims (one per process: several replicas share an inbox).
+    let worker: Arc<str> = format!(
+        "{}-{}",
+        std::process::id(),
+        crate::token::FlowToken::generate().as_str()
+    )
+    .into();
     let mut attempts: HashMap<i64, u32> = HashMap::new();
     let mut backoff = Duration::from_millis(200);
     let mut wal_checked = tokio::time::Instant::now();
     loop {
-        let wait = match drain(&state, &stop, &mut attempts).await {
+        let wait = match drain(&state, &worker, &stop, &mut attempts).await {
             Ok(()) => {
                 backoff = Duration::from_millis(200);
                 if wal_checked.elapsed() >= WAL_CHECK_EVERY {
@@ -83,18 +94,20 @@ async fn keep_wal_bounded(state: &Arc<AppState>) {
     }
 }
 
-/// Processes every pending row in order; stops at the first row the database refuses (so
-/// that order is kept) unless that row has used up its attempts.
+/// Processes every pending row this worker can claim, in order; stops at the first row the
+/// database refuses (so that order is kept) unless that row has used up its attempts.
 async fn drain(
     state: &Arc<AppState>,
+    worker: &Arc<str>,
     stop: &watch::Receiver<bool>,
     attempts: &mut HashMap<i64, u32>,
 ) -> Result<(), StoreError> {
     let mut after = 0;
     loop {
+        let me = worker.clone();
         let rows = state
             .store
-            .call(move |s| s.pending_inbox(after, BATCH))
+            .call(move |s| s.claim_inbox(&me, after, BATCH, CLAIM_LEASE))
             .await?;
         if rows.is_empty() {
             return Ok(());
@@ -109,6 +122,9 @@ async fn drain(
                 Ok(()) => {
                     attempts.remove(&id);
                 }
+                // A database that cannot be reached (PostgreSQL restarting) says nothing about
+                // the row: it is not an attempt, and the row waits for the database.
+                Err(e) if e.is_unavailable() => return Err(e),
                 Err(e) => {
                     let n = attempts.entry(id).or_insert(0);
                     *n += 1;

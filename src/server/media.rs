@@ -41,8 +41,12 @@ pub const FIRST_RETRY: Duration = Duration::from_secs(1);
 pub const LAST_RETRY: Duration = Duration::from_secs(60);
 /// How often the worker looks at the queue when nothing woke it (retries fall due).
 const IDLE_POLL: Duration = Duration::from_millis(500);
-/// Jobs read per query.
-const BATCH: usize = 8;
+/// Jobs claimed per query: one, so that a claim's lease covers one download only.
+const BATCH: usize = 1;
+/// How long a claimed job is left to this worker by the other replicas: its Graph lookup and
+/// its download, each within [`DOWNLOAD_TIMEOUT`], and a margin. A worker that died leaves
+/// the file to the others after it.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(2 * DOWNLOAD_TIMEOUT.as_secs() + 60);
 /// Default of `--media-max-bytes`: 25 MiB, the largest file a picker accepts
 /// (`max-file-size-kb` at most 25600, Meta's media upload reference).
 pub const DEFAULT_MAX_BYTES: u64 = 25 << 20;
@@ -156,7 +160,7 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
         }
         let jobs = match state
             .store
-            .read(|s| s.due_media(&Timestamp::now(), BATCH))
+            .call(|s| s.claim_media(&Timestamp::now(), BATCH, CLAIM_LEASE))
             .await
         {
             Ok(jobs) => jobs,

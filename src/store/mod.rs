@@ -27,6 +27,7 @@
 
 mod api;
 mod bulk;
+pub mod copy;
 mod export;
 mod flow;
 mod flow_alerts;

@@ -78,3 +78,37 @@ mod tests {
         assert_eq!(suppression_key("+212610059159"), "+212610059159");
     }
 }
+
+/// The behaviour of every backend, run on each ([`each_backend`](crate::store::test_util)).
+#[cfg(test)]
+mod backend_tests {
+    use crate::store::test_util::each_backend;
+
+    #[test]
+    fn suppress_lift_and_look_up_by_either_spelling() {
+        each_backend("suppressions", |store| {
+            assert!(store
+                .suppress("+5511987654321", "replied \"STOP\"", "keyword")
+                .unwrap());
+            // The first reason is kept.
+            assert!(!store.suppress("+551187654321", "again", "manual").unwrap());
+            let entry = store.suppression("+551187654321").unwrap().unwrap();
+            assert_eq!(entry.phone, "+5511987654321");
+            assert_eq!(entry.reason, "replied \"STOP\"");
+            let phones = [
+                crate::phone::Phone::from_e164("+5511987654321").unwrap(),
+                crate::phone::Phone::from_e164("+212610059159").unwrap(),
+            ];
+            assert_eq!(store.suppressed_among(&phones).unwrap(), vec![true, false]);
+            assert_eq!(store.suppressed_among(&[]).unwrap(), Vec::<bool>::new());
+            assert!(store.suppress("+212610059159", "asked", "manual").unwrap());
+            let all = store.suppressions().unwrap();
+            assert_eq!(all.len(), 2);
+            assert!(all[0].at <= all[1].at);
+            assert!(store.unsuppress("+551187654321").unwrap());
+            assert!(!store.unsuppress("+551187654321").unwrap());
+            assert!(store.suppression("+5511987654321").unwrap().is_none());
+            assert_eq!(store.suppressions().unwrap().len(), 1);
+        });
+    }
+}

@@ -28,6 +28,15 @@ impl PgUrl {
         &self.0
     }
 
+    /// True when the URL carries a password (in its user part or as a `password` parameter).
+    pub fn has_password(&self) -> bool {
+        url::Url::parse(&self.0).is_ok_and(|u| {
+            u.password().is_some()
+                || u.query_pairs()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+        })
+    }
+
     /// This URL with another database name (the same server and credentials).
     pub fn with_database(&self, name: &str) -> PgUrl {
         match url::Url::parse(&self.0) {
@@ -180,6 +189,14 @@ mod tests {
             .parse()
             .unwrap();
         assert!(!t.to_string().contains("s3cr3t"), "{t}");
+        let DbTarget::Postgres(u) = t else {
+            unreachable!()
+        };
+        assert!(u.has_password());
+        let DbTarget::Postgres(u) = "postgres://u@h/d".parse::<DbTarget>().unwrap() else {
+            unreachable!()
+        };
+        assert!(!u.has_password());
     }
 
     #[test]

@@ -250,3 +250,224 @@ mod tests {
         assert!("API".parse::<Origin>().is_err());
     }
 }
+
+/// The behaviour of every backend, run on each ([`each_backend`](crate::store::test_util)).
+#[cfg(test)]
+mod backend_tests {
+    use super::*;
+    use crate::store::test_util::each_backend;
+
+    fn new_token(campaign: &str, phone: &str, origin: Origin) -> NewToken {
+        NewToken {
+            token: FlowToken::generate(),
+            phone: Phone::parse(phone, None).unwrap(),
+            customer_name: Some("Ahmed".into()),
+            campaign: campaign.into(),
+            origin,
+            initial_data: Some(
+                serde_json::json!({"city": "Rabat", "a": 1})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+            ttl: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn token_round_trip_and_outcomes() {
+        each_backend("token round trip", |s| {
+            let t = new_token("c", "+212610059159", Origin::Send);
+            assert!(s.insert_token(&t, SendState::Sending).unwrap());
+            let r = s.find_token(t.token.as_str()).unwrap().unwrap();
+            assert_eq!(r.phone.e164(), "+212610059159");
+            assert_eq!((&r.token, r.origin), (&t.token, Origin::Send));
+            assert_eq!(r.state, SendState::Sending);
+            assert_eq!(r.initial_data.as_ref().unwrap()["city"], "Rabat");
+            // The keys keep their order.
+            let keys: Vec<_> = r.initial_data.as_ref().unwrap().keys().collect();
+            assert_eq!(keys, ["city", "a"]);
+            assert!(!r.is_expired(crate::time::Timestamp::now()));
+            assert!(r.created_at < r.expires_at);
+            s.record_sent(t.token.as_str(), "wamid.1", Some("212610059159"))
+                .unwrap();
+            let r = s.find_token_by_message_id("wamid.1").unwrap().unwrap();
+            assert_eq!(
+                (r.state, r.wa_id.as_deref()),
+                (SendState::Sent, Some("212610059159"))
+            );
+            assert!(r.sent_at.is_some());
+            let f = Failure {
+                code: Some(131026),
+                message: "undeliverable".into(),
+                retryable: false,
+            };
+            s.record_failed(t.token.as_str(), &f).unwrap();
+            let r = s.find_token(t.token.as_str()).unwrap().unwrap();
+            assert_eq!((r.state, r.error_code), (SendState::Failed, Some(131026)));
+            assert_eq!(r.error_retryable, Some(false));
+            assert!(!r.failed_after_acceptance);
+        });
+    }
+
+    #[test]
+    fn attempts_count_and_outcomes_after_retries() {
+        each_backend("token attempts", |s| {
+            let t = new_token("c", "+212610059159", Origin::Api);
+            s.insert_token(&t, SendState::Pending).unwrap();
+            s.mark_sending(t.token.as_str()).unwrap();
+            let r = s.find_token(t.token.as_str()).unwrap().unwrap();
+            assert_eq!((r.state, r.attempts), (SendState::Sending, 1));
+            let f = Failure {
+                code: Some(131000),
+                message: "timeout".into(),
+                retryable: true,
+            };
+            s.record_unknown(t.token.as_str(), &f).unwrap();
+            let r = s.find_token(t.token.as_str()).unwrap().unwrap();
+            assert_eq!(r.state, SendState::Unknown);
+            assert_eq!(r.error_retryable, Some(true));
+            s.record_outcome_after(t.token.as_str(), SendState::Deferred, &f, 2)
+                .unwrap();
+            let r = s.find_token(t.token.as_str()).unwrap().unwrap();
+            assert_eq!((r.state, r.attempts), (SendState::Deferred, 3));
+            s.record_sent_after(t.token.as_str(), "wamid.2", None, 3)
+                .unwrap();
+            let r = s.find_token(t.token.as_str()).unwrap().unwrap();
+            assert_eq!((r.state, r.attempts), (SendState::Sent, 6));
+            // Acceptance clears the earlier failure.
+            assert_eq!((r.error_code, r.error_retryable), (None, None));
+            assert_eq!(r.message_id.as_deref(), Some("wamid.2"));
+        });
+    }
+
+    #[test]
+    fn a_131050_refusal_suppresses_the_phone_in_the_same_commit() {
+        each_backend("token 131050", |s| {
+            let t = new_token("c", "+212610059159", Origin::Bulk);
+            s.insert_token(&t, SendState::Sending).unwrap();
+            let f = Failure {
+                code: Some(131050),
+                message: "stopped marketing".into(),
+                retryable: false,
+            };
+            s.record_failed(t.token.as_str(), &f).unwrap();
+            let entry = s.suppression("+212610059159").unwrap().unwrap();
+            assert_eq!(entry.source, crate::store::source::REFUSED_131050);
+            // Another refusal keeps the first entry; other codes suppress nobody.
+            let other = new_token("d", "+212610059160", Origin::Bulk);
+            s.insert_token(&other, SendState::Sending).unwrap();
+            let f = Failure {
+                code: Some(131026),
+                ..f
+            };
+            s.record_failed(other.token.as_str(), &f).unwrap();
+            assert!(s.suppression("+212610059160").unwrap().is_none());
+        });
+    }
+
+    #[test]
+    fn bulk_tokens_are_unique_per_campaign_and_phone() {
+        each_backend("bulk tokens unique", |s| {
+            assert!(s
+                .insert_token(
+                    &new_token("c", "+212610059159", Origin::Bulk),
+                    SendState::Pending
+                )
+                .unwrap());
+            assert!(!s
+                .insert_token(
+                    &new_token("c", "+212610059159", Origin::Bulk),
+                    SendState::Pending
+                )
+                .unwrap());
+            assert!(s
+                .insert_token(
+                    &new_token("d", "+212610059159", Origin::Bulk),
+                    SendState::Pending
+                )
+                .unwrap());
+            // A plain send may message the same phone again.
+            assert!(s
+                .insert_token(
+                    &new_token("c", "+212610059159", Origin::Send),
+                    SendState::Pending
+                )
+                .unwrap());
+            assert!(s
+                .insert_token(
+                    &new_token("c", "+212610059159", Origin::Send),
+                    SendState::Pending
+                )
+                .unwrap());
+            // The same token twice is refused too.
+            let t = new_token("e", "+212610059159", Origin::Send);
+            assert!(s.insert_token(&t, SendState::Pending).unwrap());
+            assert!(!s.insert_token(&t, SendState::Sent).unwrap());
+            let tokens = s.tokens_of_campaign("c").unwrap();
+            assert_eq!(tokens.len(), 3);
+            assert!(tokens
+                .windows(2)
+                .all(|w| w[0].created_at <= w[1].created_at));
+        });
+    }
+
+    #[test]
+    fn the_one_open_token_of_a_whatsapp_id() {
+        each_backend("open token", |s| {
+            let t = new_token("c", "+212610059159", Origin::Send);
+            s.insert_token(&t, SendState::Sending).unwrap();
+            // Not sent yet: not open.
+            assert!(s
+                .open_token_of_whatsapp_id("212610059159")
+                .unwrap()
+                .is_none());
+            s.record_sent(t.token.as_str(), "wamid.3", Some("212699999999"))
+                .unwrap();
+            let open = s
+                .open_token_of_whatsapp_id("212610059159")
+                .unwrap()
+                .unwrap();
+            assert_eq!(open.token, t.token);
+            // The wa_id the send answer reported finds it too.
+            let open = s
+                .open_token_of_whatsapp_id("212699999999")
+                .unwrap()
+                .unwrap();
+            assert_eq!(open.token, t.token);
+            // Two open tokens for one person: no guess.
+            let again = new_token("d", "+212610059159", Origin::Send);
+            s.insert_token(&again, SendState::Sending).unwrap();
+            s.record_sent(again.token.as_str(), "wamid.4", None)
+                .unwrap();
+            assert!(s
+                .open_token_of_whatsapp_id("212610059159")
+                .unwrap()
+                .is_none());
+        });
+    }
+
+    #[test]
+    fn a_token_expires_when_its_lifetime_is_over() {
+        each_backend("token expiry", |s| {
+            let t = NewToken {
+                ttl: Duration::ZERO,
+                ..new_token("c", "+212610059159", Origin::Send)
+            };
+            s.insert_token(&t, SendState::Pending).unwrap();
+            let r = s.find_token(t.token.as_str()).unwrap().unwrap();
+            assert_eq!(r.created_at, r.expires_at);
+            assert!(r.is_expired(r.created_at));
+            assert!(r.is_expired(crate::time::Timestamp::now()));
+        });
+    }
+
+    #[test]
+    fn unknown_token_is_none() {
+        each_backend("unknown token", |s| {
+            assert!(s.find_token("flow_nope").unwrap().is_none());
+            assert!(s.find_token_by_message_id("wamid.nope").unwrap().is_none());
+            assert!(s.tokens_of_campaign("nope").unwrap().is_empty());
+        });
+    }
+}

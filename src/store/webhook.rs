@@ -5,6 +5,8 @@
 //! row (after a crash between an event and the row's `processed_at`) or a retried webhook
 //! from Meta changes nothing.
 
+use std::time::Duration;
+
 use serde_json::{Map, Value};
 
 use super::{
@@ -141,8 +143,18 @@ pub trait WebhookQueries: TokenQueries + FlowQueries {
     /// Stores a signed webhook body before it is acknowledged; returns its inbox id.
     fn insert_inbox(&mut self, body: &[u8]) -> Result<i64>;
 
-    /// The oldest unprocessed inbox rows after `after` (exclusive), at most `limit`.
-    fn pending_inbox(&self, after: i64, limit: usize) -> Result<Vec<InboxRow>>;
+    /// Claims for `worker` the oldest unprocessed inbox rows after `after` (exclusive), at
+    /// most `limit`, in id order, for `lease`: rows another worker holds are skipped until it
+    /// finishes them or its lease runs out, so two `serve` replicas never process one row at
+    /// once. A worker's own rows are its again at once (a retry after an error keeps the
+    /// order). With one writer (SQLite) every unprocessed row is claimable.
+    fn claim_inbox(
+        &mut self,
+        worker: &str,
+        after: i64,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<InboxRow>>;
 
     /// Marks an inbox row processed, with the reason when it could not be used.
     fn finish_inbox(&mut self, id: i64, error: Option<&str>) -> Result<()>;
@@ -258,3 +270,8 @@ pub trait WebhookQueries: TokenQueries + FlowQueries {
     /// Number of response rows (primary and duplicates, matched or not).
     fn response_count(&self) -> Result<i64>;
 }
+
+/// The webhook's queries, on every backend.
+#[cfg(test)]
+#[path = "tests/webhook.rs"]
+mod tests;

@@ -2,10 +2,9 @@
 //! webhook would fill it, with answers carrying HTML, script and formula payloads.
 #![allow(dead_code)]
 
-use std::path::Path;
 use std::time::Duration;
 
-use flowctl::store::{CompletionInput, Failure, NewToken, Origin, SendState, Store};
+use flowctl::store::{CompletionInput, DbTarget, Failure, NewToken, Origin, SendState, Store};
 use serde_json::{json, Value};
 
 /// A comment that must show as text, never run.
@@ -77,13 +76,11 @@ fn sent(store: &mut Store, phone: &str, name: &str, campaign: &str) -> String {
     t
 }
 
-fn delivery(db: &Path, token: &str, status: &str, rank: i64, code: Option<i64>) {
-    let c = rusqlite::Connection::open(db).unwrap();
-    c.execute(
+fn delivery(db: &DbTarget, token: &str, status: &str, rank: i64, code: Option<i64>) {
+    crate::support::Sql::open(db).execute(
         "UPDATE tokens SET delivery = ?2, delivery_rank = ?3, delivery_error_code = ?4 WHERE token = ?1",
-        rusqlite::params![token, status, rank, code],
-    )
-    .unwrap();
+        &[token.into(), status.into(), rank.into(), code.into()],
+    );
 }
 
 fn complete(store: &mut Store, token: &str, answers: Value, minutes_after_send: i64) {
@@ -109,7 +106,7 @@ fn complete(store: &mut Store, token: &str, answers: Value, minutes_after_send: 
 
 /// Campaign `spring`: 7 issued, 5 sent (one of them failed to deliver, 131047), one refused
 /// (131026), 4 delivered, 3 read, 4 completed. Campaign `autumn`: one sent, nothing else.
-pub fn build(db: &Path) {
+pub fn build(db: &DbTarget) {
     let mut s = Store::open(db).unwrap();
     let a = sent(&mut s, PHONE, IMG, "spring");
     let b = sent(&mut s, "+212610059160", "Youssef", "spring");

@@ -14,10 +14,13 @@ use flowctl::sandbox::{start, Fault, SandboxHandle, SandboxOptions};
 mod rng;
 pub use rng::Rng;
 
+/// The test database helpers (the test file declares `mod support;`).
+pub use crate::support::db;
+
 /// A directory with its database and CSV, and a sandbox in this process.
 pub struct Campaign {
     pub dir: tempfile::TempDir,
-    db: PathBuf,
+    db: db::TestDb,
     program: PathBuf,
     sandbox: Option<SandboxHandle>,
     pub rt: tokio::runtime::Runtime,
@@ -58,6 +61,17 @@ impl Campaign {
 
     /// A campaign in `dir` whose sandbox runs with `opts` (its recipients, webhook, faults).
     pub fn with(dir: tempfile::TempDir, opts: SandboxOptions) -> Campaign {
+        let database = db::TestDb::new(dir.path(), "flowctl.db");
+        Campaign::with_database(dir, database, opts)
+    }
+
+    /// A campaign like [`Campaign::with`] on a database made beforehand (a server started
+    /// before the sandbox shares it).
+    pub fn with_database(
+        dir: tempfile::TempDir,
+        database: db::TestDb,
+        opts: SandboxOptions,
+    ) -> Campaign {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -65,7 +79,7 @@ impl Campaign {
             .expect("runtime");
         let sandbox = rt.block_on(start(opts)).expect("sandbox");
         Campaign {
-            db: dir.path().join("flowctl.db"),
+            db: database,
             program: PathBuf::from(env!("CARGO_BIN_EXE_flowctl")),
             dir,
             sandbox: Some(sandbox),
@@ -77,8 +91,9 @@ impl Campaign {
         self.dir.path().join(name)
     }
 
-    pub fn db(&self) -> PathBuf {
-        self.db.clone()
+    /// The campaign's database (a SQLite file, or its own PostgreSQL database).
+    pub fn db(&self) -> flowctl::store::DbTarget {
+        self.db.target()
     }
 
     /// Runs this copy of the binary (one another user can reach, say).
@@ -86,9 +101,11 @@ impl Campaign {
         self.program = program;
     }
 
-    /// Puts the database elsewhere (on a small disk, say).
-    pub fn use_db(&mut self, db: PathBuf) {
-        self.db = db;
+    /// Puts the database in another SQLite file (on a small disk, say).
+    pub fn use_db(&mut self, file: PathBuf) {
+        let dir = file.parent().expect("a file in a directory");
+        let name = file.file_name().expect("a file name").to_string_lossy();
+        self.db = db::TestDb::new(dir, &name);
     }
 
     pub fn sandbox(&self) -> &SandboxHandle {
@@ -120,7 +137,7 @@ impl Campaign {
             .env("FLOW_ID", "1234567890123456")
             .env("GRAPH_API_URL", self.graph_url())
             .env("GRAPH_API_TIMEOUT", "5s")
-            .env("FLOWCTL_DB", self.db())
+            .env("FLOWCTL_DB", self.db.arg())
             .env("FLOWCTL_PROGRESS_INTERVAL_MS", "500")
             .args(args)
             .stdin(Stdio::null());
@@ -176,36 +193,16 @@ impl Campaign {
         let mut errors = Vec::new();
         // token -> (phone digits, state, message_id)
         let mut rows: HashMap<String, (String, String, Option<String>)> = HashMap::new();
-        let c = if self.db().exists() {
-            Some(rusqlite::Connection::open(self.db()).map_err(|e| e.to_string())?)
-        } else {
-            None
-        };
         // A run killed before its migrations leaves a database without tables: no rows.
-        let migrated = c.as_ref().is_some_and(|c| {
-            c.query_row(
-                "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE name = 'tokens')",
-                [],
-                |r| r.get::<_, bool>(0),
-            )
-            .unwrap_or(false)
-        });
-        if let (Some(c), true) = (&c, migrated) {
-            let mut q = c
-                .prepare("SELECT token, phone, state, message_id FROM tokens")
-                .map_err(|e| e.to_string())?;
-            let it = q
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                    ))
-                })
-                .map_err(|e| e.to_string())?;
-            for row in it {
-                let (token, phone, state, mid) = row.map_err(|e| e.to_string())?;
+        if db::exists(&self.db()) && self.has_tokens_table() {
+            let mut c = db::Sql::open(&self.db());
+            for row in c.rows("SELECT token, phone, state, message_id FROM tokens", &[]) {
+                let (token, phone, state, mid) = (
+                    row[0].text(),
+                    row[1].text(),
+                    row[2].text(),
+                    row[3].opt_text(),
+                );
                 *tally.states.entry(state.clone()).or_default() += 1;
                 rows.insert(
                     token,
@@ -295,11 +292,31 @@ impl Campaign {
         finished
     }
 
-    /// `PRAGMA integrity_check` of the store.
+    /// Whether the migrations created the tokens table (a run killed before them did not).
+    fn has_tokens_table(&self) -> bool {
+        let sql = match self.db() {
+            flowctl::store::DbTarget::Sqlite(_) => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'tokens'"
+            }
+            flowctl::store::DbTarget::Postgres(_) => {
+                "SELECT COUNT(*) FROM information_schema.tables
+                 WHERE table_schema = current_schema() AND table_name = 'tokens'"
+            }
+        };
+        db::Sql::open(&self.db()).int(sql, &[]) > 0
+    }
+
+    /// `PRAGMA integrity_check` of the SQLite store; "ok" on PostgreSQL, whose own
+    /// write-ahead log keeps its tables whole through a crash.
     pub fn integrity(&self) -> String {
-        let c = rusqlite::Connection::open(self.db()).expect("open db");
-        c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .expect("integrity_check")
+        match self.db() {
+            flowctl::store::DbTarget::Sqlite(p) => {
+                let c = rusqlite::Connection::open(p).expect("open db");
+                c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                    .expect("integrity_check")
+            }
+            flowctl::store::DbTarget::Postgres(_) => "ok".into(),
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //! the server's memory from /proc, raw HTTP over a socket, tokens issued in bulk.
 #![allow(dead_code)]
 
+use flowctl::store::DbTarget;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -204,7 +204,7 @@ pub async fn exchange(host: &str, bytes: &[u8], deadline: Duration) -> Outcome {
 }
 
 /// Issues `n` tokens (one transaction each, one connection) for phones `+336<base+i>`.
-pub fn issue_tokens(db: &Path, n: usize, campaign: &str, base: u64) -> Vec<(String, String)> {
+pub fn issue_tokens(db: &DbTarget, n: usize, campaign: &str, base: u64) -> Vec<(String, String)> {
     use flowctl::store::{NewToken, Origin, SendState, Store};
     let mut store = Store::open(db).expect("open store");
     (0..n)
@@ -227,12 +227,8 @@ pub fn issue_tokens(db: &Path, n: usize, campaign: &str, base: u64) -> Vec<(Stri
 }
 
 /// One number from a SQL count over the database.
-pub fn count(db: &Path, sql: &str) -> i64 {
-    let c = rusqlite::Connection::open(db).expect("open db");
-    c.busy_timeout(Duration::from_secs(10))
-        .expect("busy timeout");
-    c.query_row(sql, [], |r| r.get(0))
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+pub fn count(db: &DbTarget, sql: &str) -> i64 {
+    crate::support::db::Sql::open(db).int(sql, &[])
 }
 
 #[path = "rng.rs"]

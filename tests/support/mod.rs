@@ -7,7 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use flowctl::store::DbTarget;
 use serde_json::Value;
+
+pub mod db;
+#[allow(unused_imports)]
+pub use db::{skip_on_postgres, Sql, Val};
 
 /// App secret used by the tests' servers.
 pub const APP_SECRET: &str = "test-app-secret-5f1c";
@@ -19,23 +24,46 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_flowctl")
 }
 
-/// A temporary working directory with its database.
+/// A temporary working directory with its database: `flowctl.db` there, or a fresh
+/// PostgreSQL database of its own when `FLOWCTL_TEST_POSTGRES` is set (see [`db`]).
 pub struct Env {
     pub dir: tempfile::TempDir,
+    database: db::TestDb,
 }
 
 impl Env {
     pub fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database = db::TestDb::new(dir.path(), "flowctl.db");
+        Env { dir, database }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    pub fn db(&self) -> PathBuf {
+    /// The test's database.
+    pub fn db(&self) -> DbTarget {
+        self.database.target()
+    }
+
+    /// The database as `FLOWCTL_DB` / `--db` names it.
+    pub fn db_arg(&self) -> std::ffi::OsString {
+        self.database.arg()
+    }
+
+    /// Whether a flowctl database was created (the file, or flowctl's tables).
+    pub fn db_exists(&self) -> bool {
+        db::exists(&self.db())
+    }
+
+    /// Plain SQL on the test's database.
+    pub fn sql(&self) -> Sql {
+        Sql::open(&self.db())
+    }
+
+    /// The SQLite file, for the tests about the file itself (they skip on PostgreSQL first).
+    pub fn db_file(&self) -> PathBuf {
         self.path("flowctl.db")
     }
 
@@ -44,7 +72,7 @@ impl Env {
         let mut c = Command::new(bin());
         c.current_dir(self.dir.path())
             .env_clear()
-            .env("FLOWCTL_DB", self.db());
+            .env("FLOWCTL_DB", self.db_arg());
         if let Ok(p) = std::env::var("PATH") {
             c.env("PATH", p);
         }
@@ -290,7 +318,7 @@ impl FlowClient {
 
 /// Issues a token directly in the store, as `send` would before sending.
 pub fn issue_token(
-    db: &Path,
+    db: &DbTarget,
     phone: &str,
     name: Option<&str>,
     data: Option<Value>,

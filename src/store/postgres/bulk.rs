@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use postgres::Transaction;
 
+use super::tokens::{record_outcome_tx, record_sent_tx};
 use super::PgStore;
 use crate::phone::Phone;
 use crate::store::{
-    source, suppression_key, BulkMember, BulkOutcome, BulkQueries, Failure, Issued, NewToken,
-    Permits, Result, SendState,
+    BulkMember, BulkOutcome, BulkQueries, Issued, NewToken, Permits, Result, SendState,
 };
 use crate::time::Timestamp;
 
@@ -94,70 +94,6 @@ fn insert_tx(tx: &mut Transaction<'_>, t: &NewToken, worker: Option<&BulkWorker>
             &by,
         ],
     )
-}
-
-/// `sqlite::tokens::record_sent_tx`: an accepted send, unless a `failed` status of this very
-/// message settled it meanwhile (the answer then only adds what it knows).
-fn record_sent_tx(
-    tx: &mut Transaction<'_>,
-    token: &str,
-    message_id: &str,
-    wa_id: Option<&str>,
-) -> PgResult<u64> {
-    let settled = tx
-        .query_opt(
-            "SELECT failed_after_acceptance = 1 AND message_id IS NOT DISTINCT FROM $2 AS settled
-             FROM tokens WHERE token = $1",
-            &[&token, &message_id],
-        )?
-        .map(|r| r.try_get::<_, bool>("settled"))
-        .transpose()?
-        .unwrap_or(false);
-    if settled {
-        return tx.execute(
-            "UPDATE tokens SET wa_id = COALESCE($2, wa_id) WHERE token = $1",
-            &[&token, &wa_id],
-        );
-    }
-    tx.execute(
-        "UPDATE tokens SET state = 'sent', message_id = $2, wa_id = $3, sent_at = $4,
-                error_code = NULL, error_message = NULL, error_retryable = NULL,
-                not_before = NULL
-         WHERE token = $1",
-        &[&token, &message_id, &wa_id, &Timestamp::now()],
-    )
-}
-
-/// `sqlite::tokens::record_outcome_tx`: a refusal or an unknown outcome; 131050 (the person
-/// stopped marketing messages) suppresses the phone in the same commit.
-fn record_outcome_tx(
-    tx: &mut Transaction<'_>,
-    token: &str,
-    state: SendState,
-    f: &Failure,
-) -> PgResult<u64> {
-    let n = tx.execute(
-        "UPDATE tokens SET state = $2, error_code = $3, error_message = $4, error_retryable = $5
-         WHERE token = $1",
-        &[&token, &state, &f.code, &f.message, &i64::from(f.retryable)],
-    )?;
-    if f.code == Some(131050) {
-        if let Some(r) = tx.query_opt("SELECT phone FROM tokens WHERE token = $1", &[&token])? {
-            let phone: String = r.try_get("phone")?;
-            tx.execute(
-                "INSERT INTO suppressions (key, phone, reason, source, at)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                &[
-                    &suppression_key(&phone),
-                    &phone,
-                    &"stopped marketing messages (131050)",
-                    &source::REFUSED_131050,
-                    &Timestamp::now(),
-                ],
-            )?;
-        }
-    }
-    Ok(n)
 }
 
 fn add_attempts_tx(tx: &mut Transaction<'_>, token: &str, extra: i64) -> PgResult<()> {

@@ -21,6 +21,7 @@ mod flow_alerts;
 mod media;
 mod schema;
 mod stats;
+mod statuses;
 mod suppressions;
 mod tokens;
 #[allow(dead_code)] // until every area is ported

@@ -6,6 +6,7 @@
 /// lock.
 pub const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_serve.sql")),
     (3, include_str!("migrations/0003_bulk.sql")),
 ];
 

@@ -69,7 +69,14 @@ impl MediaQueries for SqliteStore {
         })
     }
 
-    fn due_media(&self, now: &Timestamp, limit: usize) -> Result<Vec<MediaJob>> {
+    /// One writer: nobody else downloads, so the claim is the read of the due jobs (a job
+    /// stays due until its outcome is recorded, as before there were replicas).
+    fn claim_media(
+        &mut self,
+        now: &Timestamp,
+        limit: usize,
+        _lease: std::time::Duration,
+    ) -> Result<Vec<MediaJob>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.rows(
             "SELECT id, token, field, kind, media_id, file_name, cdn_url, encryption, sha256,
@@ -169,86 +176,25 @@ impl MediaQueries for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::Keys;
-
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        (dir, s)
-    }
-
-    fn descriptor(id: &str) -> Descriptor {
-        let keys = Keys {
-            encryption_key: [1; 32],
-            hmac_key: [2; 32],
-            iv: [3; 16],
-        };
-        Descriptor {
-            media_id: id.into(),
-            cdn_url: format!("http://cdn.test/{id}"),
-            file_name: Some("a.jpg".into()),
-            encryption_metadata: crate::media::encrypt(b"x", &keys).1,
-        }
-    }
-
-    fn at(s: &str) -> Timestamp {
-        Timestamp::parse(s).unwrap()
-    }
+    use crate::store::media::tests::{at, descriptor};
 
     #[test]
-    fn a_queued_file_is_due_once_and_keeps_its_keys_until_finished() {
-        let (_d, mut s) = store();
+    fn a_finished_file_forgets_its_keys_and_its_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
         let now = at("2026-03-01T10:00:00.000Z");
         let files = vec![("photo".to_string(), MediaSource::Cdn(descriptor("m1")))];
-        assert_eq!(s.enqueue_media("tok", &files, &now).unwrap(), 1);
-        // The same screen sent again queues nothing new.
-        assert_eq!(s.enqueue_media("tok", &files, &now).unwrap(), 0);
-        let due = s.due_media(&now, 10).unwrap();
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].source, files[0].1);
-
-        s.media_retry(due[0].id, "HTTP 500", &at("2026-03-01T10:00:05.000Z"))
-            .unwrap();
-        assert!(s.due_media(&now, 10).unwrap().is_empty());
-        let later = s.due_media(&at("2026-03-01T10:00:05.000Z"), 10).unwrap();
-        assert_eq!(later[0].attempts, 1);
-
-        s.media_done(due[0].id, "/m/tok-m1.jpg", 36, &now).unwrap();
-        let rec = &s.media_of("tok").unwrap()[0];
-        assert_eq!(rec.state, MediaState::Done);
-        assert_eq!(rec.path.as_deref(), Some("/m/tok-m1.jpg"));
-        assert_eq!(
-            (rec.size, rec.attempts, rec.error.clone()),
-            (Some(36), 2, None)
-        );
-        let keys_left: Option<String> = s
-            .value("SELECT encryption FROM media WHERE media_id = 'm1'", [])
-            .unwrap();
-        assert_eq!(keys_left, None);
-    }
-
-    #[test]
-    fn a_failed_file_keeps_its_reason_and_is_never_due_again() {
-        let (_d, mut s) = store();
-        let now = at("2026-03-01T10:00:00.000Z");
-        let graph = MediaSource::Graph(GraphMedia {
-            id: "1234".into(),
-            sha256: Some("abc=".into()),
-            mime_type: Some("application/pdf".into()),
-            file_name: Some("a.pdf".into()),
-        });
-        s.enqueue_media("tok", &[("doc".into(), graph.clone())], &now)
-            .unwrap();
-        let due = s.due_media(&now, 1).unwrap();
-        assert_eq!(due[0].source, graph);
-        let id = due[0].id;
-        s.media_failed(id, "hmac: tampered", &now).unwrap();
-        assert!(s
-            .due_media(&at("2030-01-01T00:00:00.000Z"), 10)
+        s.enqueue_media("tok", &files, &now).unwrap();
+        let job = &s.claim_media(&now, 1, std::time::Duration::ZERO).unwrap()[0];
+        s.media_done(job.id, "/m/tok-m1.jpg", 36, &now).unwrap();
+        let left: (Option<String>, Option<String>) = s
+            .row(
+                "SELECT encryption, cdn_url FROM media WHERE media_id = 'm1'",
+                [],
+                |r| Ok((r.get("encryption")?, r.get("cdn_url")?)),
+            )
             .unwrap()
-            .is_empty());
-        let rec = &s.media_of("tok").unwrap()[0];
-        assert_eq!(rec.state, MediaState::Failed);
-        assert_eq!(rec.error.as_deref(), Some("hmac: tampered"));
+            .unwrap();
+        assert_eq!(left, (None, None));
     }
 }

@@ -87,31 +87,3 @@ impl SuppressionQueries for SqliteStore {
         )
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use crate::store::Store;
-
-    #[test]
-    fn suppress_lift_and_look_up_by_either_spelling() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path().join("s.db")).unwrap();
-        assert!(store
-            .suppress("+5511987654321", "replied \"STOP\"", "keyword")
-            .unwrap());
-        // The first reason is kept.
-        assert!(!store.suppress("+551187654321", "again", "manual").unwrap());
-        let entry = store.suppression("+551187654321").unwrap().unwrap();
-        assert_eq!(entry.phone, "+5511987654321");
-        assert_eq!(entry.reason, "replied \"STOP\"");
-        let phones = [
-            crate::phone::Phone::from_e164("+5511987654321").unwrap(),
-            crate::phone::Phone::from_e164("+212610059159").unwrap(),
-        ];
-        assert_eq!(store.suppressed_among(&phones).unwrap(), vec![true, false]);
-        assert_eq!(store.suppressions().unwrap().len(), 1);
-        assert!(store.unsuppress("+551187654321").unwrap());
-        assert!(!store.unsuppress("+551187654321").unwrap());
-        assert!(store.suppression("+5511987654321").unwrap().is_none());
-    }
-}

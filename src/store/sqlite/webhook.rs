@@ -243,7 +243,15 @@ impl WebhookQueries for SqliteStore {
         })
     }
 
-    fn pending_inbox(&self, after: i64, limit: usize) -> Result<Vec<InboxRow>> {
+    /// One writer: nobody else processes the inbox, so the claim is the read of the pending
+    /// rows (the worker and the lease play no part).
+    fn claim_inbox(
+        &mut self,
+        _worker: &str,
+        after: i64,
+        limit: usize,
+        _lease: std::time::Duration,
+    ) -> Result<Vec<InboxRow>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.records(
             &format!(
@@ -432,7 +440,3 @@ impl WebhookQueries for SqliteStore {
         self.value("SELECT COUNT(*) FROM responses", [])
     }
 }
-
-#[cfg(test)]
-#[path = "tests/webhook.rs"]
-mod tests;
