@@ -195,16 +195,15 @@ impl Feed {
         let Some(reopen) = &self.reopen else {
             return Ok(());
         };
-        let mut told = 0;
+        if !held.is_empty() {
+            self.progress.report(&format!(
+                "flowctl: {} rows are held by other workers of campaign {:?}; \
+                 waiting for them to be sent or for their claims to run out",
+                held.len(),
+                self.campaign
+            ));
+        }
         while !held.is_empty() {
-            if held.len() != told {
-                told = held.len();
-                self.progress.report(&format!(
-                    "flowctl: {told} rows are held by other workers of campaign {:?}; \
-                     waiting for them to be sent or for their claims to run out",
-                    self.campaign
-                ));
-            }
             let mut stop = self.stop.clone();
             let stopped = tokio::runtime::Handle::current().block_on(async {
                 tokio::time::timeout(LOOK_AGAIN, stop.wait_for(Option::is_some))
