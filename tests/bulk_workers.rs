@@ -204,3 +204,36 @@ fn two_workers_share_one_rate() {
     assert!(achieved / 20.0 < 1.2, "{achieved}");
     assert!(achieved / 20.0 > 0.7, "{achieved}");
 }
+
+#[test]
+fn a_lost_database_connection_is_waited_for_and_the_run_resumes() {
+    let c = Campaign::new(Duration::from_millis(20));
+    let Some(url) = database("lost connection", &c) else {
+        return;
+    };
+    let rows = 200;
+    let csv = c.contacts(rows);
+    let csv = csv.to_str().unwrap();
+    let run = worker(&c, &["--rate", "50", "--campaign", "l", "--json", csv])
+        .spawn()
+        .expect("spawn");
+    c.wait_accepted(40);
+    // What a PostgreSQL restart does to the worker's connections: all cut at once.
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let cut: i64 = admin
+        .query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .expect("terminate")
+        .get(0);
+    assert!(cut > 0, "the worker's connections were cut");
+    let out = wait(run, "worker");
+    assert_eq!(out.status.code(), Some(0));
+    let per = accepted_per_phone(&c);
+    assert!(twice(&per).is_empty(), "messaged twice: {:?}", twice(&per));
+    assert_eq!(per.len(), rows);
+    assert_eq!(summary(&out)["sent"].as_u64(), Some(rows as u64));
+    assert_eq!(states(&url, "l").get("sent"), Some(&(rows as i64)));
+}

@@ -147,7 +147,7 @@ pub(super) fn drop_suppressed(
     say: &dyn Fn(&str),
 ) -> anyhow::Result<()> {
     let phones: Vec<Phone> = chunk.iter().map(|(_, r)| r.phone.clone()).collect();
-    let suppressed = store.suppressed_among(&phones)?;
+    let suppressed = super::writer::patiently(|| store.suppressed_among(&phones))?;
     if !suppressed.contains(&true) {
         return Ok(());
     }
