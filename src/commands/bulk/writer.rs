@@ -28,7 +28,8 @@ pub const DB_OUTAGE: Duration = Duration::from_secs(120);
 
 /// Runs a store call, calling it again while the database cannot be reached (see
 /// [`crate::store::StoreError::is_unavailable`]; a lost connection is reopened by the next
-/// call), for at most [`DB_OUTAGE`]. Any other error is returned at once.
+/// call) or aborted it as a deadlock or a serialization failure (two workers' transactions
+/// crossing), for at most [`DB_OUTAGE`]. Any other error is returned at once.
 ///
 /// A call whose COMMIT was cut may have been applied: the calls retried here are safe to run
 /// twice (an issue finds its rows then, an outcome is recorded again the same way), but for
@@ -38,8 +39,10 @@ pub fn patiently<T>(mut call: impl FnMut() -> Result<T, StoreError>) -> Result<T
     let mut wait = Duration::from_millis(100);
     loop {
         match call() {
-            Err(e) if e.is_unavailable() && start.elapsed() < DB_OUTAGE => {
-                tracing::warn!(error = %e, "the database cannot be reached; waiting for it");
+            // A deadlock between two workers' transactions (PostgreSQL aborts one of them,
+            // whole) is retried like a busy database.
+            Err(e) if (e.is_unavailable() || e.is_busy()) && start.elapsed() < DB_OUTAGE => {
+                tracing::warn!(error = %e, "the database cannot take this now; trying again");
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
