@@ -930,6 +930,11 @@ pub struct SandboxArgs {
     /// to exercise bad media. Repeatable.
     #[arg(long = "tamper-media", value_name = "PHONE")]
     pub tamper_media: Vec<String>,
+    /// The number's throughput in messages per second: a message beyond it in any
+    /// one-second window is refused with 130429, as Meta does past a number's throughput
+    /// (80 by default). Unlimited without it.
+    #[arg(long, value_name = "MPS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub throughput: Option<u32>,
 }
 
 /// Parses a [`ValueEnum`] with surrounding whitespace ignored: values also come from the

@@ -49,6 +49,7 @@ impl SandboxArgs {
                 }),
                 flows: self.flows()?,
                 tamper_media: self.tamper_media.clone(),
+                throughput: self.throughput,
             },
             check_db: self.check_db.clone(),
         })

@@ -102,6 +102,9 @@ pub struct SandboxOptions {
     pub flows: Vec<(String, String)>,
     /// People whose attached files the CDN serves corrupted (`--tamper-media`).
     pub tamper_media: Vec<String>,
+    /// The number's throughput, messages per second (`--throughput`): a message beyond it
+    /// in any one-second window is refused with 130429, as Meta does. `None`: no limit.
+    pub throughput: Option<u32>,
 }
 
 impl Default for SandboxOptions {
@@ -119,6 +122,7 @@ impl Default for SandboxOptions {
             chatwoot: None,
             flows: Vec::new(),
             tamper_media: Vec::new(),
+            throughput: None,
         }
     }
 }
@@ -218,6 +222,7 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         flow_assets: Mutex::new(Default::default()),
         templates: Mutex::new(Default::default()),
         base_url: format!("http://{addr}"),
+        throughput: opts.throughput.map(messages::Throughput::new),
     });
     let task = tokio::spawn(serve(listener, Arc::clone(&state), stopped, writer));
     Ok(SandboxHandle {
