@@ -135,8 +135,11 @@ pub(super) struct Feed {
 pub(super) type Reopen = Box<dyn Fn() -> Result<CsvRows, String> + Send>;
 
 /// How long a worker waits before it looks again at rows other workers held: they are
-/// usually sent within moments; a dead worker's rows come back when its lease ends.
+/// usually sent within moments; a dead worker's rows come back when its lease ends. The wait
+/// doubles, up to [`LOOK_AGAIN_MAX`], while a look finds nothing changed (each look reads the
+/// file again).
 const LOOK_AGAIN: Duration = Duration::from_millis(500);
+const LOOK_AGAIN_MAX: Duration = Duration::from_secs(4);
 
 /// Takes out of `chunk` the rows whose person is on the suppression list: counted as
 /// `suppressed` and told, before any token is issued for them.
@@ -203,10 +206,18 @@ impl Feed {
                 self.campaign
             ));
         }
+        let mut wait = LOOK_AGAIN;
+        let mut before = usize::MAX;
         while !held.is_empty() {
+            wait = if held.len() < before {
+                LOOK_AGAIN
+            } else {
+                (wait * 2).min(LOOK_AGAIN_MAX)
+            };
+            before = held.len();
             let mut stop = self.stop.clone();
             let stopped = tokio::runtime::Handle::current().block_on(async {
-                tokio::time::timeout(LOOK_AGAIN, stop.wait_for(Option::is_some))
+                tokio::time::timeout(wait, stop.wait_for(Option::is_some))
                     .await
                     .is_ok()
             });

@@ -75,7 +75,9 @@ enum Cmd {
 /// The claim a worker holds on a shared campaign (PostgreSQL): its name and lease.
 #[derive(Clone, Debug)]
 pub struct Claim {
+    /// The worker's name, unique across machines (see `bulk_join`).
     pub worker: String,
+    /// How long its claims last without renewal (`--lease`).
     pub lease: Duration,
 }
 

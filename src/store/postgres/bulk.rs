@@ -366,33 +366,43 @@ impl BulkQueries for PgStore {
         burst: f64,
         want: u32,
     ) -> Result<Permits> {
-        let (granted, avail) = self.write(|tx| {
-            // Refill by the time passed on the database's clock, under the row's lock. A
-            // caller that waited for the lock brings an earlier time: it credits nothing
-            // twice (GREATEST), so the bucket never holds more than the rate allows.
-            let avail: f64 = tx
-                .query_one(
-                    "INSERT INTO bulk_rate AS b (phone_number_id, rate, burst, tokens, at)
-                     VALUES ($1, $2, $3, $3, extract(epoch FROM clock_timestamp())::float8)
-                     ON CONFLICT (phone_number_id) DO UPDATE SET
-                        rate = EXCLUDED.rate,
-                        burst = EXCLUDED.burst,
-                        tokens = LEAST(EXCLUDED.burst,
-                                       b.tokens + GREATEST(0, EXCLUDED.at - b.at) * EXCLUDED.rate),
-                        at = GREATEST(EXCLUDED.at, b.at)
-                     RETURNING tokens",
-                    &[&key, &rate, &burst],
-                )?
-                .try_get("tokens")?;
-            let granted = avail.floor().clamp(0.0, f64::from(want)) as u32;
-            if granted > 0 {
-                tx.execute(
-                    "UPDATE bulk_rate SET tokens = tokens - $2 WHERE phone_number_id = $1",
-                    &[&key, &f64::from(granted)],
-                )?;
-            }
-            Ok((granted, avail))
-        })?;
+        // One statement, one round trip (it is on the send path): the row is locked, refilled
+        // by the time passed on the database's clock and taken from. A caller that waited
+        // for the lock brings an earlier time: it credits nothing twice (GREATEST), so the
+        // bucket never holds more than the rate allows.
+        const TAKE: &str =
+            "WITH now AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t),
+             cur AS (
+                SELECT LEAST($3, b.tokens + GREATEST(0, now.t - b.at) * $2) AS avail,
+                       GREATEST(b.at, now.t) AS t
+                FROM bulk_rate b, now WHERE b.phone_number_id = $1 FOR UPDATE OF b)
+             UPDATE bulk_rate SET rate = $2, burst = $3,
+                    tokens = cur.avail - LEAST($4, floor(cur.avail)), at = cur.t
+             FROM cur WHERE phone_number_id = $1
+             RETURNING LEAST($4, floor(cur.avail)) AS granted, cur.avail AS avail";
+        let want_f = f64::from(want);
+        let mut row = self.row(TAKE, &[&key, &rate, &burst, &want_f])?;
+        if row.is_none() {
+            // The number's first take: its bucket starts full.
+            self.execute(
+                "INSERT INTO bulk_rate (phone_number_id, rate, burst, tokens, at)
+                 VALUES ($1, $2, $3, $3, extract(epoch FROM clock_timestamp())::float8)
+                 ON CONFLICT DO NOTHING",
+                &[&key, &rate, &burst],
+            )?;
+            row = self.row(TAKE, &[&key, &rate, &burst, &want_f])?;
+        }
+        let Some(row) = row else {
+            return Ok(Permits {
+                granted: 0,
+                wait: Duration::from_millis(50),
+            });
+        };
+        let read = |r: &postgres::Row| -> PgResult<(f64, f64)> {
+            Ok((r.try_get("granted")?, r.try_get("avail")?))
+        };
+        let (granted, avail) = read(&row).map_err(|e| self.err(e))?;
+        let granted = granted.clamp(0.0, want_f) as u32;
         let wait = if granted > 0 {
             Duration::ZERO
         } else {
