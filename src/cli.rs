@@ -934,6 +934,11 @@ pub struct SandboxArgs {
     /// moment, as Meta's at-least-once delivery does (a retry racing the first delivery).
     #[arg(long, value_name = "PCT", default_value_t = 0, requires = "webhook", value_parser = clap::value_parser!(u8).range(0..=100))]
     pub duplicate_webhooks: u8,
+    /// The number's throughput in messages per second: a message beyond it in any
+    /// one-second window is refused with 130429, as Meta does past a number's throughput
+    /// (80 by default). Unlimited without it.
+    #[arg(long, value_name = "MPS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub throughput: Option<u32>,
 }
 
 /// Parses a [`ValueEnum`] with surrounding whitespace ignored: values also come from the

@@ -17,38 +17,21 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use campaign::{knob, summary, Campaign};
-use flowctl::store::DbTarget;
+use support::db;
 
-/// A fresh database on the test server, as a URL; `None` (and why) without one.
-fn database(test: &str) -> Option<String> {
-    let Ok(admin) = std::env::var("FLOWCTL_TEST_POSTGRES") else {
+/// The campaign's database URL, when the suite runs on PostgreSQL; `None` after saying why.
+fn database(test: &str, c: &Campaign) -> Option<String> {
+    if !db::on_postgres() {
         eprintln!("{test}: skipped: no PostgreSQL (set FLOWCTL_TEST_POSTGRES to a server URL; scripts/pg-cluster starts one)");
         return None;
-    };
-    let DbTarget::Postgres(admin) = admin.parse::<DbTarget>().expect("FLOWCTL_TEST_POSTGRES")
-    else {
-        panic!("FLOWCTL_TEST_POSTGRES is not a postgres:// URL");
-    };
-    let name = format!(
-        "bw_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let mut c = postgres::Client::connect(admin.expose(), postgres::NoTls).expect("connect");
-    c.batch_execute(&format!("CREATE DATABASE {name}"))
-        .expect("create database");
-    Some(admin.with_database(&name).expose().to_string())
+    }
+    Some(db::arg(&c.db()).to_string_lossy().into_owned())
 }
 
 /// `flowctl bulk ARGS` of `campaign` on the PostgreSQL database `url`.
-fn worker(c: &Campaign, url: &str, args: &[&str]) -> Command {
+fn worker(c: &Campaign, args: &[&str]) -> Command {
     let mut cmd = c.bulk(args);
-    cmd.env("FLOWCTL_DB", url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd
 }
 
@@ -91,17 +74,17 @@ fn twice(per: &HashMap<String, usize>) -> Vec<&String> {
 
 #[test]
 fn two_workers_message_every_phone_exactly_once() {
-    let Some(url) = database("two workers") else {
+    let c = Campaign::new(Duration::from_millis(20));
+    let Some(url) = database("two workers", &c) else {
         return;
     };
-    let c = Campaign::new(Duration::from_millis(20));
     let rows = 400;
     let csv = c.contacts(rows);
     let csv = csv.to_str().unwrap();
-    let args = ["--rate", "400", "--campaign", "w", "--json", csv];
+    let args = ["--rate", "100", "--campaign", "w", "--json", csv];
     // Both start at the same instant.
-    let a = worker(&c, &url, &args).spawn().expect("spawn a");
-    let b = worker(&c, &url, &args).spawn().expect("spawn b");
+    let a = worker(&c, &args).spawn().expect("spawn a");
+    let b = worker(&c, &args).spawn().expect("spawn b");
     let (a, b) = (wait(a, "worker a"), wait(b, "worker b"));
     assert_eq!(a.status.code(), Some(0));
     assert_eq!(b.status.code(), Some(0));
@@ -113,16 +96,32 @@ fn two_workers_message_every_phone_exactly_once() {
     let (sa, sb) = (summary(&a), summary(&b));
     let sent = |s: &serde_json::Value| s["sent"].as_u64().unwrap();
     assert_eq!(sent(&sa) + sent(&sb), rows as u64, "{sa}\n{sb}");
+    // Claims are about a second of sends ahead: both workers took part.
+    assert!(sent(&sa) > 0 && sent(&sb) > 0, "{sa}\n{sb}");
     assert_eq!(states(&url, "w").get("sent"), Some(&(rows as i64)));
 }
 
-#[test]
-fn the_survivor_finishes_the_rows_of_a_killed_worker_after_its_lease() {
-    let Some(url) = database("killed worker") else {
-        return;
-    };
+/// What one round of "two workers, one killed" left.
+struct KillRound {
+    /// Rows recorded sent, and left `sending` by the kill (reported unknown, not resent).
+    sent: i64,
+    unknown: i64,
+    /// Seconds from the kill to the survivor's end.
+    survivor_s: f64,
+}
+
+/// Two workers on `rows` rows (`--lease 2s`), the second started once `start_b_at` messages
+/// were accepted; worker `victim` (0 or 1) SIGKILLed once `kill_at` were. Checks that nobody
+/// was messaged twice and that the survivor finished the campaign; panics naming `round`.
+fn kill_one_of_two(
+    rows: usize,
+    start_b_at: usize,
+    kill_at: usize,
+    victim: usize,
+    round: &str,
+) -> KillRound {
     let c = Campaign::new(Duration::from_millis(20));
-    let rows = 300;
+    let url = db::arg(&c.db()).to_string_lossy().into_owned();
     let csv = c.contacts(rows);
     let csv = csv.to_str().unwrap();
     let args = [
@@ -135,40 +134,105 @@ fn the_survivor_finishes_the_rows_of_a_killed_worker_after_its_lease() {
         "--json",
         csv,
     ];
-    let mut a = worker(&c, &url, &args).spawn().expect("spawn a");
-    // A claims the file's rows as it reads them; B starts once A is sending.
-    c.wait_accepted(20);
-    let b = worker(&c, &url, &args).spawn().expect("spawn b");
-    c.wait_accepted(80);
-    a.kill().expect("SIGKILL a");
-    let _ = a.wait();
+    let a = worker(&c, &args).spawn().expect("spawn a");
+    c.wait_accepted(start_b_at);
+    let b = worker(&c, &args).spawn().expect("spawn b");
+    let mut both = [Some(a), Some(b)];
+    c.wait_accepted(kill_at);
+    let mut killed = both[victim].take().expect("the victim");
+    killed.kill().expect("SIGKILL");
+    let _ = killed.wait();
     let killed_at = Instant::now();
-    let b = wait(b, "worker b");
-    eprintln!(
-        "the survivor ended {:.1}s after the kill",
-        killed_at.elapsed().as_secs_f64()
-    );
+    let survivor = both[1 - victim].take().expect("the survivor");
+    let out = wait(survivor, "the survivor");
+    let survivor_s = killed_at.elapsed().as_secs_f64();
 
     let per = accepted_per_phone(&c);
-    assert!(twice(&per).is_empty(), "messaged twice: {:?}", twice(&per));
+    assert!(
+        twice(&per).is_empty(),
+        "{round}: messaged twice: {:?}",
+        twice(&per)
+    );
     let st = states(&url, "k");
     let count = |s: &str| st.get(s).copied().unwrap_or(0);
-    // Every row was sent, but the few A's kill left `sending` (their requests may have
+    // Every row was sent, but the few the kill left `sending` (their requests may have
     // left): reported unknown by the survivor, never resent.
-    assert_eq!(count("pending"), 0, "{st:?}");
-    assert_eq!(count("sent") + count("sending"), rows as i64, "{st:?}");
+    assert_eq!(count("pending"), 0, "{round}: {st:?}");
+    assert_eq!(
+        count("sent") + count("sending"),
+        rows as i64,
+        "{round}: {st:?}"
+    );
     assert!(
         count("sending") <= 40,
-        "at most A's requests in flight: {st:?}"
+        "{round}: at most the victim's requests in flight: {st:?}"
     );
-    let s = summary(&b);
-    assert!(
-        s["sent"].as_u64().unwrap() > 0,
-        "the survivor sent A's rows: {s}"
+    let s = summary(&out);
+    assert_eq!(
+        s["unknown"].as_i64().unwrap_or(0),
+        count("sending"),
+        "{round}: {s}"
     );
-    assert_eq!(s["unknown"].as_i64().unwrap_or(0), count("sending"), "{s}");
     // The accepted messages are the rows recorded sent (plus any of the unknown ones).
-    assert!(per.len() as i64 >= count("sent"), "{} < {st:?}", per.len());
+    assert!(
+        per.len() as i64 >= count("sent"),
+        "{round}: {} < {st:?}",
+        per.len()
+    );
+    KillRound {
+        sent: count("sent"),
+        unknown: count("sending"),
+        survivor_s,
+    }
+}
+
+#[test]
+fn the_survivor_finishes_the_rows_of_a_killed_worker_after_its_lease() {
+    let c = Campaign::new(Duration::ZERO);
+    if database("killed worker", &c).is_none() {
+        return;
+    }
+    drop(c);
+    // A claims the file's rows as it reads them; B starts once A is sending; A dies.
+    let r = kill_one_of_two(300, 20, 80, 0, "killed worker");
+    eprintln!(
+        "the survivor ended {:.1}s after the kill: {} sent, {} unknown",
+        r.survivor_s, r.sent, r.unknown
+    );
+    assert!(r.sent >= 250, "the survivor sent the dead worker's rows");
+}
+
+/// The long version: `cargo test --test bulk_workers long_one_of_two_workers_killed_at_random
+/// -- --ignored --nocapture` (FLOWCTL_KILLS rounds, default 20; FLOWCTL_SEED replays one).
+#[test]
+#[ignore]
+fn long_one_of_two_workers_killed_at_random() {
+    let c = Campaign::new(Duration::ZERO);
+    if database("killed at random", &c).is_none() {
+        return;
+    }
+    drop(c);
+    let seed = campaign::Rng::seed();
+    let mut rng = campaign::Rng::new(seed);
+    let kills = knob("KILLS", 20);
+    let rows = 300;
+    let (mut sent, mut unknown, mut waits) = (0, 0, Vec::new());
+    for k in 0..kills {
+        let start_b_at = rng.range(1, 60) as usize;
+        let kill_at = rng.range(start_b_at as u64 + 1, 250) as usize;
+        let victim = rng.below(2) as usize;
+        let round = format!("seed {seed} round {k}");
+        let r = kill_one_of_two(rows, start_b_at, kill_at, victim, &round);
+        sent += r.sent;
+        unknown += r.unknown;
+        waits.push(r.survivor_s);
+    }
+    waits.sort_by(f64::total_cmp);
+    println!(
+        "RELIABILITY bulk workers: {kills} rounds of two workers on {rows} rows, one SIGKILLed at random (seed {seed}): 0 phones messaged twice, 0 rows left pending; {sent} sent, {unknown} left unknown by the kills; the survivor finished {:.1}-{:.1}s after the kill (lease 2s)",
+        waits[0],
+        waits[waits.len() - 1]
+    );
 }
 
 /// Seconds since midnight of a sandbox record's RFC 3339 time.
@@ -183,16 +247,25 @@ fn seconds(at: &str) -> f64 {
 
 #[test]
 fn two_workers_share_one_rate() {
-    let Some(url) = database("shared rate") else {
+    // The sandbox refuses with 130429 past the number's throughput, as Meta does: 25 msg/s
+    // holds two workers sharing --rate 20, not two workers taking 20 each.
+    let c = Campaign::with(
+        tempfile::tempdir().expect("tempdir"),
+        flowctl::sandbox::SandboxOptions {
+            latency: Duration::from_millis(20),
+            throughput: Some(25),
+            ..Default::default()
+        },
+    );
+    if database("shared rate", &c).is_none() {
         return;
-    };
-    let c = Campaign::new(Duration::from_millis(20));
+    }
     let rows = knob("ROWS", 200) as usize;
     let csv = c.contacts(rows);
     let csv = csv.to_str().unwrap();
     let args = ["--rate", "20", "--campaign", "r", "--json", csv];
-    let a = worker(&c, &url, &args).spawn().expect("spawn a");
-    let b = worker(&c, &url, &args).spawn().expect("spawn b");
+    let a = worker(&c, &args).spawn().expect("spawn a");
+    let b = worker(&c, &args).spawn().expect("spawn b");
     let (a, b) = (wait(a, "worker a"), wait(b, "worker b"));
     assert_eq!((a.status.code(), b.status.code()), (Some(0), Some(0)));
     let (sa, sb) = (summary(&a), summary(&b));
@@ -203,6 +276,13 @@ fn two_workers_share_one_rate() {
         .filter(|r| r.path.ends_with("/messages") && r.status == Some(200))
         .map(|r| seconds(&r.at))
         .collect();
+    let refused = c
+        .sandbox()
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/messages") && r.status != Some(200))
+        .count();
+    assert_eq!(refused, 0, "the number's throughput was exceeded");
     times.sort_by(f64::total_cmp);
     assert_eq!(times.len(), rows);
     let span = times[rows - 1] - times[0];
@@ -218,4 +298,37 @@ fn two_workers_share_one_rate() {
     // reach about twice the target).
     assert!(achieved / 20.0 < 1.2, "{achieved}");
     assert!(achieved / 20.0 > 0.7, "{achieved}");
+}
+
+#[test]
+fn a_lost_database_connection_is_waited_for_and_the_run_resumes() {
+    let c = Campaign::new(Duration::from_millis(20));
+    let Some(url) = database("lost connection", &c) else {
+        return;
+    };
+    let rows = 200;
+    let csv = c.contacts(rows);
+    let csv = csv.to_str().unwrap();
+    let run = worker(&c, &["--rate", "50", "--campaign", "l", "--json", csv])
+        .spawn()
+        .expect("spawn");
+    c.wait_accepted(40);
+    // What a PostgreSQL restart does to the worker's connections: all cut at once.
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let cut: i64 = admin
+        .query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .expect("terminate")
+        .get(0);
+    assert!(cut > 0, "the worker's connections were cut");
+    let out = wait(run, "worker");
+    assert_eq!(out.status.code(), Some(0));
+    let per = accepted_per_phone(&c);
+    assert!(twice(&per).is_empty(), "messaged twice: {:?}", twice(&per));
+    assert_eq!(per.len(), rows);
+    assert_eq!(summary(&out)["sent"].as_u64(), Some(rows as u64));
+    assert_eq!(states(&url, "l").get("sent"), Some(&(rows as i64)));
 }

@@ -50,6 +50,7 @@ impl SandboxArgs {
                 flows: self.flows()?,
                 tamper_media: self.tamper_media.clone(),
                 duplicate_webhooks: self.duplicate_webhooks,
+                throughput: self.throughput,
             },
             check_db: self.check_db.clone(),
         })

@@ -104,6 +104,9 @@ pub struct SandboxOptions {
     pub tamper_media: Vec<String>,
     /// Percent of the webhook notifications posted twice at once (`--duplicate-webhooks`).
     pub duplicate_webhooks: u8,
+    /// The number's throughput, messages per second (`--throughput`): a message beyond it
+    /// in any one-second window is refused with 130429, as Meta does. `None`: no limit.
+    pub throughput: Option<u32>,
 }
 
 impl Default for SandboxOptions {
@@ -122,6 +125,7 @@ impl Default for SandboxOptions {
             flows: Vec::new(),
             tamper_media: Vec::new(),
             duplicate_webhooks: 0,
+            throughput: None,
         }
     }
 }
@@ -225,6 +229,7 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         flow_assets: Mutex::new(Default::default()),
         templates: Mutex::new(Default::default()),
         base_url: format!("http://{addr}"),
+        throughput: opts.throughput.map(messages::Throughput::new),
     });
     let task = tokio::spawn(serve(listener, Arc::clone(&state), stopped, writer));
     Ok(SandboxHandle {

@@ -3,7 +3,7 @@
 //! Design: a token bucket per sending number (`PHONE_NUMBER_ID`) in the database, refilled at
 //! `--rate` on the database's clock and taken from atomically under its row lock
 //! ([`crate::store::BulkQueries::bulk_take_permits`]). Each worker takes a few permits per
-//! round trip (about 50 ms of sends) into a local stock, and asks again when the stock is
+//! round trip (about 100 ms of sends) into a local stock, and asks again when the stock is
 //! spent; when the bucket is empty the answer says when the next permit is due, and the
 //! worker sleeps until then. Chosen over an elected pacer because nothing has to be handed
 //! over when a worker dies: the bucket is just a row, and whoever is alive keeps taking from
@@ -34,7 +34,9 @@ impl SharedBudget {
     /// The budget of sending number `key` at `rate` messages per second for all workers,
     /// through `store` (its own connection: the bookkeeping thread's commits do not delay it).
     pub fn new(store: Store, key: &str, rate: f64, burst: u32) -> SharedBudget {
-        let want = (rate * 0.05).ceil().clamp(1.0, 64.0) as u32;
+        // About 100 ms of sends per round trip: the round trip is on the send path, and a
+        // worker's unspent stock is at most this much ahead of the shared rate.
+        let want = (rate * 0.1).ceil().clamp(1.0, 64.0) as u32;
         SharedBudget {
             store: Arc::new(Mutex::new(store)),
             key: key.to_string(),

@@ -135,8 +135,11 @@ pub(super) struct Feed {
 pub(super) type Reopen = Box<dyn Fn() -> Result<CsvRows, String> + Send>;
 
 /// How long a worker waits before it looks again at rows other workers held: they are
-/// usually sent within moments; a dead worker's rows come back when its lease ends.
+/// usually sent within moments; a dead worker's rows come back when its lease ends. The wait
+/// doubles, up to [`LOOK_AGAIN_MAX`], while a look finds nothing changed (each look reads the
+/// file again).
 const LOOK_AGAIN: Duration = Duration::from_millis(500);
+const LOOK_AGAIN_MAX: Duration = Duration::from_secs(4);
 
 /// Takes out of `chunk` the rows whose person is on the suppression list: counted as
 /// `suppressed` and told, before any token is issued for them.
@@ -147,7 +150,7 @@ pub(super) fn drop_suppressed(
     say: &dyn Fn(&str),
 ) -> anyhow::Result<()> {
     let phones: Vec<Phone> = chunk.iter().map(|(_, r)| r.phone.clone()).collect();
-    let suppressed = store.suppressed_among(&phones)?;
+    let suppressed = super::writer::patiently(|| store.suppressed_among(&phones))?;
     if !suppressed.contains(&true) {
         return Ok(());
     }
@@ -195,19 +198,26 @@ impl Feed {
         let Some(reopen) = &self.reopen else {
             return Ok(());
         };
-        let mut told = 0;
+        if !held.is_empty() {
+            self.progress.report(&format!(
+                "flowctl: {} rows are held by other workers of campaign {:?}; \
+                 waiting for them to be sent or for their claims to run out",
+                held.len(),
+                self.campaign
+            ));
+        }
+        let mut wait = LOOK_AGAIN;
+        let mut before = usize::MAX;
         while !held.is_empty() {
-            if held.len() != told {
-                told = held.len();
-                self.progress.report(&format!(
-                    "flowctl: {told} rows are held by other workers of campaign {:?}; \
-                     waiting for them to be sent or for their claims to run out",
-                    self.campaign
-                ));
-            }
+            wait = if held.len() < before {
+                LOOK_AGAIN
+            } else {
+                (wait * 2).min(LOOK_AGAIN_MAX)
+            };
+            before = held.len();
             let mut stop = self.stop.clone();
             let stopped = tokio::runtime::Handle::current().block_on(async {
-                tokio::time::timeout(LOOK_AGAIN, stop.wait_for(Option::is_some))
+                tokio::time::timeout(wait, stop.wait_for(Option::is_some))
                     .await
                     .is_ok()
             });

@@ -17,6 +17,11 @@
 //! `unknown`, unless `--resend-unknown`. Rows that failed permanently in an earlier run are
 //! not resent and count as `failed` (they have not been messaged), so such a rerun exits 1.
 //!
+//! On PostgreSQL several runs (workers, on several machines) share one campaign: each claims
+//! the rows it sends under a lease it renews (see `store::postgres::bulk`), looks again at the
+//! end at the rows other workers held, and takes its permits from a rate shared by all
+//! (`budget`). On SQLite one run per campaign holds its lock file (`lock`).
+//!
 //! The rooms: this file wires a run and reports it; `feed` is the reader stage, `dispatch`
 //! the send stage (pacing, retries from [`crate::outbound::RetryPolicy`], outages, recording);
 //! `decision` says what happens to a row whose phone the campaign already holds, for a run

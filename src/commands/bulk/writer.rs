@@ -22,6 +22,35 @@ pub const FLUSH_AT: usize = 256;
 /// How often the log's size is looked at (between commits).
 const WAL_CHECK_EVERY: Duration = Duration::from_secs(10);
 
+/// How long the bookkeeping waits for a database it cannot reach (PostgreSQL restarting, a
+/// failover) before the run stops; sends pause meanwhile, since none leaves unrecorded.
+pub const DB_OUTAGE: Duration = Duration::from_secs(120);
+
+/// Runs a store call, calling it again while the database cannot be reached (see
+/// [`crate::store::StoreError::is_unavailable`]; a lost connection is reopened by the next
+/// call) or aborted it as a deadlock or a serialization failure (two workers' transactions
+/// crossing), for at most [`DB_OUTAGE`]. Any other error is returned at once.
+///
+/// A call whose COMMIT was cut may have been applied: the calls retried here are safe to run
+/// twice (an issue finds its rows then, an outcome is recorded again the same way), but for
+/// the attempts count, which may then count one more.
+pub fn patiently<T>(mut call: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let start = Instant::now();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match call() {
+            // A deadlock between two workers' transactions (PostgreSQL aborts one of them,
+            // whole) is retried like a busy database.
+            Err(e) if (e.is_unavailable() || e.is_busy()) && start.elapsed() < DB_OUTAGE => {
+                tracing::warn!(error = %e, "the database cannot take this now; trying again");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The rows of a chunk with what issuing them found, handed back to the reader.
 type IssuedChunk = (Vec<NewToken>, Vec<Issued>);
 
@@ -46,7 +75,9 @@ enum Cmd {
 /// The claim a worker holds on a shared campaign (PostgreSQL): its name and lease.
 #[derive(Clone, Debug)]
 pub struct Claim {
+    /// The worker's name, unique across machines (see `bulk_join`).
     pub worker: String,
+    /// How long its claims last without renewal (`--lease`).
     pub lease: Duration,
 }
 
@@ -153,7 +184,7 @@ impl Pending {
     /// counts the accepted sends it recorded. On failure nothing is counted.
     /// Returns the tokens of `sending` whose claim was lost (not marked).
     fn commit(&mut self, store: &mut Store, sending: &[String]) -> Result<Vec<String>, StoreError> {
-        let lost = store.bulk_commit(&self.outcomes, sending)?;
+        let lost = patiently(|| store.bulk_commit(&self.outcomes, sending))?;
         let sent = self
             .outcomes
             .iter()
@@ -246,14 +277,14 @@ fn run(
             Ok(Cmd::Issue(rows, reply)) => {
                 let r = pending
                     .commit(store, &[])
-                    .and_then(|_| store.bulk_issue(&rows))
+                    .and_then(|_| patiently(|| store.bulk_issue(&rows)))
                     .map(|issued| (rows, issued));
                 reply_or_stop(reply, r)?;
             }
             Ok(Cmd::Supersede(pairs, reply)) => {
                 let r = pending
                     .commit(store, &[])
-                    .and_then(|_| store.bulk_supersede(&pairs));
+                    .and_then(|_| patiently(|| store.bulk_supersede(&pairs)));
                 reply_or_stop(reply, r)?;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
