@@ -43,6 +43,7 @@ mod state;
 mod templates;
 #[cfg(test)]
 mod tests;
+mod throughput;
 pub mod user;
 mod validate;
 
@@ -229,7 +230,7 @@ pub async fn start(opts: SandboxOptions) -> anyhow::Result<SandboxHandle> {
         flow_assets: Mutex::new(Default::default()),
         templates: Mutex::new(Default::default()),
         base_url: format!("http://{addr}"),
-        throughput: opts.throughput.map(messages::Throughput::new),
+        throughput: opts.throughput.map(throughput::Throughput::new),
     });
     let task = tokio::spawn(serve(listener, Arc::clone(&state), stopped, writer));
     Ok(SandboxHandle {

@@ -40,8 +40,8 @@ pub(crate) struct State {
     pub(crate) templates: Mutex<super::templates::Templates>,
     /// The sandbox's own `http://ADDR`, for the download URLs it hands out.
     pub(crate) base_url: String,
-    /// The number's throughput limit, when one is simulated (see `messages::Throughput`).
-    pub(crate) throughput: Option<super::messages::Throughput>,
+    /// The number's throughput limit, when one is simulated (see `throughput::Throughput`).
+    pub(crate) throughput: Option<super::throughput::Throughput>,
 }
 
 /// A business public key the sandbox holds for one phone number.
