@@ -379,6 +379,9 @@ struct PeopleRun {
     server: Running,
     /// phone → (name, the exported object).
     exported: HashMap<String, Value>,
+    /// The sandbox stays up while the test looks at the run: its CDN serves the files the
+    /// media worker may still be downloading.
+    _sandbox: Running,
 }
 
 fn have_python() -> bool {
@@ -465,6 +468,7 @@ fn people_complete(
         stats,
         server,
         exported,
+        _sandbox: sandbox,
     }
 }
 
