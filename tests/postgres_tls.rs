@@ -3,64 +3,17 @@
 //! text). Runs on a throwaway TLS cluster (`PG_CLUSTER_TLS=1 scripts/pg-cluster start`); without
 //! the PostgreSQL server binaries it says "skipped: no PostgreSQL".
 
+#[path = "support/pg_cluster.rs"]
+mod pg_cluster;
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use support::Env;
 
-struct TlsCluster {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl TlsCluster {
-    fn script() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-cluster")
-    }
-
-    fn start() -> Option<TlsCluster> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(TlsCluster::script())
-            .env("PG_CLUSTER_TLS", "1")
-            .arg("start")
-            .arg(dir.path().join("pg"))
-            .output()
-            .expect("run scripts/pg-cluster");
-        if out.status.code() == Some(3) {
-            eprintln!(
-                "postgres tls: skipped: no PostgreSQL ({})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            return None;
-        }
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Some(TlsCluster { dir, url })
-    }
-
-    fn ca(&self) -> std::path::PathBuf {
-        self.dir.path().join("pg/tls/ca.crt")
-    }
-}
-
-impl Drop for TlsCluster {
-    fn drop(&mut self) {
-        let _ = Command::new(TlsCluster::script())
-            .arg("stop")
-            .arg(self.dir.path().join("pg"))
-            .output();
-    }
-}
-
 #[test]
 fn tls_to_postgres_trusts_the_given_ca_and_refuses_an_unknown_one() {
-    let Some(cluster) = TlsCluster::start() else {
+    let Some(cluster) = pg_cluster::Cluster::start("postgres tls", true) else {
         return;
     };
     let env = Env::new();

@@ -9,10 +9,11 @@
 
 #[path = "support/campaign.rs"]
 mod campaign;
+#[path = "support/pg_cluster.rs"]
+mod pg_cluster;
 mod support;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -314,65 +315,6 @@ fn long_one_of_two_replicas_killed_under_load() {
     print(&r);
 }
 
-/// A throwaway cluster this test may stop and start (`scripts/pg-cluster`), or `None` after
-/// saying why the test is skipped.
-struct Cluster {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl Cluster {
-    fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-cluster")
-    }
-
-    fn start(test: &str) -> Option<Cluster> {
-        // The server binaries are what this needs, not a running server.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new(Cluster::script())
-            .arg("start")
-            .arg(dir.path().join("pg"))
-            .output()
-            .expect("run scripts/pg-cluster");
-        if out.status.code() == Some(3) {
-            eprintln!(
-                "{test}: skipped: no PostgreSQL ({})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            return None;
-        }
-        assert!(
-            out.status.success(),
-            "pg-cluster start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Some(Cluster { dir, url })
-    }
-
-    fn run(&self, what: &str) {
-        let out = Command::new(Cluster::script())
-            .arg(what)
-            .arg(self.dir.path().join("pg"))
-            .output()
-            .expect("run scripts/pg-cluster");
-        assert!(
-            out.status.success(),
-            "pg-cluster {what}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(Cluster::script())
-            .arg("stop")
-            .arg(self.dir.path().join("pg"))
-            .output();
-    }
-}
-
 async fn status_of(url: &str) -> u16 {
     reqwest::Client::new()
         .get(url)
@@ -384,7 +326,7 @@ async fn status_of(url: &str) -> u16 {
 
 #[test]
 fn a_postgres_restart_under_serve_is_answered_500_then_recovered_from() {
-    let Some(cluster) = Cluster::start("postgres restart") else {
+    let Some(cluster) = pg_cluster::Cluster::start("postgres restart", false) else {
         return;
     };
     let env = Env::new();
