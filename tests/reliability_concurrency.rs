@@ -260,17 +260,35 @@ fn repeat(what: &str, env_cmd: impl Fn() -> std::process::Command, stop: &Atomic
 
 fn contention_words(what: &str, text: &str) -> Option<String> {
     let lower = text.to_ascii_lowercase();
-    ["database is locked", "busy"]
+    ["database is locked", "sqlite_busy", "busy"]
         .iter()
-        .find(|w| lower.contains(*w))
-        .map(|w| format!("{what} printed {w:?}: {}", excerpt(&lower, w)))
+        .find_map(|w| {
+            word_at(&lower, w).map(|i| format!("{what} printed {w:?}: {}", excerpt(&lower, i)))
+        })
 }
 
-fn excerpt(text: &str, word: &str) -> String {
-    let i = text.find(word).unwrap_or(0);
+/// Where `word` first stands as a word of its own in `text`: "busy" inside a random flow
+/// token such as `flow_xo5suntevcbusyfjuprveq` is data, not SQLite's complaint.
+fn word_at(text: &str, word: &str) -> Option<usize> {
+    let is_word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    text.match_indices(word).map(|(i, _)| i).find(|&i| {
+        !is_word(text[..i].chars().next_back()) && !is_word(text[i + word.len()..].chars().next())
+    })
+}
+
+fn excerpt(text: &str, i: usize) -> String {
     let start = text[..i].rfind('\n').map_or(0, |n| n + 1);
     let end = text[i..].find('\n').map_or(text.len(), |n| i + n);
     text[start..end].to_string()
+}
+
+#[test]
+fn contention_words_are_whole_words_only() {
+    let token_row = "flow_xo5suntevcbusyfjuprveq,+33611000054,client 54";
+    assert_eq!(contention_words("export", token_row), None);
+    assert!(contention_words("export", "Error: database busy, retry").is_some());
+    assert!(contention_words("stats", "SQLITE_BUSY").is_some());
+    assert!(contention_words("stats", "error: database is locked").is_some());
 }
 
 struct Report {
