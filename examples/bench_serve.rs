@@ -2,7 +2,8 @@
 //!
 //!     cargo build --release && cargo run --release --example bench_serve -- [SECONDS [CONNS...]]
 //!
-//! CONNS: the connection counts to load with (default: 16 64).
+//! CONNS: the connection counts to load with (default: 16 64). BENCH_ONLY=INIT (or ping,
+//! data_exchange) runs that path alone, to profile it.
 //!
 //! Needs `wrk` (`apt-get install wrk`). `examples/bench_endpoint.sh` runs this and, when `wrk`
 //! and `node` are present, the side-by-side comparison with the reference Node endpoint.
@@ -143,9 +144,15 @@ fn main() {
     // Warm-up.
     let _ = measure(&url, &scripts[0].1, 16, 2, pid);
 
+    // BENCH_ONLY=INIT (or ping, data_exchange): that path alone, for a profile of it
+    // (`perf record -g -p $(pgrep -n flowctl)` while it runs).
+    let only = std::env::var("BENCH_ONLY").ok();
     let mut best = std::collections::HashMap::new();
     for &conns in &conn_counts {
         for (name, script) in &scripts {
+            if only.as_deref().is_some_and(|o| o != *name) {
+                continue;
+            }
             let r = measure(&url, script, conns, secs, pid);
             println!(
                 "{name:<14} conns={conns:<3} req/s={:>7.0} p99={:>6.1} ms non-2xx={} server CPU={:.3} ms/request",
@@ -155,6 +162,11 @@ fn main() {
         }
     }
 
+    if only.is_some() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    }
     // /healthz while ping saturates the server.
     let load = wrk::wrk(&url, Some(&scripts[0].1), 64, secs);
     std::thread::sleep(Duration::from_millis(500));
