@@ -118,6 +118,23 @@ impl SharedStore {
 }
 
 impl SharedStore {
+    /// Whether the database answers, checked right here on the calling thread when that
+    /// costs no wait and no I/O: the database is local and a read handle is open and idle.
+    /// For SQLite, `SELECT 1` on an open handle touches neither the file nor a lock, so this
+    /// takes microseconds and may run on a reactor thread: `/healthz` answers without two
+    /// hand-offs to the blocking pool, which under saturation (the RSA threads busy) are
+    /// what its latency is made of. `None`: ask [`SharedStore::read`] instead (a network
+    /// database, or no idle handle: opening one is file I/O).
+    pub fn ping_inline(&self) -> Option<Result<()>> {
+        if !self.0.inline {
+            return None;
+        }
+        let reader = self.0.readers.try_idle()?;
+        Some(reader.ping())
+    }
+}
+
+impl SharedStore {
     /// Runs a write `f` right here, on the calling thread, with the writer: like
     /// [`SharedStore::read_inline`], one hand-off less than [`SharedStore::call`]. `None` when
     /// the write should go through [`SharedStore::call`]: the database is not local, or the
@@ -216,6 +233,12 @@ impl Readers {
         pool.count += 1;
         drop(pool);
         self.open_counted().map(Some)
+    }
+
+    /// An idle handle, never a new one (opening one is file or network I/O).
+    fn try_idle(&self) -> Option<Lease<'_>> {
+        let store = lock(&self.state).idle.pop()?;
+        Some(self.lent(store))
     }
 
     /// Opens the handle already counted in `count`; on failure gives its place back.
@@ -372,6 +395,36 @@ mod tests {
             .is_ok());
         let pool = lock(&shared.0.readers.state);
         assert_eq!((pool.count, pool.idle.len()), (MAX_READERS, MAX_READERS));
+    }
+
+    #[test]
+    fn an_inline_ping_uses_an_idle_handle_and_never_opens_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.db")).unwrap();
+        let local = SharedStore::with_inline_reads(store, Some(1));
+        // No handle open yet: opening one is file I/O, so the caller goes the blocking way.
+        assert!(local.ping_inline().is_none());
+        assert_eq!(lock(&local.0.readers.state).count, 0);
+        local.read_inline(|r| r.ping()).unwrap().unwrap();
+        assert!(matches!(local.ping_inline(), Some(Ok(()))));
+        // Every handle lent: none idle, so no answer here (and no wait).
+        let held = local.0.readers.lease().unwrap();
+        assert!(local.ping_inline().is_none());
+        drop(held);
+        assert!(matches!(local.ping_inline(), Some(Ok(()))));
+        let pool = lock(&local.0.readers.state);
+        assert_eq!((pool.count, pool.idle.len()), (1, 1));
+        drop(pool);
+        // A network database: never on the caller's thread.
+        let remote = SharedStore::new(Store::open(dir.path().join("r.db")).unwrap());
+        open_idle_handle(&remote);
+        assert!(remote.ping_inline().is_none());
+    }
+
+    /// Opens a handle in `remote`'s pool, as a read through the blocking pool would.
+    fn open_idle_handle(remote: &SharedStore) {
+        drop(remote.0.readers.lease().unwrap());
+        assert_eq!(lock(&remote.0.readers.state).idle.len(), 1);
     }
 
     #[test]
