@@ -479,3 +479,49 @@ fn an_unusable_server_limit_is_refused_with_exit_2_naming_it() {
         );
     }
 }
+
+/// A connection whose first request is a data endpoint `POST` is served on the RSA lane (its
+/// own threads, RSA in the request's task); any other stays on the main runtime, and a data
+/// endpoint request arriving there later is still answered (through the RSA queue).
+#[tokio::test]
+async fn data_endpoint_connections_go_to_the_rsa_lane_and_others_stay() {
+    let env = Env::new();
+    let server = env.serve(&[]);
+    let ping = json!({"version": "3.0", "action": "ping"});
+    let lane = FlowClient::new(&server.url);
+    for _ in 0..3 {
+        let a = lane.call(&ping).await;
+        assert_eq!(a.json, Some(json!({"data": {"status": "active"}})));
+    }
+    // One keep-alive connection: /healthz first, then the data endpoint on it.
+    let mixed = FlowClient::new(&server.url);
+    let health = mixed
+        .http
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let a = mixed.call(&ping).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json, Some(json!({"data": {"status": "active"}})));
+
+    let metrics = mixed
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Each client kept its one connection: one on each lane.
+    assert!(
+        metrics.contains("flowctl_connections_total{lane=\"rsa\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flowctl_connections_total{lane=\"main\"} 1\n"),
+        "{metrics}"
+    );
+}

@@ -72,14 +72,14 @@ pub async fn run(db: &crate::store::DbTarget, settings: ServeSettings) -> anyhow
     let listen = settings.listen;
     let state = Arc::new(AppState {
         // A local database: the RSA threads look the token up themselves (see `prefetch`).
-        store: SharedStore::with_inline_reads(store, (!db.is_postgres()).then_some(cores)),
+        store: SharedStore::with_inline_reads(store, (!db.is_postgres()).then_some(2 * cores)),
         key: Some(Arc::new(settings.key)),
         app_secrets: settings.app_secrets,
         flow: settings.flow.map(Arc::new),
         first_screen: settings.first_screen,
         limits: settings.limits,
         metrics: Metrics::default(),
-        rsa: crate::server::rsa_pool::RsaPool::new(cores)
+        rsa: crate::server::rsa_pool::RsaPool::with_lane(cores)
             .context("starting the RSA worker threads")?,
         verify_token: settings.verify_token,
         api_key: settings.api_key,

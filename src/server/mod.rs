@@ -160,22 +160,24 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let header_timeout = state.limits.header_timeout;
-        let stream = io::WriteDeadline::new(stream, state.limits.write_timeout);
-        let state = state.clone();
-        let budget = budget.clone();
-        let service = service_fn(move |req| {
-            let (state, budget) = (state.clone(), budget.clone());
-            async move { Ok::<_, Infallible>(route(state, &budget, peer, req).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let conn = Connection {
+            peer,
+            state: state.clone(),
+            budget: budget.clone(),
+            watcher: graceful.watcher(),
+            permit,
+        };
+        let lane = state.rsa.lane();
         tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
+            let lane = lane_for(&stream, lane, conn.state.limits.header_timeout).await;
+            let label = if lane.is_some() { "rsa" } else { "main" };
+            conn.state
+                .metrics
+                .inc("flowctl_connections_total", format!("lane=\"{label}\""));
+            match lane {
+                Some(lane) => conn.serve_on(lane, stream),
+                None => conn.serve(stream).await,
+            }
         });
     }
     drop(listener);
@@ -193,6 +195,122 @@ pub async fn serve(
         tracing::warn!("shutdown: the media worker did not stop in time");
     }
     Ok(())
+}
+
+/// One accepted connection, before it is served.
+struct Connection {
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    budget: http::BodyBudget,
+    watcher: hyper_util::server::graceful::Watcher,
+    /// Its place among `Limits::max_connections`, given back when it closes.
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Connection {
+    /// Serves the connection's requests on the current runtime until it closes.
+    async fn serve(self, stream: tokio::net::TcpStream) {
+        let Connection {
+            peer,
+            state,
+            budget,
+            watcher,
+            permit,
+        } = self;
+        let header_timeout = state.limits.header_timeout;
+        let stream = io::WriteDeadline::new(stream, state.limits.write_timeout);
+        let service = service_fn(move |req| {
+            let (state, budget) = (state.clone(), budget.clone());
+            async move { Ok::<_, Infallible>(route(state, &budget, peer, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let _ = watcher.watch(conn).await;
+        drop(permit);
+    }
+
+    /// Moves the connection to the RSA lane's runtime and serves it there.
+    fn serve_on(self, lane: tokio::runtime::Handle, stream: tokio::net::TcpStream) {
+        // The socket leaves this runtime's reactor and joins the lane's.
+        let std_stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot move a connection to the RSA lane");
+                return;
+            }
+        };
+        lane.spawn(async move {
+            match tokio::net::TcpStream::from_std(std_stream) {
+                Ok(stream) => self.serve(stream).await,
+                Err(e) => tracing::warn!(error = %e, "cannot move a connection to the RSA lane"),
+            }
+        });
+    }
+}
+
+/// How long a new connection's first bytes are awaited to choose where it is served. A client
+/// (or proxy) sends its request right after connecting; one that is slower is served by the
+/// main runtime, where hyper's header timeout applies to it as to any other.
+const FIRST_BYTES_WAIT: Duration = Duration::from_millis(200);
+
+/// The RSA lane when `stream`'s first request is a data endpoint `POST` (and there is a
+/// lane): that connection is served on the lane's threads, RSA included (see `rsa_pool`).
+/// Anything else stays on the main runtime, where `/healthz` and the webhook never wait
+/// behind an RSA operation. Only peeks: the bytes stay for hyper to read.
+async fn lane_for(
+    stream: &tokio::net::TcpStream,
+    lane: Option<tokio::runtime::Handle>,
+    header_timeout: Duration,
+) -> Option<tokio::runtime::Handle> {
+    let lane = lane?;
+    let mut first = [0u8; FLOW_REQUEST_LINE.len()];
+    let wait = FIRST_BYTES_WAIT.min(header_timeout);
+    match tokio::time::timeout(wait, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if is_flow_request(&first[..n]) => Some(lane),
+        _ => None,
+    }
+}
+
+/// What a data endpoint request starts with (its path may go on with `?…`).
+const FLOW_REQUEST_LINE: &[u8] = b"POST /api/flow ";
+
+fn is_flow_request(first: &[u8]) -> bool {
+    first == FLOW_REQUEST_LINE
+        || (first.len() == FLOW_REQUEST_LINE.len()
+            && first.starts_with(&FLOW_REQUEST_LINE[..FLOW_REQUEST_LINE.len() - 1])
+            && first[FLOW_REQUEST_LINE.len() - 1] == b'?')
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::is_flow_request;
+
+    #[test]
+    fn only_a_data_endpoint_post_goes_to_the_rsa_lane() {
+        assert!(is_flow_request(
+            b"POST /api/flow HTTP/1.1\r\n"[..15].as_ref()
+        ));
+        assert!(is_flow_request(
+            b"POST /api/flow?x=1 HTTP/1.1"[..15].as_ref()
+        ));
+        for other in [
+            &b"POST /api/flowx"[..],
+            b"POST /api/message-webhook",
+            b"GET /api/flow HTTP/1.1"[..15].as_ref(),
+            b"GET /healthz HTTP/1.1",
+            b"POST /api/flo",
+            b"",
+        ] {
+            let first = &other[..other.len().min(15)];
+            assert!(
+                !is_flow_request(first),
+                "{}",
+                String::from_utf8_lossy(first)
+            );
+        }
+    }
 }
 
 /// Routes one request and writes its one log line.

@@ -1,18 +1,30 @@
-//! The data endpoint's RSA work, on a fixed set of dedicated threads (one per core) fed by a
-//! queue.
+//! The data endpoint's RSA work, off the reactor threads that answer everything else.
 //!
-//! Why not `spawn_blocking` under a one-per-core semaphore, as before: the permit was only given
-//! back once the awaiting task had been woken and polled again on a reactor thread, so between
-//! the end of one RSA operation and the start of the next a core sat idle, waiting for a wake-up,
-//! a poll, a permit hand-over and a new blocking task. Measured with
-//! `../shared/bench/endpoint/run.sh`, that left the cores idle part of the time (README,
-//! "Performance"). A dedicated thread takes the next job the moment it finishes one.
+//! Two ways, both one thread per core at a lower priority than the reactor (nice 10):
+//!
+//! - **The RSA lane**: a second tokio runtime whose worker threads serve whole connections and
+//!   run the RSA operation right in the request's task. `serve` moves a connection there when
+//!   its first request is a data endpoint `POST` (see `server::lane_for`): the data endpoint's
+//!   traffic (Meta's servers, or a proxy's connections carrying it) never hands a request to
+//!   another thread, so a core does RSA, HTTP and the token lookup without a context switch
+//!   between them. Measured (`examples/bench_serve.rs`, README "The data endpoint"): the
+//!   hand-off to a dedicated thread and back cost about 15 % of the throughput, in the
+//!   kernel's wake-ups and context switches, not in user code.
+//! - **The queue**: a fixed set of dedicated threads fed by a queue, for a data endpoint
+//!   request that arrives on a connection the main runtime serves (one whose first request was
+//!   a webhook, say). A dedicated thread takes the next job the moment it finishes one.
+//!
+//! Why not RSA on the main runtime's threads: `/healthz` and the webhook would then wait
+//! behind queued RSA operations (measured: `/healthz` p99 17 ms under saturation, against a
+//! target of 5 ms). Why not `spawn_blocking` under a one-per-core semaphore, as at first: the
+//! permit was only given back once the awaiting task had been woken and polled again, so a
+//! core sat idle between two operations.
 //!
 //! The queue needs no bound of its own: every job is one request on one open connection, and
 //! connections are bounded (`Limits::max_connections`); each job is a few hundred bytes.
-//! The reactor threads only parse HTTP, check signatures and answer, so `/healthz` and the
-//! webhook stay responsive while the RSA threads are saturated.
+//! The lane runs at most one RSA operation per worker thread at once, as the queue does.
 
+use std::cell::Cell;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -20,10 +32,17 @@ use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// A fixed pool of threads for CPU-bound work on the request path.
+thread_local! {
+    /// Whether this thread belongs to the RSA lane's runtime.
+    static ON_LANE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A fixed pool of threads for CPU-bound work on the request path, and the RSA lane.
 pub struct RsaPool {
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     threads: usize,
+    /// The RSA lane's runtime (`None`: every job goes through the queue).
+    lane: Option<tokio::runtime::Runtime>,
 }
 
 /// The pool is shutting down (or a job panicked): the request gets a 500-class answer.
@@ -64,7 +83,30 @@ impl RsaPool {
         Ok(RsaPool {
             queue: Mutex::new(Some(tx)),
             threads,
+            lane: None,
         })
+    }
+
+    /// [`RsaPool::new`], plus the RSA lane: a runtime of `threads` worker threads (its own
+    /// blocking pool for the database calls of the connections it serves).
+    pub fn with_lane(threads: usize) -> std::io::Result<RsaPool> {
+        let mut pool = RsaPool::new(threads)?;
+        let lane = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(pool.threads)
+            .thread_name("flowctl-rsa-lane")
+            .on_thread_start(|| {
+                ON_LANE.with(|on| on.set(true));
+                lower_priority();
+            })
+            .enable_all()
+            .build()?;
+        pool.lane = Some(lane);
+        Ok(pool)
+    }
+
+    /// Where a connection goes to be served on the RSA lane (`None`: no lane).
+    pub fn lane(&self) -> Option<tokio::runtime::Handle> {
+        self.lane.as_ref().map(|rt| rt.handle().clone())
     }
 
     /// How many worker threads run.
@@ -72,12 +114,17 @@ impl RsaPool {
         self.threads
     }
 
-    /// Runs `work` on a pool thread and waits for its result without blocking the reactor.
+    /// Runs `work` on a pool thread and waits for its result without blocking the reactor;
+    /// on a thread of the RSA lane, right here (that thread is there for it).
     pub async fn run<T, F>(&self, work: F) -> Result<T, PoolStopped>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
+        if ON_LANE.with(Cell::get) {
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .map_err(|_| PoolStopped);
+        }
         let (done, result) = oneshot::channel();
         let job: Job = Box::new(move || {
             // The receiver is gone when the client hung up: nothing to answer.
@@ -116,6 +163,10 @@ fn lower_priority() {
 impl Drop for RsaPool {
     fn drop(&mut self) {
         self.shut_down();
+        // Dropped from async code at the end of `serve`: a runtime must not block there.
+        if let Some(lane) = self.lane.take() {
+            lane.shutdown_background();
+        }
     }
 }
 
@@ -162,6 +213,36 @@ mod tests {
             t.await.expect("task").expect("job");
         }
         assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn on_the_rsa_lane_a_job_runs_in_its_task_and_elsewhere_on_a_pool_thread() {
+        let pool = Arc::new(RsaPool::with_lane(1).expect("pool"));
+        let name = || std::thread::current().name().map(String::from);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let on_lane = pool.clone();
+        pool.lane().expect("a lane").spawn(async move {
+            let _ = tx.send(on_lane.run(name).await);
+        });
+        let ran_on = rx.recv_timeout(Duration::from_secs(10)).expect("lane task");
+        assert_eq!(ran_on.expect("job"), Some("flowctl-rsa-lane".to_string()));
+        // A panic on the lane is the job's error, and the lane's thread goes on.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let on_lane = pool.clone();
+        pool.lane().expect("a lane").spawn(async move {
+            let failed = on_lane.run(|| -> u32 { panic!("boom") }).await.is_err();
+            let _ = tx.send((failed, on_lane.run(|| 7).await.ok()));
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).expect("lane task"),
+            (true, Some(7))
+        );
+        let elsewhere = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(pool.run(name));
+        assert_eq!(elsewhere.expect("job"), Some("flowctl-rsa-0".to_string()));
+        assert!(RsaPool::new(1).expect("pool").lane().is_none());
     }
 
     #[tokio::test]
