@@ -71,7 +71,8 @@ pub async fn run(db: &crate::store::DbTarget, settings: ServeSettings) -> anyhow
         .unwrap_or(2);
     let listen = settings.listen;
     let state = Arc::new(AppState {
-        // A local database: the RSA threads look the token up themselves (see `prefetch`).
+        // A local database: the threads doing RSA (the lane's and the queue's, one per core
+        // each) look the token up themselves (see `prefetch`).
         store: SharedStore::with_inline_reads(store, (!db.is_postgres()).then_some(2 * cores)),
         key: Some(Arc::new(settings.key)),
         app_secrets: settings.app_secrets,

@@ -119,8 +119,10 @@ struct Opened {
 /// The outcome of a token lookup.
 type Lookup = crate::store::Result<Option<TokenRecord>>;
 
-/// Runs the RSA work on the dedicated RSA threads (see `rsa_pool`): the decryption, the
-/// parse, and on a local database the token lookup (see [`prefetch`]).
+/// Runs the RSA work off the main runtime (see `rsa_pool`): in this task on a connection the
+/// RSA lane serves, else on a dedicated RSA thread. That work is the decryption, the parse,
+/// and on a local database the token lookup (see [`prefetch`]). "RSA thread" below means
+/// either.
 async fn open(state: &Arc<AppState>, envelope: EncryptedRequest) -> Result<Opened, &'static str> {
     let Some(key) = state.key.clone() else {
         return Err("no_private_key");
@@ -170,7 +172,8 @@ fn prefetch(store: &crate::store::SharedStore, req: &FlowRequest) -> Option<Look
 /// files to queue, the completion, forward mode, a busy writer): [`answer`] handles it, and
 /// nothing here has been counted or stored for it. Another process writing the same SQLite
 /// file (a `bulk` run) can make this write wait for SQLite's lock on this RSA thread: only
-/// this one (it holds the writer; the other RSA threads find it busy and go on).
+/// this one (it holds the writer; the other RSA threads find it busy and go on; on the lane,
+/// the other lane threads can take over the connections queued on this one).
 fn answer_inline(state: &AppState, req: &FlowRequest, record: &TokenRecord) -> Option<Reply> {
     if req.action != "data_exchange"
         || req.flow_token_signature.is_some()

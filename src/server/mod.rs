@@ -86,8 +86,9 @@ pub struct AppState {
     pub first_screen: Option<String>,
     pub limits: Limits,
     pub metrics: Metrics,
-    /// The data endpoint's RSA work: one dedicated thread per core, fed by a queue, so that
-    /// a flood of encrypted requests keeps the cores busy without starving the reactor.
+    /// The data endpoint's RSA work, off the main runtime: the RSA lane (a runtime whose
+    /// threads serve the data endpoint's connections, RSA included) and, for a data endpoint
+    /// request on any other connection, dedicated threads fed by a queue (see `rsa_pool`).
     pub rsa: rsa_pool::RsaPool,
     /// `WEBHOOK_VERIFY_TOKEN` (`None`: the verification GET always answers 403).
     pub verify_token: Option<Secret>,
