@@ -525,3 +525,55 @@ async fn data_endpoint_connections_go_to_the_rsa_lane_and_others_stay() {
         "{metrics}"
     );
 }
+
+/// A `ping` touches no database (Meta's health check must not depend on it, and it is the
+/// hottest path): with every flowctl table dropped under the running server, `ping` still
+/// answers `active`, while an `INIT`, which looks its token up, can no longer be answered.
+#[tokio::test]
+async fn a_ping_answers_without_the_database() {
+    let env = Env::new();
+    let token = issue_token(&env.db(), "+212610059159", Some("Ahmed"), None, DAY);
+    let flow = survey_flow();
+    let server = env.serve(&["--flow-json", flow.to_str().unwrap()]);
+    let client = FlowClient::new(&server.url);
+    let init = json!({"version": "3.0", "action": "INIT", "flow_token": token});
+    assert_eq!(client.call(&init).await.status, 200, "{}", server.stderr());
+
+    let mut sql = env.sql();
+    let tables = if support::db::on_postgres() {
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    } else {
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    };
+    let tables: Vec<String> = sql
+        .rows(tables, &[])
+        .into_iter()
+        .filter_map(|row| match row.into_iter().next() {
+            Some(Val::Text(name)) => Some(name),
+            _ => None,
+        })
+        .collect();
+    assert!(tables.iter().any(|t| t == "tokens"), "{tables:?}");
+    let cascade = if support::db::on_postgres() {
+        " CASCADE"
+    } else {
+        ""
+    };
+    for table in &tables {
+        sql.execute(&format!("DROP TABLE IF EXISTS {table}{cascade}"), &[]);
+    }
+
+    for _ in 0..3 {
+        let a = client
+            .call(&json!({"version": "3.0", "action": "ping"}))
+            .await;
+        assert_eq!(a.status, 200, "{}", server.stderr());
+        assert_eq!(a.json, Some(json!({"data": {"status": "active"}})));
+    }
+    let broken = client.call(&init).await;
+    assert_eq!(
+        broken.status, 500,
+        "the token lookup no longer works: {:?}",
+        broken.json
+    );
+}
