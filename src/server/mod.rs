@@ -284,36 +284,6 @@ fn is_flow_request(first: &[u8]) -> bool {
             && first[FLOW_REQUEST_LINE.len() - 1] == b'?')
 }
 
-#[cfg(test)]
-mod lane_tests {
-    use super::is_flow_request;
-
-    #[test]
-    fn only_a_data_endpoint_post_goes_to_the_rsa_lane() {
-        assert!(is_flow_request(
-            b"POST /api/flow HTTP/1.1\r\n"[..15].as_ref()
-        ));
-        assert!(is_flow_request(
-            b"POST /api/flow?x=1 HTTP/1.1"[..15].as_ref()
-        ));
-        for other in [
-            &b"POST /api/flowx"[..],
-            b"POST /api/message-webhook",
-            b"GET /api/flow HTTP/1.1"[..15].as_ref(),
-            b"GET /healthz HTTP/1.1",
-            b"POST /api/flo",
-            b"",
-        ] {
-            let first = &other[..other.len().min(15)];
-            assert!(
-                !is_flow_request(first),
-                "{}",
-                String::from_utf8_lossy(first)
-            );
-        }
-    }
-}
-
 /// Routes one request and writes its one log line.
 async fn route(
     state: Arc<AppState>,
@@ -428,6 +398,36 @@ async fn health(state: &AppState) -> Resp {
                 StatusCode::SERVICE_UNAVAILABLE,
                 &serde_json::json!({ "status": "database unavailable" }),
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::is_flow_request;
+
+    #[test]
+    fn only_a_data_endpoint_post_goes_to_the_rsa_lane() {
+        assert!(is_flow_request(
+            b"POST /api/flow HTTP/1.1\r\n"[..15].as_ref()
+        ));
+        assert!(is_flow_request(
+            b"POST /api/flow?x=1 HTTP/1.1"[..15].as_ref()
+        ));
+        for other in [
+            &b"POST /api/flowx"[..],
+            b"POST /api/message-webhook",
+            b"GET /api/flow HTTP/1.1"[..15].as_ref(),
+            b"GET /healthz HTTP/1.1",
+            b"POST /api/flo",
+            b"",
+        ] {
+            let first = &other[..other.len().min(15)];
+            assert!(
+                !is_flow_request(first),
+                "{}",
+                String::from_utf8_lossy(first)
+            );
         }
     }
 }
