@@ -577,3 +577,42 @@ async fn a_ping_answers_without_the_database() {
         broken.json
     );
 }
+
+/// A screen's answers are stored and the next screen answered while another process holds
+/// the SQLite file's write lock for a moment (a `bulk` run writing its outcomes): the request
+/// waits for the lock on the general path (the fast path on the RSA thread never waits).
+#[tokio::test]
+async fn a_screen_is_stored_while_another_process_holds_the_write_lock() {
+    if skip_on_postgres("about SQLite's file lock") {
+        return;
+    }
+    let env = Env::new();
+    let token = issue_token(&env.db(), "+212610059159", Some("Ahmed"), None, DAY);
+    let flow = survey_flow();
+    let server = env.serve(&["--flow-json", flow.to_str().unwrap()]);
+    let c = FlowClient::new(&server.url);
+
+    let other = rusqlite::Connection::open(env.db_file()).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        other.execute_batch("COMMIT").unwrap();
+    });
+    let a = c
+        .call(
+            &json!({"version": "3.0", "action": "data_exchange", "screen": "ACCUEIL_SERVICE",
+            "data": {"q1_accueil": "5_etoiles", "q2_delai": "4_etoiles"}, "flow_token": token}),
+        )
+        .await;
+    holder.join().unwrap();
+    assert_eq!(a.status, 200, "{}", server.stderr());
+    assert_eq!(a.json.unwrap()["screen"], "QUALITE_PRIX");
+    let stored = env
+        .sql()
+        .value(
+            "SELECT flow_answers FROM tokens WHERE token = ?1",
+            &[Val::Text(token)],
+        )
+        .text();
+    assert!(stored.contains("\"q1_accueil\":\"5_etoiles\""), "{stored}");
+}

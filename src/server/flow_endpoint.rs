@@ -170,10 +170,10 @@ fn prefetch(store: &crate::store::SharedStore, req: &FlowRequest) -> Option<Look
 /// its answers and moves to the next screen. The answers are committed before the reply
 /// exists, as on the blocking pool. `None` for anything else (a token signature to check,
 /// files to queue, the completion, forward mode, a busy writer): [`answer`] handles it, and
-/// nothing here has been counted or stored for it. Another process writing the same SQLite
-/// file (a `bulk` run) can make this write wait for SQLite's lock on this RSA thread: only
-/// this one (it holds the writer; the other RSA threads find it busy and go on; on the lane,
-/// the other lane threads can take over the connections queued on this one).
+/// nothing here has been counted or stored for it. Nor does it wait: when another process
+/// holds the SQLite file's write lock (a `bulk` run), the write gives up at once and the
+/// request goes the general way, which waits for the lock on the blocking pool (see
+/// `SharedStore::write_inline`).
 fn answer_inline(state: &AppState, req: &FlowRequest, record: &TokenRecord) -> Option<Reply> {
     if req.action != "data_exchange"
         || req.flow_token_signature.is_some()

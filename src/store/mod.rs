@@ -178,6 +178,13 @@ pub trait Database:
     /// nothing to do, `Some(true)`: done, `Some(false)`: readers were busy (try again later).
     fn maintain_wal(&mut self, wait: Duration) -> Result<Option<bool>>;
 
+    /// How long a write waits for another process's lock on the database before it fails
+    /// busy (`None`: the backend's default). For SQLite: its busy timeout, [`BUSY_TIMEOUT`]
+    /// by default; `Some(Duration::ZERO)` is how [`SharedStore::write_inline`] writes without
+    /// ever waiting on the thread it runs on. PostgreSQL: nothing to do (its writes never run
+    /// on such a thread; a row lock is waited for on the blocking pool).
+    fn set_lock_wait(&mut self, wait: Option<Duration>) -> Result<()>;
+
     /// How to open more read-only handles on this same database (`serve` reads through them
     /// beside its one writer).
     fn reader(&self) -> OpenReader;

@@ -137,9 +137,13 @@ impl SharedStore {
 impl SharedStore {
     /// Runs a write `f` right here, on the calling thread, with the writer: like
     /// [`SharedStore::read_inline`], one hand-off less than [`SharedStore::call`]. `None` when
-    /// the write should go through [`SharedStore::call`]: the database is not local, or the
+    /// the write should go through [`SharedStore::call`]: the database is not local, the
     /// writer is busy right now (with the inbox worker's batch, a WAL checkpoint, another
-    /// request's write): this never waits for the writer.
+    /// request's write), or another process holds the database's write lock (a `bulk` run on
+    /// the same file): this never waits, neither for the writer nor for SQLite's lock, so the
+    /// thread it runs on (an RSA thread, serving other connections too) never stalls. `f`
+    /// must be one transaction: when it fails busy it was rolled back whole, and the caller
+    /// runs it again through [`SharedStore::call`], which waits for the lock as usual.
     pub fn write_inline<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Option<Result<T>> {
         if !self.0.inline {
             return None;
@@ -149,7 +153,17 @@ impl SharedStore {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        Some(f(&mut writer))
+        writer.set_lock_wait(Some(std::time::Duration::ZERO)).ok()?;
+        let out = f(&mut writer);
+        if let Err(e) = writer.set_lock_wait(None) {
+            // Cannot happen with SQLite (setting a busy timeout does not fail); were it to,
+            // the writer's next writes would fail busy at once instead of waiting.
+            tracing::error!(error = %e, "database: cannot restore the writer's lock wait");
+        }
+        match out {
+            Err(e) if e.is_busy() => None,
+            out => Some(out),
+        }
     }
 }
 
@@ -454,5 +468,52 @@ mod tests {
         }
         let remote = SharedStore::new(Store::open(dir.path().join("r.db")).unwrap());
         assert!(remote.write_inline(|w| w.insert_inbox(b"{}")).is_none());
+    }
+
+    /// Another process holding SQLite's write lock (a `bulk` run on the same file): the inline
+    /// write gives up at once, rolled back, instead of holding its thread for the busy
+    /// timeout ([`crate::store::BUSY_TIMEOUT`], 10 s); the writer then waits for the lock
+    /// as usual on the general path.
+    #[test]
+    fn an_inline_write_never_waits_for_another_process_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut store = Store::open(&path).unwrap();
+        let token =
+            crate::store::sqlite::test_util::issue(&mut *store, crate::store::SendState::Sent);
+        let local = SharedStore::with_inline_reads(store, Some(1));
+        let answers: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"q1": "yes"}"#).unwrap();
+
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let t = Instant::now();
+        assert!(local
+            .write_inline(|w| w.merge_screen_answers(&token, Some("S1"), &answers))
+            .is_none());
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        let stored = local
+            .read_inline(|r| r.find_token(&token))
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.unwrap().flow_screen, None, "nothing was written");
+
+        // The writer's usual wait is back: released 200 ms later, the lock is waited for.
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                other.execute_batch("COMMIT").unwrap();
+            });
+            let merged = lock(&local.0.writer)
+                .merge_screen_answers(&token, Some("S1"), &answers)
+                .expect("waited for the lock");
+            assert_eq!(merged["q1"], "yes");
+        });
+        // And with the lock free, the inline write goes through.
+        let merged = local
+            .write_inline(|w| w.merge_screen_answers(&token, Some("S2"), &answers))
+            .expect("the writer and the lock are free")
+            .unwrap();
+        assert_eq!(merged["q1"], "yes");
     }
 }

@@ -407,6 +407,11 @@ impl Database for PgStore {
         Ok(None)
     }
 
+    fn set_lock_wait(&mut self, _wait: Option<Duration>) -> Result<()> {
+        // Never asked of PostgreSQL: its writes run on the blocking pool (see the trait).
+        Ok(())
+    }
+
     fn reader(&self) -> OpenReader {
         let url = self.url.clone();
         Arc::new(move || Ok(Store(Box::new(PgStore::connect(&url, true)?))))

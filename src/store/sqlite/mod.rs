@@ -403,6 +403,12 @@ impl Database for SqliteStore {
         self.truncate_wal_if_over(WAL_LIMIT, wait)
     }
 
+    fn set_lock_wait(&mut self, wait: Option<Duration>) -> Result<()> {
+        self.conn
+            .busy_timeout(wait.unwrap_or(BUSY_TIMEOUT))
+            .map_err(|e| self.err(e))
+    }
+
     fn reader(&self) -> OpenReader {
         let path = self.path.clone();
         Arc::new(move || match SqliteStore::open_read_only(&path)? {
