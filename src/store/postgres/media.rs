@@ -2,8 +2,10 @@
 //! replicas. A file is queued once per (token, media id) whoever queues it (`ON CONFLICT`),
 //! and a download is claimed before it starts: the claim moves the job's next try past its
 //! lease (`FOR UPDATE SKIP LOCKED` against a replica claiming at the same instant), so no
-//! other replica downloads the same file meanwhile, and a worker that died leaves it due
-//! again once the lease is over.
+//! other replica downloads the same file meanwhile. A claim records the claimant's database
+//! session (`pg_backend_pid()`): when that session is gone (the replica was killed), the
+//! file is claimable at once; a claimant alive but stuck leaves it due again once the lease
+//! is over.
 
 use std::time::Duration;
 
@@ -147,11 +149,17 @@ impl MediaQueries for PgStore {
         let rows = self.rows(
             "WITH due AS (
                 SELECT id, next_attempt_at AS due_at FROM media
-                WHERE state = 'pending' AND next_attempt_at <= $1
+                WHERE state = 'pending'
+                  AND (next_attempt_at <= $1
+                       -- Claimed by a session that is gone (its process died): no need to
+                       -- wait for the lease.
+                       OR (claimed_pid IS NOT NULL
+                           AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                                           WHERE a.pid = media.claimed_pid)))
                 ORDER BY next_attempt_at, id
                 LIMIT $2
                 FOR UPDATE SKIP LOCKED)
-             UPDATE media m SET next_attempt_at = $3
+             UPDATE media m SET next_attempt_at = $3, claimed_pid = pg_backend_pid()
              FROM due WHERE m.id = due.id
              RETURNING m.id, m.token, m.field, m.kind, m.media_id, m.file_name, m.cdn_url,
                        m.encryption, m.sha256, m.mime_type, m.attempts, due.due_at",
@@ -172,7 +180,8 @@ impl MediaQueries for PgStore {
 
     fn media_retry(&mut self, id: i64, error: &str, next: &Timestamp) -> Result<()> {
         self.execute(
-            "UPDATE media SET attempts = attempts + 1, error = $2, next_attempt_at = $3
+            "UPDATE media SET attempts = attempts + 1, error = $2, next_attempt_at = $3,
+                    claimed_pid = NULL
              WHERE id = $1 AND state = 'pending'",
             &[&id, &error, next],
         )
@@ -183,7 +192,8 @@ impl MediaQueries for PgStore {
         let size = i64::try_from(size).unwrap_or(i64::MAX);
         self.execute(
             "UPDATE media SET state = 'done', attempts = attempts + 1, path = $2, size = $3,
-                    error = NULL, finished_at = $4, cdn_url = NULL, encryption = NULL
+                    error = NULL, finished_at = $4, cdn_url = NULL, encryption = NULL,
+                    claimed_pid = NULL
              WHERE id = $1",
             &[&id, &path, &size, at],
         )
@@ -193,7 +203,7 @@ impl MediaQueries for PgStore {
     fn media_failed(&mut self, id: i64, error: &str, at: &Timestamp) -> Result<()> {
         self.execute(
             "UPDATE media SET state = 'failed', attempts = attempts + 1, error = $2,
-                    finished_at = $3, cdn_url = NULL, encryption = NULL
+                    finished_at = $3, cdn_url = NULL, encryption = NULL, claimed_pid = NULL
              WHERE id = $1",
             &[&id, &error, at],
         )
@@ -257,6 +267,64 @@ mod tests {
         // A worker that died: its files are due again once the lease is over.
         let after = now.saturating_add(lease);
         assert_eq!(setup.claim_media(&after, 1000, lease).unwrap().len(), 120);
+    }
+
+    /// A replica killed while downloading (its database session gone): another replica takes
+    /// the file at once instead of after the claim's lease; a live claimant keeps it.
+    #[test]
+    fn a_file_claimed_by_a_session_that_is_gone_is_claimable_at_once() {
+        let Some(url) = temp_database("media claimant") else {
+            return;
+        };
+        let mut survivor = PgStore::open(&url).unwrap();
+        let now = at("2026-03-01T10:00:00.000Z");
+        let files: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|f| (f.to_string(), MediaSource::Cdn(descriptor(f))))
+            .collect();
+        survivor.enqueue_media("tok", &files, &now).unwrap();
+        let lease = Duration::from_secs(300);
+        let mut killed = PgStore::open(&url).unwrap();
+        let taken = killed.claim_media(&now, 1, lease).unwrap();
+        assert_eq!(taken.len(), 1);
+        let mine = survivor.claim_media(&now, 10, lease).unwrap();
+        assert_eq!(
+            mine.len(),
+            1,
+            "the other file only: the first is claimed by a live session"
+        );
+        assert_ne!(mine[0].id, taken[0].id);
+        assert!(survivor.claim_media(&now, 10, lease).unwrap().is_empty());
+
+        drop(killed);
+        let start = std::time::Instant::now();
+        let orphan = loop {
+            let jobs = survivor.claim_media(&now, 10, lease).unwrap();
+            if !jobs.is_empty() || start.elapsed() > Duration::from_secs(5) {
+                break jobs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            orphan.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [taken[0].id]
+        );
+        // The survivor's own claims (alive) stay its own until done, retried or the lease.
+        assert!(survivor.claim_media(&now, 10, lease).unwrap().is_empty());
+        // A retry clears the claim: the file waits for its next try, not for a session check.
+        let retry_at = now.saturating_add(Duration::from_secs(60));
+        survivor
+            .media_retry(orphan[0].id, "timeout", &retry_at)
+            .unwrap();
+        let pid: Option<i32> = survivor
+            .value(
+                "SELECT claimed_pid FROM media WHERE id = $1",
+                &[&orphan[0].id],
+            )
+            .unwrap();
+        assert_eq!(pid, None);
+        assert!(survivor.claim_media(&now, 10, lease).unwrap().is_empty());
+        assert_eq!(survivor.claim_media(&retry_at, 10, lease).unwrap().len(), 1);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_serve.sql")),
     (3, include_str!("migrations/0003_bulk.sql")),
     (4, include_str!("migrations/0004_inbox_claimant.sql")),
+    (5, include_str!("migrations/0005_media_claimant.sql")),
 ];
 
 /// The version this build brings a database to.
