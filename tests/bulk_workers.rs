@@ -300,6 +300,81 @@ fn two_workers_share_one_rate() {
     assert!(achieved / 20.0 > 0.7, "{achieved}");
 }
 
+/// A rate-limit answer met by one worker pauses EVERY worker of the number for a second, not
+/// only the one that was told: the other would otherwise go on at the whole shared rate into
+/// the same limit. Meta's throughput page
+/// (<https://developers.facebook.com/documentation/business-messaging/whatsapp/throughput>):
+/// throughput is per registered business phone number, and past it "the API will return
+/// error code 130429 until you are within your allowed level again".
+#[test]
+fn a_rate_limit_answer_pauses_every_worker() {
+    let limited = campaign::phone(120);
+    let c = Campaign::with(
+        tempfile::tempdir().expect("tempdir"),
+        flowctl::sandbox::SandboxOptions {
+            latency: Duration::from_millis(20),
+            failures: vec![format!("{limited}=130429x1").parse().expect("rule")],
+            ..Default::default()
+        },
+    );
+    if database("shared rate limit", &c).is_none() {
+        return;
+    }
+    let rows = 240;
+    let csv = c.contacts(rows);
+    let csv = csv.to_str().unwrap();
+    let args = ["--rate", "40", "--campaign", "p", "--json", csv];
+    let a = worker(&c, &args).spawn().expect("spawn a");
+    let b = worker(&c, &args).spawn().expect("spawn b");
+    let (a, b) = (wait(a, "worker a"), wait(b, "worker b"));
+    assert_eq!((a.status.code(), b.status.code()), (Some(0), Some(0)));
+    let (sa, sb) = (summary(&a), summary(&b));
+    assert_eq!(
+        sa["sent"].as_i64().unwrap_or(0) + sb["sent"].as_i64().unwrap_or(0),
+        rows as i64
+    );
+    let per = accepted_per_phone(&c);
+    assert!(twice(&per).is_empty(), "messaged twice: {:?}", twice(&per));
+
+    let requests = c.sandbox().requests();
+    let messages: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/messages"))
+        .collect();
+    let t0 = messages
+        .iter()
+        .find(|r| r.error_code == Some(130429))
+        .map(|r| seconds(&r.at))
+        .expect("the sandbox answered 130429 once");
+    let accepted_between = |from: f64, to: f64| {
+        messages
+            .iter()
+            .filter(|r| r.status == Some(200))
+            .map(|r| seconds(&r.at) - t0)
+            .filter(|dt| (from..to).contains(dt))
+            .count()
+    };
+    // The rows are claimed in the database's order, so the answer may come at any moment of
+    // the run: the windows are taken around it.
+    let last = messages
+        .iter()
+        .map(|r| seconds(&r.at) - t0)
+        .fold(f64::MIN, f64::max);
+    let during = accepted_between(0.2, 0.9);
+    let after = accepted_between(1.3, 2.5);
+    println!(
+        "130429 at {t0:.3}: {during} accepted in the 0.7 s after it, {after} in 1.3-2.5 s; run ends {last:.1} s after it"
+    );
+    // At 40 msg/s about 28 leave in 0.7 s; during the pause only what was already in flight
+    // or in a worker's stock of permits (without the shared pause, the other worker went on
+    // at the whole rate: 28 in two runs).
+    assert!(during <= 8, "{during} messages accepted during the pause");
+    if last > 3.0 {
+        // Then the run goes on, at the halved rate stepping back up.
+        assert!(after >= 5, "{after} messages accepted after the pause");
+    }
+}
+
 #[test]
 fn a_lost_database_connection_is_waited_for_and_the_run_resumes() {
     let c = Campaign::new(Duration::from_millis(20));

@@ -137,7 +137,26 @@ pub trait BulkQueries {
     /// own pacer is the only one.
     fn bulk_take_permits(&mut self, key: &str, rate: f64, burst: f64, want: u32)
         -> Result<Permits>;
+
+    /// A worker met a rate-limit answer (130429: the number's throughput is exceeded): the
+    /// shared budget of `key` pauses every worker for [`RATE_LIMIT_PAUSE`], then refills at
+    /// half the rate in force, stepping back up by [`RATE_RECOVERY`] every
+    /// [`RATE_QUIET`] without another cut, never above `rate` (the configured one). Answers
+    /// within a second of a cut are the same episode: one cut. Without a shared database
+    /// (SQLite) nothing to do: the run's own pacer does this.
+    fn bulk_rate_limited(&mut self, key: &str, rate: f64) -> Result<()>;
 }
+
+/// How long every worker of a number pauses after a rate-limit answer (Meta: retry 130429
+/// after about a second); the same figures as a single run's pacer.
+pub const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
+/// Rate-limit answers within this time of a cut are the same episode: one cut, not many
+/// (every request in flight when the limit hit comes back with the same answer).
+pub const RATE_SAME_EPISODE: Duration = Duration::from_secs(1);
+/// Time without a cut before the shared rate steps back up.
+pub const RATE_QUIET: Duration = Duration::from_secs(2);
+/// The shared rate's step back up after each quiet period.
+pub const RATE_RECOVERY: f64 = 1.25;
 
 #[cfg(test)]
 mod tests {

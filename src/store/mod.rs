@@ -48,7 +48,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use api::{ApiQueries, ApiResponse, ResponsesPage, ResponsesQuery};
-pub use bulk::{BulkMember, BulkOutcome, BulkQueries, Issued, Permits};
+pub use bulk::{
+    BulkMember, BulkOutcome, BulkQueries, Issued, Permits, RATE_LIMIT_PAUSE, RATE_QUIET,
+    RATE_RECOVERY, RATE_SAME_EPISODE,
+};
 pub use export::{ExportFilter, ExportQueries, ExportSnapshot, FailedSend, SnapshotReader};
 pub use flow::{Completion, CompletionInput, FlowQueries, StoredResponse};
 pub use flow_alerts::{FlowAlert, FlowAlertQueries};

@@ -8,12 +8,18 @@
 //! worker sleeps until then. Chosen over an elected pacer because nothing has to be handed
 //! over when a worker dies: the bucket is just a row, and whoever is alive keeps taking from
 //! it. The run's own pacer ([`super::Pacer`]) still runs in each worker (its cuts after a
-//! rate-limit answer, Meta's throttle pauses); the budget only adds the cross-worker bound.
+//! rate-limit answer, Meta's throttle pauses); the budget adds the cross-worker bound, and
+//! shares a rate-limit answer (130429, the number's throughput exceeded): the worker that
+//! meets it cuts the number's rate in the database, so every worker pauses and slows down
+//! ([`crate::store::BulkQueries::bulk_rate_limited`]), not just the one that was told.
+//! Meta's throughput page
+//! (<https://developers.facebook.com/documentation/business-messaging/whatsapp/throughput>):
+//! the limit is the registered number's, and 130429 comes back until the number is within it.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::store::Store;
+use crate::store::{Store, RATE_SAME_EPISODE};
 
 /// Longest pause between two asks while the bucket is empty (a worker whose rate was changed
 /// by another still looks again soon).
@@ -28,6 +34,8 @@ pub struct SharedBudget {
     want: u32,
     /// Permits taken from the database and not used yet.
     stock: tokio::sync::Mutex<u32>,
+    /// When this worker last cut the shared rate (answers of one episode cut it once).
+    last_cut: Mutex<Option<Instant>>,
 }
 
 impl SharedBudget {
@@ -44,7 +52,36 @@ impl SharedBudget {
             burst: f64::from(burst.max(want)),
             want,
             stock: tokio::sync::Mutex::new(0),
+            last_cut: Mutex::new(None),
         }
+    }
+
+    /// A rate-limit answer: the permits in stock are dropped, and the number's rate is cut
+    /// for every worker (in the background: this is called on the send path). A cut that
+    /// cannot be recorded (the database restarting) leaves this worker's own pacer to slow
+    /// it down.
+    pub fn on_rate_limit(&self) {
+        if let Ok(mut stock) = self.stock.try_lock() {
+            *stock = 0;
+        }
+        {
+            let mut last = self.last_cut.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if last.is_some_and(|t| now.duration_since(t) < RATE_SAME_EPISODE) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, key, rate) = (self.store.clone(), self.key.clone(), self.rate);
+        runtime.spawn_blocking(move || {
+            let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = s.bulk_rate_limited(&key, rate) {
+                tracing::warn!(error = %e, "cannot share the rate-limit answer with the other workers");
+            }
+        });
     }
 
     /// Waits for one permit of the shared budget. A database that does not answer is waited

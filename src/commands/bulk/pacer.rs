@@ -12,15 +12,17 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+// The figures are the shared budget's too (several workers on PostgreSQL), hence defined once,
+// with it, in the store.
 /// Pause of the whole run after a rate-limit answer (Meta: retry 130429 after about 1 s).
-pub const PAUSE: Duration = Duration::from_secs(1);
+pub const PAUSE: Duration = crate::store::RATE_LIMIT_PAUSE;
 /// Rate-limit answers within this window of a cut are the same episode: one cut, not many
 /// (every request in flight when the limit hit comes back with the same answer).
-pub const SAME_EPISODE: Duration = Duration::from_secs(1);
+pub const SAME_EPISODE: Duration = crate::store::RATE_SAME_EPISODE;
 /// Time without a rate-limit answer before the rate steps back up.
-pub const QUIET: Duration = Duration::from_secs(2);
+pub const QUIET: Duration = crate::store::RATE_QUIET;
 /// Multiplicative recovery step (×1.25 per quiet period: 40 → 80 msg/s in about 8 s).
-pub const RECOVERY: f64 = 1.25;
+pub const RECOVERY: f64 = crate::store::RATE_RECOVERY;
 
 /// The burst governor allows at `rate` messages per second: `clamp(rate / 100, 2, 10)`.
 ///
@@ -220,11 +222,17 @@ impl Pacer {
             && self.shared.as_ref().is_none_or(|b| b.try_acquire())
     }
 
-    /// Reports a rate-limit answer: the whole run pauses and slows down.
+    /// Reports a rate-limit answer: the whole run pauses and slows down, and with a shared
+    /// budget, every other worker of the number too.
     pub fn on_rate_limit(&self) {
-        let mut s = self.lock();
-        if s.rate.on_rate_limit(Instant::now()) {
-            s.limiter = limiter(s.rate.current());
+        {
+            let mut s = self.lock();
+            if s.rate.on_rate_limit(Instant::now()) {
+                s.limiter = limiter(s.rate.current());
+            }
+        }
+        if let Some(budget) = &self.shared {
+            budget.on_rate_limit();
         }
     }
 

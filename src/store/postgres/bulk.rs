@@ -9,6 +9,7 @@
 //! already `sending`/`sent`, which the campaign's rules never send again. The per-phone
 //! unique index `tokens_bulk_member` stays the last guard: one member per (campaign, phone).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use postgres::Transaction;
@@ -18,6 +19,7 @@ use super::PgStore;
 use crate::phone::Phone;
 use crate::store::{
     BulkMember, BulkOutcome, BulkQueries, Issued, NewToken, Permits, Result, SendState,
+    RATE_LIMIT_PAUSE, RATE_QUIET, RATE_RECOVERY, RATE_SAME_EPISODE,
 };
 use crate::time::Timestamp;
 
@@ -367,21 +369,41 @@ impl BulkQueries for PgStore {
         want: u32,
     ) -> Result<Permits> {
         // One statement, one round trip (it is on the send path): the row is locked, refilled
-        // by the time passed on the database's clock and taken from. A caller that waited
-        // for the lock brings an earlier time: it credits nothing twice (GREATEST), so the
-        // bucket never holds more than the rate allows.
-        const TAKE: &str =
-            "WITH now AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t),
-             cur AS (
-                SELECT LEAST($3, b.tokens + GREATEST(0, now.t - b.at) * $2) AS avail,
-                       GREATEST(b.at, now.t) AS t
-                FROM bulk_rate b, now WHERE b.phone_number_id = $1 FOR UPDATE OF b)
-             UPDATE bulk_rate SET rate = $2, burst = $3,
-                    tokens = cur.avail - LEAST($4, floor(cur.avail)), at = cur.t
-             FROM cur WHERE phone_number_id = $1
-             RETURNING LEAST($4, floor(cur.avail)) AS granted, cur.avail AS avail";
+        // by the time passed on the database's clock at the rate in force, and taken from,
+        // unless a rate-limit answer paused the number. A caller that waited for the lock
+        // brings an earlier time: it credits nothing twice (GREATEST), so the bucket never
+        // holds more than the rate allows.
+        static TAKE: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH now AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t),
+                 cur AS (
+                    SELECT b.tokens, b.at, b.cut_at, now.t AS nt, {in_force} AS eff
+                    FROM bulk_rate b, now WHERE b.phone_number_id = $1 FOR UPDATE OF b),
+                 avail AS (
+                    SELECT LEAST($3, tokens + GREATEST(0, nt - at) * eff) AS avail,
+                           GREATEST(at, nt) AS t, eff,
+                           GREATEST(0, COALESCE(cut_at + $7::float8 - nt, 0)) AS paused
+                    FROM cur),
+                 take AS (
+                    SELECT CASE WHEN paused > 0 THEN 0 ELSE LEAST($4, floor(avail)) END AS n
+                    FROM avail)
+                 UPDATE bulk_rate SET rate = $2, burst = $3,
+                        tokens = avail.avail - take.n, at = avail.t
+                 FROM avail, take WHERE phone_number_id = $1
+                 RETURNING take.n AS granted, avail.avail AS avail, avail.eff AS eff,
+                           avail.paused AS paused",
+                in_force = in_force("b", "now.t", "$2", "$5", "$6"),
+            )
+        });
         let want_f = f64::from(want);
-        let mut row = self.row(TAKE, &[&key, &rate, &burst, &want_f])?;
+        let (recovery, quiet, pause) = (
+            RATE_RECOVERY,
+            RATE_QUIET.as_secs_f64(),
+            RATE_LIMIT_PAUSE.as_secs_f64(),
+        );
+        let params: [&(dyn postgres::types::ToSql + Sync); 7] =
+            [&key, &rate, &burst, &want_f, &recovery, &quiet, &pause];
+        let mut row = self.row(&TAKE, &params)?;
         if row.is_none() {
             // The number's first take: its bucket starts full.
             self.execute(
@@ -390,7 +412,7 @@ impl BulkQueries for PgStore {
                  ON CONFLICT DO NOTHING",
                 &[&key, &rate, &burst],
             )?;
-            row = self.row(TAKE, &[&key, &rate, &burst, &want_f])?;
+            row = self.row(&TAKE, &params)?;
         }
         let Some(row) = row else {
             return Ok(Permits {
@@ -398,18 +420,66 @@ impl BulkQueries for PgStore {
                 wait: Duration::from_millis(50),
             });
         };
-        let read = |r: &postgres::Row| -> PgResult<(f64, f64)> {
-            Ok((r.try_get("granted")?, r.try_get("avail")?))
+        let read = |r: &postgres::Row| -> PgResult<(f64, f64, f64, f64)> {
+            Ok((
+                r.try_get("granted")?,
+                r.try_get("avail")?,
+                r.try_get("eff")?,
+                r.try_get("paused")?,
+            ))
         };
-        let (granted, avail) = read(&row).map_err(|e| self.err(e))?;
+        let (granted, avail, eff, paused) = read(&row).map_err(|e| self.err(e))?;
         let granted = granted.clamp(0.0, want_f) as u32;
         let wait = if granted > 0 {
             Duration::ZERO
+        } else if paused > 0.0 {
+            Duration::from_secs_f64(paused)
         } else {
-            Duration::from_secs_f64(((1.0 - avail) / rate.max(0.001)).max(0.0))
+            Duration::from_secs_f64(((1.0 - avail) / eff.max(0.001)).max(0.0))
         };
         Ok(Permits { granted, wait })
     }
+
+    fn bulk_rate_limited(&mut self, key: &str, rate: f64) -> Result<()> {
+        // The cut halves the rate in force (never below 1 msg/s, or the configured rate if
+        // lower), empties the bucket and starts the pause; a second answer within the same
+        // episode changes nothing but the emptied bucket.
+        static CUT: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "WITH now AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t),
+                 cur AS (
+                    SELECT b.cut_at, now.t AS nt, {in_force} AS eff,
+                           (b.cut_at IS NOT NULL AND now.t - b.cut_at < $5::float8) AS same
+                    FROM bulk_rate b, now WHERE b.phone_number_id = $1 FOR UPDATE OF b)
+                 UPDATE bulk_rate SET
+                    cut_rate = CASE WHEN cur.same THEN bulk_rate.cut_rate
+                                    ELSE GREATEST(LEAST($2, 1.0), cur.eff / 2) END,
+                    cut_at = CASE WHEN cur.same THEN bulk_rate.cut_at ELSE cur.nt END,
+                    tokens = 0, at = cur.nt
+                 FROM cur WHERE phone_number_id = $1",
+                in_force = in_force("b", "now.t", "$2", "$3", "$4"),
+            )
+        });
+        let (recovery, quiet, episode) = (
+            RATE_RECOVERY,
+            RATE_QUIET.as_secs_f64(),
+            RATE_SAME_EPISODE.as_secs_f64(),
+        );
+        self.execute(&CUT, &[&key, &rate, &recovery, &quiet, &episode])
+            .map(drop)
+    }
+}
+
+/// The SQL of the rate in force for bulk_rate row `b` at time `now`: the configured `rate`,
+/// or since a cut, the cut rate stepped up by `recovery` every `quiet` seconds, up to `rate`
+/// (the exponent is capped: 1.25^64 brings 1 msg/s past any real rate, and `power` must
+/// not overflow on a cut from last month).
+fn in_force(b: &str, now: &str, rate: &str, recovery: &str, quiet: &str) -> String {
+    format!(
+        "CASE WHEN {b}.cut_at IS NULL THEN {rate}
+              ELSE LEAST({rate}, {b}.cut_rate * power({recovery}::float8,
+                   LEAST(64, floor(GREATEST(0, {now} - {b}.cut_at) / {quiet}::float8)))) END"
+    )
 }
 
 #[cfg(test)]
@@ -641,5 +711,91 @@ mod tests {
             a.0,
             b.0
         );
+    }
+
+    /// A rate-limit answer one worker met pauses and slows every worker of the number: the
+    /// rate is halved once per episode, steps back up by 1.25 every 2 s, never above the
+    /// configured rate nor below 1 msg/s. Time is moved by rewriting the row's clock.
+    #[test]
+    fn a_rate_limit_answer_pauses_and_slows_every_worker() {
+        let Some(url) = temp_database("bulk rate cut") else {
+            return;
+        };
+        const NUMBER: &str = "106540352242922";
+        let (rate, burst) = (100.0, 64.0);
+        let mut a = PgStore::open(&url).unwrap();
+        let mut b = PgStore::open(&url).unwrap();
+        assert_eq!(
+            a.bulk_take_permits(NUMBER, rate, burst, 64)
+                .unwrap()
+                .granted,
+            64
+        );
+
+        a.bulk_rate_limited(NUMBER, rate).unwrap();
+        // The other worker is paused: nothing granted, asked to wait out the second.
+        let paused = b.bulk_take_permits(NUMBER, rate, burst, 64).unwrap();
+        assert_eq!(paused.granted, 0);
+        assert!(
+            paused.wait > Duration::from_millis(500) && paused.wait <= Duration::from_secs(1),
+            "{paused:?}"
+        );
+        let cut = |s: &mut PgStore| -> f64 {
+            s.value(
+                "SELECT cut_rate FROM bulk_rate WHERE phone_number_id = $1",
+                &[&NUMBER],
+            )
+            .unwrap()
+        };
+        assert_eq!(cut(&mut b), 50.0);
+        // Every request in flight comes back with the same answer: one cut per episode.
+        b.bulk_rate_limited(NUMBER, rate).unwrap();
+        assert_eq!(cut(&mut b), 50.0);
+
+        // `since` seconds after the cut, with the bucket empty half a second ago: how many
+        // permits are there (the refill of 0.5 s at the rate in force, plus the moment between
+        // the two statements on a busy machine)?
+        let mut refill_after = |since: f64| -> u32 {
+            b.execute(
+                "UPDATE bulk_rate SET tokens = 0,
+                        at = extract(epoch FROM clock_timestamp()) - 0.5,
+                        cut_at = extract(epoch FROM clock_timestamp()) - $2::float8
+                 WHERE phone_number_id = $1",
+                &[&NUMBER, &since],
+            )
+            .unwrap();
+            b.bulk_take_permits(NUMBER, rate, burst, 64)
+                .unwrap()
+                .granted
+        };
+        let at_half = refill_after(1.2);
+        assert!((25..=32).contains(&at_half), "0.5 s at 50 msg/s: {at_half}");
+        let stepped = refill_after(4.5);
+        assert!((38..=46).contains(&stepped), "0.5 s at 78 msg/s: {stepped}");
+        // Long after: back to the configured rate (and no overflow in the step-up).
+        let recovered = refill_after(30.0 * 86_400.0);
+        assert!(
+            (49..=58).contains(&recovered),
+            "0.5 s at 100 msg/s: {recovered}"
+        );
+
+        // A new episode halves the rate in force again, never below 1 msg/s.
+        b.execute(
+            "UPDATE bulk_rate SET cut_at = extract(epoch FROM clock_timestamp()) - 1.5
+             WHERE phone_number_id = $1",
+            &[&NUMBER],
+        )
+        .unwrap();
+        a.bulk_rate_limited(NUMBER, rate).unwrap();
+        assert_eq!(cut(&mut a), 25.0);
+        for _ in 0..10 {
+            a.execute(
+                "UPDATE bulk_rate SET cut_at = cut_at - 1.5 WHERE phone_number_id = $1",
+                &[&NUMBER],
+            )
+            .unwrap();
+            a.bulk_rate_limited(NUMBER, rate).unwrap();
+        }
+        assert_eq!(cut(&mut a), 1.0);
     }
 }

@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_bulk.sql")),
     (4, include_str!("migrations/0004_inbox_claimant.sql")),
     (5, include_str!("migrations/0005_media_claimant.sql")),
+    (6, include_str!("migrations/0006_bulk_rate_cut.sql")),
 ];
 
 /// The version this build brings a database to.

@@ -195,4 +195,8 @@ impl BulkQueries for SqliteStore {
             wait: Duration::ZERO,
         })
     }
+
+    fn bulk_rate_limited(&mut self, _key: &str, _rate: f64) -> Result<()> {
+        Ok(())
+    }
 }
