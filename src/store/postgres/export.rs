@@ -221,7 +221,7 @@ impl ExportQueries for PgStore {
                AND (state IN ('failed', 'deferred', 'unknown')
                     OR delivery IS NOT DISTINCT FROM 'failed')
                AND ($1::text IS NULL OR campaign = $1)
-             ORDER BY campaign COLLATE \"C\", created_at, token COLLATE \"C\"",
+             ORDER BY campaign COLLATE \"C\", created_at, seq, token COLLATE \"C\"",
             &[&campaign],
         )?
         .iter()

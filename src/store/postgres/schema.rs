@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_inbox_claimant.sql")),
     (5, include_str!("migrations/0005_media_claimant.sql")),
     (6, include_str!("migrations/0006_bulk_rate_cut.sql")),
+    (7, include_str!("migrations/0007_token_order.sql")),
 ];
 
 /// The version this build brings a database to.

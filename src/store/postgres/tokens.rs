@@ -250,12 +250,13 @@ impl TokenQueries for PgStore {
     }
 
     fn tokens_of_campaign(&self, campaign: &str) -> Result<Vec<TokenRecord>> {
-        // SQLite breaks ties of the same millisecond by rowid (insertion order); PostgreSQL
-        // rows have no such stable order, so the token decides among them.
+        // SQLite breaks ties of the same millisecond by rowid (insertion order); here `seq`
+        // does (the token among rows from before migration 7, which have none).
         token_records(
             self,
             &format!(
-                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE campaign = $1 ORDER BY created_at, token COLLATE \"C\""
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE campaign = $1
+                 ORDER BY created_at, seq, token COLLATE \"C\""
             ),
             &[&campaign],
         )
@@ -356,6 +357,35 @@ mod tests {
             })
             .collect();
         workers.into_iter().map(|w| w.join().unwrap()).collect()
+    }
+
+    /// Tokens of the same millisecond are listed in the order they were issued, as SQLite
+    /// lists them (by rowid): not by the random token.
+    #[test]
+    fn tokens_of_one_millisecond_are_listed_in_issue_order() {
+        let Some(url) = temp_database("token order") else {
+            return;
+        };
+        let mut s = PgStore::open(&url).unwrap();
+        let issued: Vec<String> = (0..30)
+            .map(|i| {
+                let t = bulk_token(&format!("+2126100591{i:02}"));
+                assert!(s.insert_token(&t, SendState::Pending).unwrap());
+                t.token.as_str().to_string()
+            })
+            .collect();
+        s.execute(
+            "UPDATE tokens SET created_at = (SELECT MIN(created_at) FROM tokens)",
+            &[],
+        )
+        .unwrap();
+        let listed: Vec<String> = s
+            .tokens_of_campaign("race")
+            .unwrap()
+            .into_iter()
+            .map(|t| t.token.as_str().to_string())
+            .collect();
+        assert_eq!(listed, issued);
     }
 
     #[test]
