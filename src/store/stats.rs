@@ -73,6 +73,28 @@ pub struct FunnelReport {
     pub statuses_received: i64,
 }
 
+/// Adds every campaign's counts into `total` (its codes, unmatched completions and median
+/// are the backend's to fill: they are not sums), then sets each funnel's completion rate.
+/// Shared by the backends, so that both total alike.
+pub(crate) fn total_up(campaigns: &mut [Funnel], total: &mut Funnel) {
+    for f in campaigns.iter() {
+        total.issued += f.issued;
+        total.sent += f.sent;
+        total.failed += f.failed;
+        total.delivered += f.delivered;
+        total.read += f.read;
+        total.failed_after_acceptance += f.failed_after_acceptance;
+        total.deferred += f.deferred;
+        total.pending += f.pending;
+        total.unknown += f.unknown;
+        total.replaced += f.replaced;
+        total.completed += f.completed;
+    }
+    for f in campaigns.iter_mut().chain(std::iter::once(total)) {
+        f.completion_rate = (f.sent > 0).then(|| f.completed as f64 / f.sent as f64);
+    }
+}
+
 /// The median in seconds, to the millisecond, from the one or two middle durations (whole
 /// milliseconds): their sum and how many they are. The mean of two is rounded half away from
 /// zero in integers, so every backend gives the same figure (floating-point days would not).

@@ -125,11 +125,39 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 /// A PostgreSQL connection, closed off any runtime too.
 pub struct PgConn(Option<postgres::Client>);
 
+/// A statement's parameters as the client takes them.
+type PgParams<'a> = [&'a (dyn postgres::types::ToSql + Sync)];
+
 impl PgConn {
     fn client(&mut self) -> &mut postgres::Client {
         self.0
             .as_mut()
             .expect("a connection holds its client until dropped")
+    }
+
+    /// Prepares `sql` (`?N` placeholders), binds `params` and runs `f` with them, off any
+    /// runtime; panics with the statement on error.
+    fn run<T: Send>(
+        &mut self,
+        sql: &str,
+        params: &[Val],
+        f: impl FnOnce(
+                &mut postgres::Client,
+                &postgres::Statement,
+                &PgParams<'_>,
+            ) -> Result<T, postgres::Error>
+            + Send,
+    ) -> T {
+        let (sql, client) = (dollars(sql), self.client());
+        off_runtime(|| {
+            let stmt = client
+                .prepare(&sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+            let bound = bind(&stmt, params);
+            let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                bound.iter().map(|b| &**b as _).collect();
+            f(client, &stmt, &refs).unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        })
     }
 }
 
@@ -269,20 +297,7 @@ impl Sql {
                     rusqlite::params_from_iter(params.iter().map(to_sqlite)),
                 )
                 .unwrap_or_else(|e| panic!("{sql}: {e:?}")) as u64,
-            Sql::Pg(c) => {
-                let (sql, client) = (dollars(sql), c.client());
-                off_runtime(|| {
-                    let stmt = client
-                        .prepare(&sql)
-                        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-                    let bound = bind(&stmt, params);
-                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                        bound.iter().map(|b| &**b as _).collect();
-                    client
-                        .execute(&stmt, &refs)
-                        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-                })
-            }
+            Sql::Pg(c) => c.run(sql, params, |client, stmt, refs| client.execute(stmt, refs)),
         }
     }
 
@@ -313,23 +328,11 @@ impl Sql {
                 .and_then(|rows| rows.collect())
                 .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
             }
-            Sql::Pg(c) => {
-                let (sql, client) = (dollars(sql), c.client());
-                off_runtime(|| {
-                    let stmt = client
-                        .prepare(&sql)
-                        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-                    let bound = bind(&stmt, params);
-                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                        bound.iter().map(|b| &**b as _).collect();
-                    client
-                        .query(&stmt, &refs)
-                        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-                        .iter()
-                        .map(from_pg)
-                        .collect()
-                })
-            }
+            Sql::Pg(c) => c
+                .run(sql, params, |client, stmt, refs| client.query(stmt, refs))
+                .iter()
+                .map(from_pg)
+                .collect(),
         }
     }
 

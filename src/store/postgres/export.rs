@@ -13,7 +13,7 @@ use std::ops::ControlFlow;
 use postgres::Row;
 use serde_json::Value;
 
-use super::types::JsonObject;
+use super::flow::stored_response;
 use super::PgStore;
 use crate::store::{
     ExportFilter, ExportQueries, ExportSnapshot, FailedSend, MediaRecord, Result, SendState,
@@ -36,26 +36,10 @@ const PAGE_AFTER: &str = "($4::text IS NULL OR (r.completed_at, r.id) > ($4, $5)
     ORDER BY r.completed_at, r.id
     LIMIT $6";
 
-/// The columns of a [`StoredResponse`], for a SELECT list on `responses r`.
+/// The columns of a [`StoredResponse`], for a SELECT list on `responses r` (read by name by
+/// `flow::stored_response`).
 const RESPONSE_COLUMNS: &str = "r.id, r.token, r.phone, r.sender, r.customer_name, r.campaign, \
     r.source, r.answers, r.matched, r.sender_mismatch, r.duplicate_of, r.completed_at";
-
-fn stored_response(r: &Row) -> std::result::Result<StoredResponse, postgres::Error> {
-    Ok(StoredResponse {
-        id: r.try_get("id")?,
-        token: r.try_get("token")?,
-        phone: r.try_get("phone")?,
-        sender: r.try_get("sender")?,
-        customer_name: r.try_get("customer_name")?,
-        campaign: r.try_get("campaign")?,
-        source: r.try_get("source")?,
-        answers: r.try_get::<_, JsonObject>("answers")?.0,
-        matched: r.try_get::<_, i64>("matched")? != 0,
-        sender_mismatch: r.try_get::<_, i64>("sender_mismatch")? != 0,
-        duplicate_of: r.try_get("duplicate_of")?,
-        completed_at: r.try_get("completed_at")?,
-    })
-}
 
 /// One read snapshot on the store's connection; dropping it ends the transaction.
 struct Snapshot<'a> {

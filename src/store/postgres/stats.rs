@@ -112,22 +112,7 @@ impl StatsQueries for PgStore {
             .map(|(_, m)| m);
 
         let mut campaigns: Vec<Funnel> = by_name.into_values().collect();
-        for f in &campaigns {
-            total.issued += f.issued;
-            total.sent += f.sent;
-            total.failed += f.failed;
-            total.delivered += f.delivered;
-            total.read += f.read;
-            total.failed_after_acceptance += f.failed_after_acceptance;
-            total.deferred += f.deferred;
-            total.pending += f.pending;
-            total.unknown += f.unknown;
-            total.replaced += f.replaced;
-            total.completed += f.completed;
-        }
-        for f in campaigns.iter_mut().chain(std::iter::once(&mut total)) {
-            f.completion_rate = (f.sent > 0).then(|| f.completed as f64 / f.sent as f64);
-        }
+        crate::store::stats::total_up(&mut campaigns, &mut total);
         let statuses_received: i64 = self.value("SELECT COUNT(*) FROM message_statuses", &[])?;
         Ok(FunnelReport {
             campaigns,
